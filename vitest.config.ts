@@ -1,0 +1,13 @@
+import { defineConfig } from "vitest/config";
+
+// Tests spawn real agents, real sshd and real Cyrus tools: give them time, and
+// run files in parallel only as far as a 2-core machine allows.
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    pool: "forks",
+    maxWorkers: 2,
+  },
+});
