@@ -1,0 +1,241 @@
+// Where the list of mailboxes comes from: a `ctl_mboxlist -d` dump, a plain
+// list of names, or a walk of the partitions (cyrus-2.3-spool.md sections 8
+// and 10; trap 11.19).
+//
+// Reads only, takes no lock. Results are sorted by name (then partition) in
+// code-unit order, never locale order, so two runs over the same input give
+// the same plan.
+
+import type { Dir } from "node:fs";
+import { opendir } from "node:fs/promises";
+import { join, relative, sep } from "node:path";
+import { CyrusFormatError, FileAccessError, errorMessage } from "../errors.js";
+import type { ImapdConf } from "./imapd-conf.js";
+import { MailboxNameError, mailboxMetaDir } from "./mailbox-path.js";
+
+export interface MailboxListEntry {
+  name: string;
+  /** Known for `ctl_mboxlist -d` dumps; absent in plain name lists. */
+  partition?: string;
+}
+
+export interface ExcludedMailbox {
+  name: string;
+  /** Why the entry is not a local mailbox guidup may touch. */
+  reason: string;
+}
+
+export interface MailboxList {
+  mailboxes: MailboxListEntry[];
+  excluded: ExcludedMailbox[];
+}
+
+export interface DiscoveredMailbox {
+  name: string;
+  partition: string;
+}
+
+/** mbtype bits of mboxlist.h@2.3.16; any of them makes an entry non-local. */
+const MBTYPE_BITS = [
+  { bit: 0x01, label: "REMOTE", why: "lives on another server (murder)" },
+  { bit: 0x02, label: "RESERVE", why: "create or rename in progress" },
+  { bit: 0x04, label: "NETNEWS", why: "netnews mailbox" },
+  { bit: 0x08, label: "MOVING", why: "being moved to another server" },
+] as const;
+const KNOWN_MBTYPE_BITS = 0x0f;
+
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function describeMbtype(mbtype: number): string {
+  const parts: string[] = MBTYPE_BITS.filter((b) => (mbtype & b.bit) !== 0).map(
+    (b) => `${b.label}: ${b.why}`,
+  );
+  const unknown = mbtype & ~KNOWN_MBTYPE_BITS;
+  if (unknown !== 0) parts.push(`unknown bits 0x${unknown.toString(16)}`);
+  return `mbtype ${mbtype} (${parts.join("; ")})`;
+}
+
+interface ParsedLine {
+  name: string;
+  partition?: string;
+  excludedReason?: string;
+  line: number;
+}
+
+/**
+ * One `ctl_mboxlist -d` line of any 2.3 format, parsed the way 2.3.16's own
+ * `ctl_mboxlist -u` does: name up to the first TAB; an mbtype if a digit
+ * follows (then one SPACE); the partition up to SPACE or TAB; the rest is the
+ * ACL, which guidup does not need.
+ */
+function parseDumpLine(text: string, source: string, line: number): ParsedLine {
+  const fail = (why: string) =>
+    new CyrusFormatError(`${source}:${line}: not a ctl_mboxlist -d line: ${why}`, { source, line });
+  const tab = text.indexOf("\t");
+  if (tab === -1) throw fail("no TAB after the mailbox name");
+  const name = text.slice(0, tab);
+  if (name === "") throw fail("empty mailbox name");
+  let pos = tab + 1;
+  let mbtype = 0;
+  const digits = /^[0-9]+/.exec(text.slice(pos));
+  if (digits !== null) {
+    mbtype = Number(digits[0]);
+    pos += digits[0].length;
+    if (text[pos] !== " ") throw fail("mbtype not followed by a SPACE");
+    pos++;
+  }
+  let end = pos;
+  while (end < text.length && text[end] !== " " && text[end] !== "\t") end++;
+  const partition = text.slice(pos, end);
+  if (partition === "") throw fail("empty partition");
+  if (mbtype !== 0) return { name, partition, excludedReason: describeMbtype(mbtype), line };
+  return { name, partition, line };
+}
+
+/**
+ * Parses a mailbox list: either `ctl_mboxlist -d` output (lines containing a
+ * TAB) or one internal name per line (blank lines and `#` comments ignored,
+ * surrounding whitespace trimmed). A file must be one or the other.
+ * Entries with a non-zero mbtype are returned in `excluded`, with the reason.
+ * Identical duplicates are dropped; the same name with two different
+ * partitions or types is an error, since one of them must be wrong.
+ */
+export function parseMailboxList(text: string, source: string): MailboxList {
+  const parsed: ParsedLine[] = [];
+  let dumpFormat: boolean | undefined;
+  const rawLines = text.split("\n");
+  for (let i = 0; i < rawLines.length; i++) {
+    const lineNo = i + 1;
+    const raw = (rawLines[i] ?? "").replace(/\r$/, "");
+    if (raw.trim() === "") continue;
+    const isDump = raw.includes("\t");
+    if (!isDump && raw.trim().startsWith("#")) continue;
+    if (dumpFormat === undefined) dumpFormat = isDump;
+    if (dumpFormat !== isDump) {
+      throw new CyrusFormatError(
+        `${source}:${lineNo}: mixes ctl_mboxlist -d lines and plain mailbox names`,
+        { source, line: lineNo },
+      );
+    }
+    parsed.push(isDump ? parseDumpLine(raw, source, lineNo) : { name: raw.trim(), line: lineNo });
+  }
+
+  const byName = new Map<string, ParsedLine>();
+  for (const entry of parsed) {
+    const earlier = byName.get(entry.name);
+    if (earlier === undefined) {
+      byName.set(entry.name, entry);
+      continue;
+    }
+    if (earlier.partition !== entry.partition || earlier.excludedReason !== entry.excludedReason) {
+      throw new CyrusFormatError(
+        `${source}:${entry.line}: mailbox ${entry.name} listed again with a different entry (first at line ${earlier.line})`,
+        { source, line: entry.line, name: entry.name },
+      );
+    }
+  }
+
+  const mailboxes: MailboxListEntry[] = [];
+  const excluded: ExcludedMailbox[] = [];
+  for (const entry of [...byName.values()].sort((a, b) => compareStrings(a.name, b.name))) {
+    if (entry.excludedReason !== undefined) {
+      excluded.push({ name: entry.name, reason: entry.excludedReason });
+    } else if (entry.partition !== undefined) {
+      mailboxes.push({ name: entry.name, partition: entry.partition });
+    } else {
+      mailboxes.push({ name: entry.name });
+    }
+  }
+  return { mailboxes, excluded };
+}
+
+/** Staging directories Cyrus keeps in partitions; never mailboxes (section 8.3). */
+const STAGING_DIRS = new Set(["stage.", "sync."]);
+
+/**
+ * The internal name a directory below a partition root would have, undoing
+ * 8.2 step by step, or undefined if the path cannot be a mailbox directory.
+ * The caller still checks the name maps back to the same directory.
+ */
+function nameFromRelativeDir(conf: ImapdConf, relativeDir: string): string | undefined {
+  let parts = relativeDir.split(sep);
+  let domainPrefix = "";
+  if (conf.virtDomains !== "off" && parts[0] === "domain") {
+    const domainAt = conf.hashImapSpool ? 2 : 1;
+    const domain = parts[domainAt];
+    if (domain === undefined) return undefined;
+    domainPrefix = `${domain}!`;
+    parts = parts.slice(domainAt + 1);
+  }
+  if (conf.hashImapSpool) parts = parts.slice(1);
+  if (parts.length === 0) return undefined;
+  return domainPrefix + parts.join(".");
+}
+
+/** Every directory below `root` holding a `cyrus.header`, relative to `root`, unsorted. */
+async function findHeaderDirs(root: string): Promise<string[]> {
+  const found: string[] = [];
+  const pending: string[] = [root];
+  while (pending.length > 0) {
+    const dir = pending.pop() as string;
+    let handle: Dir;
+    try {
+      // opendir streams entries: a mailbox directory may hold 100k message files.
+      handle = await opendir(dir);
+    } catch (err) {
+      // A mailbox deleted while we walk is not an error; the root missing is.
+      if (dir !== root && (err as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw new FileAccessError(`cannot read spool directory ${dir}: ${errorMessage(err)}`, {
+        dir,
+      });
+    }
+    let hasHeader = false;
+    for await (const entry of handle) {
+      // Dirent types come from lstat: symlinks are neither followed nor counted.
+      if (entry.isDirectory()) {
+        if (!STAGING_DIRS.has(entry.name)) pending.push(join(dir, entry.name));
+      } else if (entry.isFile() && entry.name === "cyrus.header") {
+        hasHeader = true;
+      }
+    }
+    if (hasHeader && dir !== root) found.push(relative(root, dir));
+  }
+  return found;
+}
+
+/**
+ * Finds mailboxes by walking each partition: every directory holding a
+ * `cyrus.header` (under the metapartition when `header` is in
+ * `metapartition_files`). A directory whose name does not map back to that
+ * same directory (a stray copy, a `lost+found`, a name Cyrus would refuse) is
+ * ignored. Reads only, takes no lock.
+ */
+export async function discoverMailboxes(conf: ImapdConf): Promise<DiscoveredMailbox[]> {
+  const found: DiscoveredMailbox[] = [];
+  const partitions = [...conf.partitions.keys()].sort(compareStrings);
+  for (const partition of partitions) {
+    const metaRoot = conf.metaPartitions.get(partition);
+    const headerRoot =
+      metaRoot !== undefined && conf.metaPartitionFiles.includes("header")
+        ? metaRoot
+        : (conf.partitions.get(partition) as string);
+    for (const relativeDir of await findHeaderDirs(headerRoot)) {
+      const name = nameFromRelativeDir(conf, relativeDir);
+      if (name === undefined) continue;
+      let expectedDir: string;
+      try {
+        expectedDir = mailboxMetaDir(conf, name, partition, "header");
+      } catch (err) {
+        if (err instanceof MailboxNameError) continue;
+        throw err;
+      }
+      if (expectedDir !== join(headerRoot, relativeDir)) continue;
+      found.push({ name, partition });
+    }
+  }
+  return found.sort(
+    (a, b) => compareStrings(a.name, b.name) || compareStrings(a.partition, b.partition),
+  );
+}
