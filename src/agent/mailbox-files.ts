@@ -1,0 +1,59 @@
+// Where a mailbox's files are on this host, derived only from the agent's own
+// imapd.conf and a validated mailbox name (never from a path the controller
+// sends): the name is checked against Cyrus's character policy and the result
+// must stay inside the partition roots.
+
+import { dirname, join } from "node:path";
+import type { ImapdConf } from "../cyrus/imapd-conf.js";
+import {
+  mailboxDataDir,
+  mailboxMetaDir,
+  messageFilePath,
+  validateMailboxName,
+} from "../cyrus/mailbox-path.js";
+import { UsageError } from "../errors.js";
+import type { MailboxRef } from "../protocol/messages.js";
+import { SHA1_CACHE_FILE } from "./sha1-cache.js";
+
+export interface MailboxFiles {
+  readonly name: string;
+  readonly partition: string;
+  readonly dataDir: string;
+  readonly header: string;
+  readonly index: string;
+  readonly expunge: string;
+  readonly indexNew: string;
+  readonly expungeNew: string;
+  /** guidup's sha1 cache, next to cyrus.index. */
+  readonly sha1s: string;
+  /** Directories whose entries a commit changes (fsynced after the renames). */
+  readonly commitDirs: readonly string[];
+  messageFile(uid: number): string;
+}
+
+export function mailboxFiles(conf: ImapdConf, ref: MailboxRef): MailboxFiles {
+  if (typeof ref?.name !== "string") throw new UsageError("mailbox name missing");
+  validateMailboxName(ref.name, conf);
+  const partition = ref.partition ?? conf.defaultPartition;
+  if (!conf.partitions.has(partition)) {
+    throw new UsageError(`${ref.name}: partition "${partition}" is not in ${conf.file}`);
+  }
+  const dataDir = mailboxDataDir(conf, ref.name, partition);
+  const meta = (file: "header" | "index" | "expunge") =>
+    mailboxMetaDir(conf, ref.name, partition, file);
+  const index = join(meta("index"), "cyrus.index");
+  const expunge = join(meta("expunge"), "cyrus.expunge");
+  return {
+    name: ref.name,
+    partition,
+    dataDir,
+    header: join(meta("header"), "cyrus.header"),
+    index,
+    expunge,
+    indexNew: `${index}.NEW`,
+    expungeNew: `${expunge}.NEW`,
+    sha1s: join(dirname(index), SHA1_CACHE_FILE),
+    commitDirs: [...new Set([dirname(expunge), dirname(index)])],
+    messageFile: (uid) => messageFilePath(dataDir, uid),
+  };
+}

@@ -1,0 +1,143 @@
+// Reading one mailbox's index and expunge files into the facts the plan and
+// the apply engine decide on: versions, counts, old-style GUIDs, digests and
+// a fingerprint. Used without locks by `scan` (like imapd, which reads
+// without locks too) and under locks by `lock`, through the locked fds.
+
+import { createHash, type Hash } from "node:crypto";
+import { isNullGuid, isOldStyleGuid } from "../cyrus/guid.js";
+import { type IndexKind, IndexReader } from "../cyrus/index-file.js";
+import { compileRecordPlan, sourceGuidOf } from "../cyrus/convert.js";
+import type { FieldValue } from "../cyrus/field-codec.js";
+import type { FileFacts, MailboxScan } from "../protocol/messages.js";
+
+/** An old-style record: its GUID must be computed from the message file. */
+export interface GuidNeed {
+  uid: number;
+  size: number;
+}
+
+export interface FileRead {
+  facts: FileFacts;
+  /** Old-style records (index and expunge may name the same UID). */
+  needs: GuidNeed[];
+  /** SHA1 over the UID list in file order. */
+  uidsDigest: string;
+  /** SHA1 over (uid, GUID as 20 bytes) in file order. */
+  guidDigest: string;
+}
+
+/**
+ * Reads every record of one file (through `reader`, which the caller closes)
+ * and feeds the fingerprint hash with what the plan depends on.
+ */
+export async function readFileFacts(reader: IndexReader, fingerprint: Hash): Promise<FileRead> {
+  const { format, values } = reader.header;
+  const plan = compileRecordPlan(format, format);
+  const uids = createHash("sha1");
+  const guids = createHash("sha1");
+  const needs: GuidNeed[] = [];
+  let nullGuids = 0;
+  let oldStyleBytes = 0;
+  const minorBytes = Buffer.alloc(4);
+  minorBytes.writeUInt32BE(format.minor);
+  fingerprint
+    .update(reader.kind)
+    .update(minorBytes)
+    .update(u32(values.get("uidValidity")));
+  for await (const chunk of reader.chunks()) {
+    for (let i = 0; i < chunk.count; i++) {
+      const at = i * chunk.recordSize;
+      const uidBytes = chunk.buf.subarray(at, at + 4);
+      const guid = sourceGuidOf(plan, chunk.buf, at);
+      uids.update(uidBytes);
+      guids.update(uidBytes).update(guid);
+      fingerprint.update(uidBytes).update(guid);
+      if (isOldStyleGuid(guid)) {
+        const size = chunk.buf.readUInt32BE(at + 12);
+        needs.push({ uid: uidBytes.readUInt32BE(0), size });
+        oldStyleBytes += size;
+        if (isNullGuid(guid)) nullGuids++;
+      }
+    }
+  }
+  const highestModseq = values.get("highestModseq");
+  const facts: FileFacts = {
+    minor: format.minor,
+    records: reader.header.exists,
+    oldStyle: needs.length,
+    nullGuids,
+    oldStyleBytes,
+    lastUid: values.get("lastUid") as number,
+    uidValidity: values.get("uidValidity") as number,
+    ...(highestModseq === undefined ? {} : { highestModseq: String(highestModseq) }),
+  };
+  return {
+    facts,
+    needs,
+    uidsDigest: uids.digest("hex"),
+    guidDigest: guids.digest("hex"),
+  };
+}
+
+function u32(value: FieldValue | undefined): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(typeof value === "number" ? value : 0);
+  return b;
+}
+
+export interface MailboxRead {
+  scan: MailboxScan;
+  index: FileRead;
+  expunge?: FileRead;
+}
+
+/** Opens (by path or by locked fd) one file for reading. */
+export type FileSource = { path: string; fd?: number; kind: IndexKind };
+
+async function openSource(source: FileSource): Promise<IndexReader> {
+  return source.fd === undefined
+    ? IndexReader.open(source.path, { kind: source.kind })
+    : IndexReader.fromFd(source.fd, source.path, { kind: source.kind });
+}
+
+/**
+ * Reads index and (if given) expunge. Errors propagate (CyrusFormatError,
+ * FileAccessError, UnsupportedVersionError): the caller decides whether that
+ * makes the mailbox unreadable, missing or newer.
+ */
+export async function readMailbox(
+  name: string,
+  index: FileSource,
+  expunge: FileSource | undefined,
+): Promise<MailboxRead> {
+  const fingerprint = createHash("sha1").update(name);
+  const indexReader = await openSource(index);
+  let indexRead: FileRead;
+  try {
+    indexRead = await readFileFacts(indexReader, fingerprint);
+  } finally {
+    await indexReader.close();
+  }
+  let expungeRead: FileRead | undefined;
+  if (expunge) {
+    const reader = await openSource(expunge);
+    try {
+      expungeRead = await readFileFacts(reader, fingerprint);
+    } finally {
+      await reader.close();
+    }
+  }
+  return {
+    index: indexRead,
+    ...(expungeRead ? { expunge: expungeRead } : {}),
+    scan: {
+      name,
+      status: "ok",
+      index: indexRead.facts,
+      ...(expungeRead ? { expunge: expungeRead.facts } : {}),
+      fingerprint: fingerprint.digest("hex"),
+      uidsDigest: indexRead.uidsDigest,
+      guidDigest: indexRead.guidDigest,
+    },
+  };
+}

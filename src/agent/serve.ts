@@ -1,0 +1,256 @@
+// `guidup serve`: the agent's protocol loop (like `borg serve`): an allowlist
+// of ops, one request at a time, answers by id. stdout carries protocol lines
+// only; logs go to stderr as JSON lines. When stdin ends (the controller went
+// away, or the SSH connection dropped) a locked or upgraded mailbox is rolled
+// back before the process exits.
+
+import { hostname } from "node:os";
+import type { Readable, Writable } from "node:stream";
+import type { ImapdConf } from "../cyrus/imapd-conf.js";
+import { discoverMailboxes } from "../cyrus/mailbox-list.js";
+import { errorMessage, GuidupError } from "../errors.js";
+import { encodeLine, LineReader } from "../protocol/framing.js";
+import {
+  type Hello,
+  type LogLine,
+  type Op,
+  OPS,
+  PROTOCOL_VERSION,
+  type Request,
+  type Requests,
+  type Response,
+  type WireError,
+} from "../protocol/messages.js";
+import { hashMailboxes } from "./hash-op.js";
+import { HashPool } from "./hash-pool.js";
+import { mailboxFiles } from "./mailbox-files.js";
+import { MailboxSession, scanMailboxFiles } from "./session.js";
+import { readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
+import { rm, stat } from "node:fs/promises";
+
+/** Requests may carry a whole sha1 cache (cache-put): allow big lines. */
+const MAX_REQUEST_BYTES = 256 * 1024 * 1024;
+
+type Handler<K extends Op> = (req: Request<K>, ctx: Context) => Promise<Requests[K]["result"]>;
+
+interface Context {
+  conf: ImapdConf;
+  session: MailboxSession;
+  progress: (p: Record<string, number | string>) => void;
+  signal: AbortSignal;
+}
+
+/** Every op has exactly one handler: a missing one fails to compile. */
+const handlers: { [K in Op]: Handler<K> } = {
+  scan: async (req, { conf }) => ({
+    mailboxes: await Promise.all(
+      list(req.mailboxes).map(async (ref) => {
+        try {
+          return await scanMailboxFiles(mailboxFiles(conf, ref));
+        } catch (err) {
+          if (err instanceof GuidupError)
+            return { name: String(ref?.name), status: "unreadable", reason: err.message };
+          throw err;
+        }
+      }),
+    ),
+  }),
+  discover: async (_req, { conf }) => ({ mailboxes: await discoverMailboxes(conf) }),
+  hash: (req, { conf, progress, signal }) =>
+    hashMailboxes(
+      conf,
+      list(req.mailboxes),
+      {
+        ...(req.maxBytesPerSec ? { maxBytesPerSec: req.maxBytesPerSec } : {}),
+        ...(req.lowPriority ? { lowPriority: true } : {}),
+        signal,
+      },
+      (p) => progress({ ...p }),
+    ),
+  "cache-get": async (req, { conf }) => {
+    const files = mailboxFiles(conf, req.mailbox);
+    const { cache } = await readSha1Cache(files.sha1s);
+    // What leaves this host is marked relayed: the other side must not take
+    // its file identities for its own.
+    const relayed = cache.relayedCopy();
+    return { entries: relayed.size, data: relayed.encode().toString("base64") };
+  },
+  "cache-put": async (req, { conf }) => {
+    const files = mailboxFiles(conf, req.mailbox);
+    const incoming = Sha1Cache.decode(
+      Buffer.from(String(req.data), "base64"),
+      `cache-put ${files.name}`,
+    );
+    const { cache } = await readSha1Cache(files.sha1s);
+    cache.merge(incoming.relayedCopy());
+    const st = await stat(files.index);
+    await writeSha1Cache(files.sha1s, cache, { uid: st.uid, gid: st.gid, mode: st.mode });
+    return { entries: cache.size };
+  },
+  "cache-clean": async (req, { conf }) => {
+    let removed = 0;
+    for (const ref of list(req.mailboxes)) {
+      const files = mailboxFiles(conf, ref);
+      if (
+        await stat(files.sha1s).then(
+          () => true,
+          () => false,
+        )
+      ) {
+        await rm(files.sha1s, { force: true });
+        removed++;
+      }
+    }
+    return { removed };
+  },
+  lock: (req, { session }) => session.lock(req.mailbox, Number(req.timeoutMs)),
+  upgrade: (req, { session }) => session.upgrade(req),
+  commit: (_req, { session }) => session.commit(),
+  rollback: (_req, { session }) => session.rollback(),
+  status: (req, { session }) => session.status(req.mailbox),
+};
+
+function list<T>(value: T[] | undefined): T[] {
+  if (!Array.isArray(value)) throw new ProtocolRequestError("mailboxes must be a list");
+  return value;
+}
+
+class ProtocolRequestError extends GuidupError {
+  override readonly code: string = "protocol";
+}
+
+export function toWireError(err: unknown): WireError {
+  if (err instanceof GuidupError) {
+    return { code: err.code, message: err.message, ...(err.detail ? { detail: err.detail } : {}) };
+  }
+  return { code: "internal", message: `internal error in the agent: ${errorMessage(err)}` };
+}
+
+export interface ServeOptions {
+  conf: ImapdConf;
+  configPath: string;
+  tool: string;
+  input: Readable;
+  output: Writable;
+  log: (line: LogLine) => void;
+}
+
+/** Runs the loop until input ends; resolves after any rollback is done. */
+export async function serve(options: ServeOptions): Promise<void> {
+  const { input, output, log } = options;
+  const pool = new HashPool();
+  const session = new MailboxSession(options.conf, pool);
+  const abort = new AbortController();
+  const send = (obj: unknown) => output.write(encodeLine(obj));
+  const hello: Hello = {
+    type: "hello",
+    protocol: PROTOCOL_VERSION,
+    tool: options.tool,
+    host: hostname(),
+    pid: process.pid,
+    config: options.configPath,
+  };
+  send(hello);
+
+  const reader = new LineReader({ maxLineBytes: MAX_REQUEST_BYTES });
+  const queue: string[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  input.on("data", (chunk: Buffer) => {
+    try {
+      queue.push(...reader.push(chunk));
+    } catch (err) {
+      send({ id: null, ok: false, error: toWireError(err) });
+      ended = true;
+      input.destroy();
+    }
+    wake?.();
+  });
+  const onEnd = () => {
+    ended = true;
+    abort.abort(new Error("controller went away"));
+    wake?.();
+  };
+  input.on("end", onEnd);
+  input.on("close", onEnd);
+  input.on("error", onEnd);
+
+  try {
+    for (;;) {
+      const line = queue.shift();
+      if (line === undefined) {
+        if (ended) break;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = undefined;
+        continue;
+      }
+      if (line.trim() === "") continue;
+      await handleLine(
+        line,
+        { conf: options.conf, session, signal: abort.signal, progress: () => {} },
+        send,
+        log,
+      );
+    }
+  } finally {
+    if (session.state !== "idle") {
+      log({
+        level: "warn",
+        msg: "input ended with a mailbox in progress: rolling back",
+        mailbox: session.mailbox,
+      });
+      await session
+        .abandon()
+        .catch((err) => log({ level: "error", msg: `rollback failed: ${errorMessage(err)}` }));
+    }
+    await pool.close();
+  }
+}
+
+async function handleLine(
+  line: string,
+  base: Context,
+  send: (obj: unknown) => void,
+  log: (line: LogLine) => void,
+): Promise<void> {
+  let req: Request;
+  try {
+    req = JSON.parse(line) as Request;
+  } catch {
+    send({
+      id: null,
+      ok: false,
+      error: { code: "protocol", message: "request is not valid JSON" },
+    });
+    return;
+  }
+  const id = typeof req?.id === "number" ? req.id : null;
+  if (id === null || typeof req.op !== "string") {
+    send({
+      id,
+      ok: false,
+      error: { code: "protocol", message: "request needs a numeric id and an op" },
+    });
+    return;
+  }
+  if (!(OPS as readonly string[]).includes(req.op)) {
+    send({ id, ok: false, error: { code: "unknown-op", message: `unknown op "${req.op}"` } });
+    return;
+  }
+  const ctx: Context = { ...base, progress: (p) => send({ id, progress: p }) };
+  const started = Date.now();
+  try {
+    const handler = handlers[req.op] as Handler<Op>;
+    const result = await handler(req as never, ctx);
+    const response: Response = { id, ok: true, result };
+    send(response);
+    log({ level: "debug", msg: "done", op: req.op, ms: Date.now() - started });
+  } catch (err) {
+    const error = toWireError(err);
+    if (error.code === "internal")
+      log({ level: "error", msg: error.message, op: req.op, stack: (err as Error)?.stack });
+    send({ id, ok: false, error });
+  }
+}

@@ -1,0 +1,45 @@
+// guidup serve --config /etc/imapd.conf: the host agent. Started by the
+// controller over SSH (an exec channel) or as a local child process; speaks
+// the agent protocol on stdin/stdout. Not meant to be run by hand.
+
+import { serve } from "../agent/serve.js";
+import { readImapdConf } from "../cyrus/imapd-conf.js";
+import { ExitCode, UsageError } from "../errors.js";
+import { parseCommandArgs } from "./args.js";
+import type { Io } from "./io.js";
+import { TOOL_VERSION } from "./version.js";
+
+const HELP = `usage: guidup serve --config /etc/imapd.conf
+
+Runs the guidup agent on this Cyrus host: newline-delimited JSON requests on
+stdin, responses on stdout, JSON logs on stderr. The controller (guidup plan,
+apply, hash, verify) starts it; see the README for an authorized_keys entry.
+`;
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const { values } = parseCommandArgs(
+    "serve",
+    args,
+    {
+      config: { type: "string", short: "C" },
+      help: { type: "boolean", short: "h" },
+    },
+    false,
+  );
+  if (values.help) {
+    io.out(HELP);
+    return ExitCode.ok;
+  }
+  if (!values.config) throw new UsageError("--config PATH (the host's imapd.conf) is required");
+  const conf = await readImapdConf(values.config);
+  await serve({
+    conf,
+    configPath: values.config,
+    tool: TOOL_VERSION,
+    input: process.stdin,
+    output: process.stdout,
+    log: (line) =>
+      process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`),
+  });
+  return ExitCode.ok;
+}
