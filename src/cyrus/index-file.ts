@@ -7,7 +7,7 @@
 // whole file in memory. Reads only, takes no lock: callers that need a stable
 // view (the agent's upgrade) open and lock the file first and pass the fd.
 
-import { read as readCb, close as closeCb, fstat as fstatCb, open as openCb } from "node:fs";
+import { close as closeCb, fstat as fstatCb, open as openCb, read as readCb } from "node:fs";
 import { promisify } from "node:util";
 import { CyrusFormatError, FileAccessError } from "../errors.js";
 import { decodeFields, type FieldValue } from "./field-codec.js";
