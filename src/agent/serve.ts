@@ -8,11 +8,13 @@ import { hostname } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { discoverMailboxes } from "../cyrus/mailbox-list.js";
+import { validateMailboxName } from "../cyrus/mailbox-path.js";
 import { errorMessage, GuidupError } from "../errors.js";
 import { encodeLine, LineReader } from "../protocol/framing.js";
 import {
   type Hello,
   type LogLine,
+  type MailboxRef,
   type Op,
   OPS,
   PROTOCOL_VERSION,
@@ -22,6 +24,7 @@ import {
   type WireError,
 } from "../protocol/messages.js";
 import { hashMailboxes } from "./hash-op.js";
+import { verifyMailbox } from "./verify-op.js";
 import { HashPool } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
 import { MailboxSession, scanMailboxFiles } from "./session.js";
@@ -35,6 +38,7 @@ type Handler<K extends Op> = (req: Request<K>, ctx: Context) => Promise<Requests
 
 interface Context {
   conf: ImapdConf;
+  pool: HashPool;
   session: MailboxSession;
   progress: (p: Record<string, number | string>) => void;
   signal: AbortSignal;
@@ -44,7 +48,7 @@ interface Context {
 const handlers: { [K in Op]: Handler<K> } = {
   scan: async (req, { conf }) => ({
     mailboxes: await Promise.all(
-      list(req.mailboxes).map(async (ref) => {
+      confined(conf, list(req.mailboxes)).map(async (ref) => {
         try {
           return await scanMailboxFiles(mailboxFiles(conf, ref));
         } catch (err) {
@@ -59,7 +63,7 @@ const handlers: { [K in Op]: Handler<K> } = {
   hash: (req, { conf, progress, signal }) =>
     hashMailboxes(
       conf,
-      list(req.mailboxes),
+      confined(conf, list(req.mailboxes)),
       {
         ...(req.maxBytesPerSec ? { maxBytesPerSec: req.maxBytesPerSec } : {}),
         ...(req.lowPriority ? { lowPriority: true } : {}),
@@ -107,12 +111,32 @@ const handlers: { [K in Op]: Handler<K> } = {
   upgrade: (req, { session }) => session.upgrade(req),
   commit: (_req, { session }) => session.commit(),
   rollback: (_req, { session }) => session.rollback(),
+  verify: async (req, { conf, pool }) => {
+    const out = [];
+    for (const ref of list(req.mailboxes)) {
+      out.push(await verifyMailbox(conf, ref, pool, req.sample));
+    }
+    return { mailboxes: out };
+  },
   status: (req, { session }) => session.status(req.mailbox),
 };
 
 function list<T>(value: T[] | undefined): T[] {
   if (!Array.isArray(value)) throw new ProtocolRequestError("mailboxes must be a list");
   return value;
+}
+
+/**
+ * Refuses the whole request (code "mailbox-name") when any name is one Cyrus
+ * would not accept or that would leave its partition. Without this, scan
+ * reported such a name as an "unreadable" mailbox and hash as a per-mailbox
+ * failure, so a hostile name was never refused as such.
+ */
+function confined(conf: ImapdConf, refs: MailboxRef[]): MailboxRef[] {
+  for (const ref of refs) {
+    if (typeof ref?.name === "string") validateMailboxName(ref.name, conf);
+  }
+  return refs;
 }
 
 class ProtocolRequestError extends GuidupError {
@@ -189,7 +213,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       if (line.trim() === "") continue;
       await handleLine(
         line,
-        { conf: options.conf, session, signal: abort.signal, progress: () => {} },
+        { conf: options.conf, pool, session, signal: abort.signal, progress: () => {} },
         send,
         log,
       );

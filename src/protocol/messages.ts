@@ -80,6 +80,18 @@ export interface UpgradeCounts {
   kept: number;
 }
 
+/** What `verify` found in one mailbox: stored GUIDs against SHA1 of the files. */
+export interface MailboxVerify {
+  name: string;
+  scan: MailboxScan;
+  /** Records whose message file was hashed. */
+  checked: number;
+  /** Records whose stored GUID is not the SHA1 of their file. */
+  mismatches: { uid: number; stored: string; actual: string }[];
+  /** Records whose message file is missing or unreadable. */
+  unreadable: { uid: number; reason: string }[];
+}
+
 export type Requests = {
   scan: { args: { mailboxes: MailboxRef[] }; result: { mailboxes: MailboxScan[] } };
   discover: { args: Record<string, never>; result: { mailboxes: MailboxRef[] } };
@@ -124,6 +136,11 @@ export type Requests = {
   };
   commit: { args: Record<string, never>; result: { renamed: string[]; lockHeldMs: number } };
   rollback: { args: Record<string, never>; result: { removed: string[]; lockHeldMs: number } };
+  verify: {
+    /** sample: hash only this many random records per mailbox (default all). */
+    args: { mailboxes: MailboxRef[]; sample?: number };
+    result: { mailboxes: MailboxVerify[] };
+  };
   status: {
     args: { mailbox?: MailboxRef };
     result: {
@@ -147,6 +164,7 @@ export const OPS: readonly Op[] = [
   "upgrade",
   "commit",
   "rollback",
+  "verify",
   "status",
 ];
 

@@ -1,0 +1,150 @@
+// Where apply keeps its per-mailbox state: `<plan>.state/`, one JSON file per
+// mailbox, fanned out into 256 subdirectories by the first byte of the SHA1 of
+// the mailbox name (so a million mailboxes do not share one directory, and a
+// 490-byte mailbox name never becomes a file name). Every write is atomic:
+// temp file, fsync, rename, fsync of the directory. A `.lock` file held with
+// an OFD fcntl lock keeps two applies of one plan apart; it dies with the
+// process, so a killed apply never leaves a stale lock behind.
+
+import { createHash } from "node:crypto";
+import { mkdir, open, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { type FileLock, tryLockFile } from "../agent/fcntl-lock.js";
+import { FileAccessError, GuidupError } from "../errors.js";
+import type { MailboxState } from "./state.js";
+import { PHASES } from "./state.js";
+
+export class StateLockedError extends GuidupError {
+  readonly code: string = "state-locked";
+}
+
+export class StateFileError extends GuidupError {
+  readonly code: string = "state-file";
+}
+
+export function stateDirFor(planPath: string): string {
+  return `${planPath}.state`;
+}
+
+function nameHash(name: string): string {
+  return createHash("sha1").update(name).digest("hex");
+}
+
+export class StateStore {
+  #lock: FileLock | undefined;
+  readonly #dirsMade = new Set<string>();
+
+  constructor(readonly dir: string) {}
+
+  /** Takes the store's lock; refuses when another apply holds it. */
+  async acquire(planId: string): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    const lockPath = join(this.dir, ".lock");
+    await writeFile(lockPath, "", { flag: "a" });
+    const lock = await tryLockFile(lockPath);
+    if (!lock) {
+      let who = "";
+      try {
+        who = (await readFile(join(this.dir, ".owner"), "utf8")).trim();
+      } catch {
+        // no owner note: say less
+      }
+      throw new StateLockedError(
+        `another guidup apply of this plan is running (${who || "lock held"}); state: ${this.dir}`,
+      );
+    }
+    this.#lock = lock;
+    await writeFile(
+      join(this.dir, ".owner"),
+      `pid ${process.pid}, plan ${planId}, since ${new Date().toISOString()}\n`,
+    );
+  }
+
+  async release(): Promise<void> {
+    await this.#lock?.unlock();
+    this.#lock = undefined;
+  }
+
+  pathFor(name: string): string {
+    const h = nameHash(name);
+    return join(this.dir, h.slice(0, 2), `${h}.json`);
+  }
+
+  async read(name: string): Promise<MailboxState | undefined> {
+    const path = this.pathFor(name);
+    let text: string;
+    try {
+      text = await readFile(path, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw new FileAccessError(`${path}: ${(err as Error).message}`);
+    }
+    return parseState(text, path, name);
+  }
+
+  async write(state: MailboxState): Promise<void> {
+    const path = this.pathFor(state.name);
+    const dir = join(path, "..");
+    if (!this.#dirsMade.has(dir)) {
+      await mkdir(dir, { recursive: true });
+      this.#dirsMade.add(dir);
+    }
+    const tmp = `${path}.tmp`;
+    try {
+      const fh = await open(tmp, "w", 0o644);
+      try {
+        await fh.writeFile(`${JSON.stringify(state, null, 1)}\n`);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, path);
+      const d = await open(dir, "r");
+      try {
+        await d.sync();
+      } finally {
+        await d.close();
+      }
+    } catch (err) {
+      throw new FileAccessError(`cannot write state ${path}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Every state file (for status): one directory at a time, never all names at once in memory twice. */
+  async *all(): AsyncGenerator<MailboxState> {
+    let subdirs: string[];
+    try {
+      subdirs = (await readdir(this.dir)).filter((d) => /^[0-9a-f]{2}$/.test(d)).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    for (const sub of subdirs) {
+      const files = (await readdir(join(this.dir, sub))).filter((f) => f.endsWith(".json")).sort();
+      for (const f of files) {
+        const path = join(this.dir, sub, f);
+        yield parseState(await readFile(path, "utf8"), path);
+      }
+    }
+  }
+}
+
+function parseState(text: string, path: string, expectName?: string): MailboxState {
+  let obj: MailboxState;
+  try {
+    obj = JSON.parse(text) as MailboxState;
+  } catch {
+    throw new StateFileError(
+      `${path}: not valid JSON (a state file is written atomically; was it edited?)`,
+    );
+  }
+  if (
+    typeof obj?.name !== "string" ||
+    !(PHASES as readonly string[]).includes(obj.phase) ||
+    typeof obj.attempts !== "number" ||
+    (expectName !== undefined && obj.name !== expectName)
+  ) {
+    throw new StateFileError(`${path}: not a guidup state file (see schemas/state.schema.json)`);
+  }
+  return obj;
+}

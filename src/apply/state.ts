@@ -1,0 +1,66 @@
+// The per-mailbox state apply keeps beside the plan. It is a record of how
+// far apply got, not the truth: on a rerun every unfinished mailbox is
+// locked on both sides and its real files decide what happens next, so a
+// state file that lags behind (a controller killed between a host step and
+// the state write) is corrected, never trusted blindly.
+
+import type { UpgradeCounts } from "../protocol/messages.js";
+
+export const PHASES = [
+  "pending",
+  "in-progress",
+  "done",
+  "replica-ahead",
+  "failed",
+  "diverged",
+  "stale",
+  "skipped",
+] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** The step of the two-phase protocol a mailbox was at (for in-progress and errors). */
+export type Step =
+  | "relay-cache"
+  | "lock-master"
+  | "lock-replica"
+  | "upgrade-master"
+  | "upgrade-replica"
+  | "compare"
+  | "commit-replica"
+  | "commit-master"
+  | "repair";
+
+export interface StateError {
+  code: string;
+  message: string;
+  step?: Step;
+  host?: "master" | "replica";
+}
+
+export interface MailboxState {
+  name: string;
+  phase: Phase;
+  step?: Step;
+  /** Runs of the protocol for this mailbox (0 for a mailbox found done). */
+  attempts: number;
+  firstStarted?: string;
+  updated: string;
+  finished?: string;
+  lastError?: StateError;
+  /** (uid, GUID) digests of the upgraded indexes, as compared at step 4b. */
+  digests?: { master?: string; replica?: string };
+  counts?: { master?: UpgradeCounts; replica?: UpgradeCounts };
+  /** From first lock to last unlock, per side, of the last attempt. */
+  lockHeldMs?: { master?: number; replica?: number };
+}
+
+/** Phases after which apply has nothing left to do for a mailbox. */
+export const FINAL_PHASES: ReadonlySet<Phase> = new Set(["done", "skipped"]);
+
+/** Phases a person should look at (status lists them). */
+export const ATTENTION_PHASES: ReadonlySet<Phase> = new Set([
+  "replica-ahead",
+  "diverged",
+  "failed",
+  "stale",
+]);

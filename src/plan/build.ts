@@ -1,0 +1,184 @@
+// buildPlan: from the scans of both sides to the plan. Pure and
+// deterministic: the same scans give the same plan except id and created.
+
+import type { FileFacts, MailboxRef, MailboxScan } from "../protocol/messages.js";
+import {
+  type Action,
+  type PlanHost,
+  PLAN_FORMAT,
+  type Plan,
+  type PlannedMailbox,
+  type PlanSummary,
+  type SideFacts,
+  type SkippedMailbox,
+} from "./model.js";
+
+export interface BuildPlanInput {
+  id: string;
+  created: string;
+  tool: string;
+  pair: string;
+  target: number;
+  hosts: { master: PlanHost; replica: PlanHost };
+  /** The mailbox list (from the master), names unique. */
+  mailboxes: readonly MailboxRef[];
+  /** Entries of the list that are not local mailboxes (remote, reserved, …). */
+  excluded?: readonly { name: string; reason: string }[];
+  master: ReadonlyMap<string, MailboxScan>;
+  replica: ReadonlyMap<string, MailboxScan>;
+}
+
+type Decision =
+  | { kind: "apply"; entry: PlannedMailbox }
+  | { kind: "skip"; entry: SkippedMailbox }
+  | { kind: "done" };
+
+export function buildPlan(input: BuildPlanInput): Plan {
+  const mailboxes: PlannedMailbox[] = [];
+  const skipped: SkippedMailbox[] = [];
+  let upToDate = 0;
+  for (const ref of [...input.mailboxes].sort((a, b) => compareNames(a.name, b.name))) {
+    const d = decide(ref, input.master.get(ref.name), input.replica.get(ref.name), input.target);
+    if (d.kind === "apply") mailboxes.push(d.entry);
+    else if (d.kind === "skip") skipped.push(d.entry);
+    else upToDate++;
+  }
+  for (const ex of input.excluded ?? []) {
+    skipped.push({ name: ex.name, reason: "excluded", detail: ex.reason });
+  }
+  skipped.sort((a, b) => compareNames(a.name, b.name));
+  return {
+    format: PLAN_FORMAT,
+    id: input.id,
+    created: input.created,
+    tool: input.tool,
+    pair: input.pair,
+    target: input.target,
+    hosts: input.hosts,
+    summary: summarize(
+      input.mailboxes.length + (input.excluded?.length ?? 0),
+      mailboxes,
+      skipped,
+      upToDate,
+    ),
+    mailboxes,
+    skipped,
+  };
+}
+
+/** Byte order of the UTF-8 names: stable across locales and machines. */
+export function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+function decide(
+  ref: MailboxRef,
+  master: MailboxScan | undefined,
+  replica: MailboxScan | undefined,
+  target: number,
+): Decision {
+  const skip = (reason: SkippedMailbox["reason"], detail: string): Decision => ({
+    kind: "skip",
+    entry: { name: ref.name, reason, detail },
+  });
+  const m = master ?? { name: ref.name, status: "missing" as const, reason: "not scanned" };
+  const r = replica ?? { name: ref.name, status: "missing" as const, reason: "not scanned" };
+  for (const [side, scan] of [
+    ["master", m],
+    ["replica", r],
+  ] as const) {
+    if (scan.status === "unreadable") return skip("unreadable", `${side}: ${scan.reason}`);
+  }
+  if (m.status === "missing")
+    return skip("missing-on-master", `master: ${m.reason ?? "no cyrus.index"}`);
+  if (r.status === "missing")
+    return skip("missing-on-replica", `replica: ${r.reason ?? "no cyrus.index"}`);
+  for (const [side, scan] of [
+    ["master", m],
+    ["replica", r],
+  ] as const) {
+    if (scan.status === "newer") return skip("newer-than-target", `${side}: ${scan.reason}`);
+  }
+  const mi = m.index as FileFacts;
+  const ri = r.index as FileFacts;
+  if (mi.records !== ri.records) {
+    return skip(
+      "uids-differ",
+      `master has ${mi.records} records, replica ${ri.records}; let replication catch up, then plan again`,
+    );
+  }
+  if (m.uidsDigest !== r.uidsDigest) {
+    return skip(
+      "uids-differ",
+      `master and replica hold different UIDs (${mi.records} records each); let replication catch up, then plan again`,
+    );
+  }
+  const files = [m.index, m.expunge, r.index, r.expunge].filter(
+    (f): f is FileFacts => f !== undefined,
+  );
+  if (target < 10 && files.some((f) => f.minor < target)) {
+    // A downgrade never raises a version; such a mailbox is not what the
+    // operator asked guidup to downgrade.
+    return skip(
+      "newer-than-target",
+      `an index below version ${target}: a downgrade does not upgrade`,
+    );
+  }
+  const actions: Action[] = [];
+  if (files.some((f) => f.minor !== target)) actions.push("version");
+  if (target === 10 && files.some((f) => f.oldStyle > 0)) actions.push("guid");
+  if (actions.length === 0) return { kind: "done" };
+  return {
+    kind: "apply",
+    entry: {
+      name: ref.name,
+      ...(ref.partition ? { partition: ref.partition } : {}),
+      actions,
+      master: sideFacts(m),
+      replica: sideFacts(r),
+    },
+  };
+}
+
+function sideFacts(scan: MailboxScan): SideFacts {
+  return {
+    index: scan.index as FileFacts,
+    ...(scan.expunge ? { expunge: scan.expunge } : {}),
+    fingerprint: scan.fingerprint as string,
+    ...(scan.cached !== undefined ? { cached: scan.cached } : {}),
+  };
+}
+
+function summarize(
+  total: number,
+  mailboxes: readonly PlannedMailbox[],
+  skipped: readonly SkippedMailbox[],
+  upToDate: number,
+): PlanSummary {
+  const summary: PlanSummary = {
+    mailboxes: total,
+    toApply: mailboxes.length,
+    upToDate,
+    skipped: skipped.length,
+    byAction: { version: 0, guid: 0 },
+    bySkipReason: {},
+    records: { master: 0, replica: 0 },
+    oldStyleGuids: { master: 0, replica: 0 },
+    bytesToHash: { master: 0, replica: 0 },
+  };
+  for (const mb of mailboxes) {
+    for (const a of mb.actions) summary.byAction[a]++;
+    for (const side of ["master", "replica"] as const) {
+      const facts = mb[side];
+      for (const f of [facts.index, facts.expunge]) {
+        if (!f) continue;
+        summary.records[side] += f.records;
+        summary.oldStyleGuids[side] += f.oldStyle;
+        summary.bytesToHash[side] += f.oldStyleBytes;
+      }
+    }
+  }
+  for (const s of skipped)
+    summary.bySkipReason[s.reason] = (summary.bySkipReason[s.reason] ?? 0) + 1;
+  return summary;
+}

@@ -1,0 +1,85 @@
+// The plan: what `guidup plan` found and what `guidup apply` will do, as plain
+// data. Written as YAML for review (plan-file.ts), checked against
+// schemas/plan.schema.json when read back. Field comments say who relies on
+// each field.
+
+import type { FileFacts } from "../protocol/messages.js";
+import type { HostSpec } from "../transport/types.js";
+
+/** Version of the plan file format; apply refuses others by name. */
+export const PLAN_FORMAT = "guidup-plan/1";
+
+export type Action = "version" | "guid";
+
+export type SkipReason =
+  | "missing-on-master"
+  | "missing-on-replica"
+  | "uids-differ"
+  | "newer-than-target"
+  | "unreadable"
+  | "excluded";
+
+/** One side of a planned mailbox, as scanned. */
+export interface SideFacts {
+  index: FileFacts;
+  expunge?: FileFacts;
+  /** Apply re-checks this under the locks; a mismatch makes the mailbox stale. */
+  fingerprint: string;
+  /** Old-style records with a sha1-cache entry (display: how warm the cache is). */
+  cached?: number;
+}
+
+export interface PlannedMailbox {
+  name: string;
+  /** From the mailbox list; absent = the host's defaultpartition. */
+  partition?: string;
+  /** What apply will change: the index version, old-style GUIDs, or both. */
+  actions: Action[];
+  master: SideFacts;
+  replica: SideFacts;
+}
+
+export interface SkippedMailbox {
+  name: string;
+  reason: SkipReason;
+  /** One line for the reviewer, naming the side and file where it applies. */
+  detail: string;
+}
+
+export interface PlanSummary {
+  /** Mailboxes in the list. Display only: apply never reads the summary. */
+  mailboxes: number;
+  toApply: number;
+  upToDate: number;
+  skipped: number;
+  byAction: Record<Action, number>;
+  bySkipReason: Partial<Record<SkipReason, number>>;
+  records: { master: number; replica: number };
+  oldStyleGuids: { master: number; replica: number };
+  /** Bytes of message files the upgrade must hash where no cache helps. */
+  bytesToHash: { master: number; replica: number };
+}
+
+/**
+ * How to reach one host: the inventory's entry as the scan used it (paths
+ * expanded). Kept in the plan so that apply reaches exactly the hosts that
+ * were scanned, whatever the inventory says by then.
+ */
+export type PlanHost = HostSpec;
+
+export interface Plan {
+  format: typeof PLAN_FORMAT;
+  /** Unique per plan; names the state directory's lock owner. */
+  id: string;
+  /** ISO time. Only id and created differ between two plans of the same spools. */
+  created: string;
+  tool: string;
+  pair: string;
+  target: number;
+  hosts: { master: PlanHost; replica: PlanHost };
+  summary: PlanSummary;
+  /** Sorted by name. Apply works through these in this order. */
+  mailboxes: PlannedMailbox[];
+  /** Sorted by name. Apply never touches these. */
+  skipped: SkippedMailbox[];
+}

@@ -1,0 +1,219 @@
+// The controller's side of the agent protocol: starts an agent on a host
+// connection, checks its hello (refusing a protocol version we do not
+// speak), sends requests and matches responses by id. Wire errors come back
+// as AgentError with the agent's code; a vanished agent fails every pending
+// request with a TransportError naming the host.
+
+import { errorMessage, GuidupError } from "../errors.js";
+import { encodeLine } from "../protocol/framing.js";
+import {
+  type AgentLine,
+  type Hello,
+  type LogLine,
+  type Op,
+  PROTOCOL_VERSION,
+  type Requests,
+} from "../protocol/messages.js";
+import { TransportError } from "./errors.js";
+import type { AgentChannel, HostConnection } from "./types.js";
+
+/** How long an agent has to say hello before we give up on it. */
+export const HELLO_TIMEOUT_MS = 30_000;
+
+/** An error the agent answered with; `code` is the agent's. */
+export class AgentError extends GuidupError {
+  readonly code: string;
+  constructor(
+    readonly host: string,
+    code: string,
+    message: string,
+    detail?: Record<string, unknown>,
+  ) {
+    super(`${host}: ${message}`, detail);
+    this.code = code;
+  }
+}
+
+/** The agent speaks another protocol version. */
+export class ProtocolVersionError extends GuidupError {
+  readonly code: string = "protocol-version";
+}
+
+interface Pending {
+  op: Op;
+  resolve: (result: unknown) => void;
+  reject: (err: Error) => void;
+  onProgress?: (p: Record<string, number | string>) => void;
+}
+
+export interface AgentClientOptions {
+  /** Each agent stderr log line, parsed, with the host it came from. */
+  onLog?: (host: string, line: LogLine) => void;
+  helloTimeoutMs?: number;
+}
+
+export class AgentClient {
+  #nextId = 1;
+  readonly #pending = new Map<number, Pending>();
+  #closed: Error | undefined;
+  #lastStderr = "";
+
+  private constructor(
+    readonly host: string,
+    readonly hello: Hello,
+    private readonly channel: AgentChannel,
+  ) {}
+
+  /** Starts an agent on `conn` and waits for its hello. */
+  static async start(conn: HostConnection, options: AgentClientOptions = {}): Promise<AgentClient> {
+    const channel = await conn.openAgent();
+    const host = channel.host;
+    let client: AgentClient | undefined;
+    let lastStderr = "";
+    channel.onStderrLine((line) => {
+      lastStderr = line;
+      if (client) client.#lastStderr = line;
+      let parsed: LogLine;
+      try {
+        parsed = JSON.parse(line) as LogLine;
+      } catch {
+        parsed = { level: "info", msg: line };
+      }
+      options.onLog?.(host, parsed);
+    });
+    const hello = await new Promise<Hello>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(
+          new TransportError(
+            `${host}: the agent did not say hello within ${Math.round((options.helloTimeoutMs ?? HELLO_TIMEOUT_MS) / 1000)} s${lastStderr ? ` (last stderr: ${lastStderr})` : ""}`,
+          ),
+        );
+      }, options.helloTimeoutMs ?? HELLO_TIMEOUT_MS);
+      channel.onClose((err) => {
+        clearTimeout(timer);
+        const why = err ? errorMessage(err) : "it exited";
+        reject(
+          new TransportError(
+            `${host}: the agent ended before saying hello (${why})${lastStderr ? `; last stderr: ${lastStderr}` : ""}; is guidup installed there and is the command right?`,
+          ),
+        );
+        if (client) {
+          client.#fail(
+            new TransportError(
+              `${host}: agent connection closed${err ? `: ${errorMessage(err)}` : ""}`,
+            ),
+          );
+        }
+      });
+      channel.onLine((line) => {
+        if (client) {
+          client.#onLine(line);
+          return;
+        }
+        clearTimeout(timer);
+        let msg: AgentLine;
+        try {
+          msg = JSON.parse(line) as AgentLine;
+        } catch {
+          reject(
+            new TransportError(
+              `${host}: the agent's first line is not JSON: ${line.slice(0, 200)}`,
+            ),
+          );
+          return;
+        }
+        if (!("type" in msg) || msg.type !== "hello") {
+          reject(new TransportError(`${host}: the agent did not start with hello`));
+          return;
+        }
+        if (msg.protocol !== PROTOCOL_VERSION) {
+          reject(
+            new ProtocolVersionError(
+              `${host}: agent speaks protocol ${msg.protocol} (guidup ${msg.tool}), this controller speaks ${PROTOCOL_VERSION}; install the same guidup version on both`,
+            ),
+          );
+          return;
+        }
+        client = new AgentClient(host, msg, channel);
+        client.#lastStderr = lastStderr;
+        resolve(msg);
+      });
+    }).catch(async (err: unknown) => {
+      await channel.close();
+      throw err;
+    });
+    void hello;
+    return client!;
+  }
+
+  /** Sends one request and resolves with its result (rejects with AgentError). */
+  request<K extends Op>(
+    op: K,
+    args: Requests[K]["args"],
+    onProgress?: (p: Record<string, number | string>) => void,
+  ): Promise<Requests[K]["result"]> {
+    if (this.#closed) return Promise.reject(this.#closed);
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, {
+        op,
+        resolve: resolve as (r: unknown) => void,
+        reject,
+        ...(onProgress ? { onProgress } : {}),
+      });
+      try {
+        this.channel.send(encodeLine({ id, op, ...args }).trimEnd());
+      } catch (err) {
+        this.#pending.delete(id);
+        reject(new TransportError(`${this.host}: cannot send ${op}: ${errorMessage(err)}`));
+      }
+    });
+  }
+
+  /** Ends the agent (it rolls back anything in progress) and waits for it. */
+  async close(): Promise<void> {
+    await this.channel.close();
+    this.#fail(new TransportError(`${this.host}: agent closed`));
+  }
+
+  get closed(): boolean {
+    return this.#closed !== undefined;
+  }
+
+  #onLine(line: string): void {
+    let msg: AgentLine;
+    try {
+      msg = JSON.parse(line) as AgentLine;
+    } catch {
+      this.#fail(new TransportError(`${this.host}: the agent sent a line that is not JSON`));
+      return;
+    }
+    if (!("id" in msg)) return;
+    const pending = msg.id === null ? undefined : this.#pending.get(msg.id);
+    if (!pending) return;
+    if ("progress" in msg) {
+      pending.onProgress?.(msg.progress);
+      return;
+    }
+    this.#pending.delete(msg.id);
+    if (msg.ok) pending.resolve(msg.result);
+    else
+      pending.reject(
+        new AgentError(this.host, msg.error.code, msg.error.message, msg.error.detail),
+      );
+  }
+
+  #fail(err: Error): void {
+    if (!this.#closed) this.#closed = err;
+    for (const [id, p] of this.#pending) {
+      this.#pending.delete(id);
+      p.reject(
+        this.#lastStderr && !err.message.includes(this.#lastStderr)
+          ? new TransportError(
+              `${err.message} (during ${p.op}; last agent log: ${this.#lastStderr})`,
+            )
+          : err,
+      );
+    }
+  }
+}
