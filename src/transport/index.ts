@@ -1,0 +1,30 @@
+// src/transport: how the controller reaches an agent — a child process
+// (local) or an exec channel over SSH — and moves lines to and from it. It
+// owns connections, host key checks and agent process lifetimes; it knows
+// nothing of the messages inside the lines (src/protocol) or of plans.
+
+import { LocalConnection } from "./local.js";
+import { connectSsh } from "./ssh.js";
+import type { HostConnection, HostSpec } from "./types.js";
+
+export { HostUnreachableError, SshAuthError, TransportError } from "./errors.js";
+export { HostKeyError } from "./known-hosts.js";
+export { MAX_SESSIONS_PER_CONNECTION } from "./ssh.js";
+export type {
+  AgentChannel,
+  HostConnection,
+  HostSpec,
+  LocalHostSpec,
+  SshHostSpec,
+} from "./types.js";
+
+/**
+ * Opens a connection to one host: for SSH, connects, checks the host key and
+ * authenticates (rejecting with HostKeyError, HostUnreachableError,
+ * SshAuthError); for local, only checks the spec — processes start in
+ * openAgent().
+ */
+export async function connectHost(spec: HostSpec): Promise<HostConnection> {
+  if (spec.transport === "local") return new LocalConnection(spec);
+  return connectSsh(spec);
+}
