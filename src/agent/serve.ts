@@ -69,7 +69,7 @@ const handlers: { [K in Op]: Handler<K> } = {
         ...(req.lowPriority ? { lowPriority: true } : {}),
         signal,
       },
-      (p) => progress({ ...p }),
+      throttle(PROGRESS_INTERVAL_MS, (p) => progress({ ...p })),
     ),
   "cache-get": async (req, { conf }) => {
     const files = mailboxFiles(conf, req.mailbox);
@@ -120,6 +120,20 @@ const handlers: { [K in Op]: Handler<K> } = {
   },
   status: (req, { session }) => session.status(req.mailbox),
 };
+
+/** Progress lines at most this often: one per file would flood the channel. */
+const PROGRESS_INTERVAL_MS = 250;
+
+function throttle<T>(ms: number, fn: (v: T) => void): (v: T) => void {
+  let last = 0;
+  return (v) => {
+    const now = Date.now();
+    if (now - last >= ms) {
+      last = now;
+      fn(v);
+    }
+  };
+}
 
 function list<T>(value: T[] | undefined): T[] {
   if (!Array.isArray(value)) throw new ProtocolRequestError("mailboxes must be a list");
