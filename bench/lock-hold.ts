@@ -314,6 +314,9 @@ export async function runLockHoldBench(
           restore(p);
           // Floor measured in the same run, right before, on the same v9 file.
           const f = floorOnce(p, out);
+          // As apply does: decide the GUIDs before locking (cache checks
+          // outside the locked window), then lock → upgrade → commit.
+          await agent.call("prepare", { mailbox });
           const t0 = performance.now();
           await agent.call("lock", { mailbox, timeoutMs: 10_000 });
           const up = await agent.call("upgrade", { target: 10 });

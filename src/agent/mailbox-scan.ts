@@ -6,7 +6,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { isNullGuid, isOldStyleGuid } from "../cyrus/guid.js";
 import { type IndexKind, IndexReader } from "../cyrus/index-file.js";
-import { compileRecordPlan, sourceGuidOf } from "../cyrus/convert.js";
+import { compileRecordPlan, PAIR_BYTES, writeGuidPair } from "../cyrus/convert.js";
 import type { FieldValue } from "../cyrus/field-codec.js";
 import type { FileFacts, MailboxScan } from "../protocol/messages.js";
 
@@ -45,20 +45,24 @@ export async function readFileFacts(reader: IndexReader, fingerprint: Hash): Pro
     .update(minorBytes)
     .update(u32(values.get("uidValidity")));
   for await (const chunk of reader.chunks()) {
+    // Hash whole chunks, not records: one native call per chunk instead of
+    // five per record is what keeps a 100,000-record read short under a lock.
+    const uidList = Buffer.allocUnsafe(chunk.count * 4);
+    const pairs = Buffer.allocUnsafe(chunk.count * PAIR_BYTES);
     for (let i = 0; i < chunk.count; i++) {
       const at = i * chunk.recordSize;
-      const uidBytes = chunk.buf.subarray(at, at + 4);
-      const guid = sourceGuidOf(plan, chunk.buf, at);
-      uids.update(uidBytes);
-      guids.update(uidBytes).update(guid);
-      fingerprint.update(uidBytes).update(guid);
-      if (isOldStyleGuid(guid)) {
+      writeGuidPair(plan, chunk.buf, at, pairs, i * PAIR_BYTES);
+      for (let k = 0; k < 4; k++) uidList[i * 4 + k] = pairs[i * PAIR_BYTES + k] as number;
+      if (isOldStyleGuid(pairs, i * PAIR_BYTES + 4)) {
         const size = chunk.buf.readUInt32BE(at + 12);
-        needs.push({ uid: uidBytes.readUInt32BE(0), size });
+        needs.push({ uid: chunk.buf.readUInt32BE(at), size });
         oldStyleBytes += size;
-        if (isNullGuid(guid)) nullGuids++;
+        if (isNullGuid(pairs, i * PAIR_BYTES + 4)) nullGuids++;
       }
     }
+    uids.update(uidList);
+    guids.update(pairs);
+    fingerprint.update(pairs);
   }
   const highestModseq = values.get("highestModseq");
   const facts: FileFacts = {

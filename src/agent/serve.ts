@@ -107,6 +107,7 @@ const handlers: { [K in Op]: Handler<K> } = {
     }
     return { removed };
   },
+  prepare: (req, { session }) => session.prepare(req.mailbox, req.verifySample),
   lock: (req, { session }) => session.lock(req.mailbox, Number(req.timeoutMs)),
   upgrade: (req, { session }) => session.upgrade(req),
   commit: (_req, { session }) => session.commit(),

@@ -25,14 +25,14 @@ import { convertIndex } from "../cyrus/convert.js";
 import { writableFormat } from "../cyrus/formats/index.js";
 import { isOldStyleGuid } from "../cyrus/guid.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
-import { fileAccessError, IndexReader } from "../cyrus/index-file.js";
+import { fileAccessError, IndexReader, UnsupportedVersionError } from "../cyrus/index-file.js";
 import { GuidupError, UsageError } from "../errors.js";
 import type { MailboxRef, MailboxScan, Requests, UpgradeCounts } from "../protocol/messages.js";
 import { type FileLock, lockFile } from "./fcntl-lock.js";
-import { resolveGuids } from "./guid-resolver.js";
+import { type ResolvedGuids, resolveGuids } from "./guid-resolver.js";
 import type { HashPool } from "./hash-pool.js";
 import { type MailboxFiles, mailboxFiles } from "./mailbox-files.js";
-import { type MailboxRead, readMailbox } from "./mailbox-scan.js";
+import { type GuidNeed, type MailboxRead, readMailbox } from "./mailbox-scan.js";
 import { readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 
 const open = promisify(openCb);
@@ -68,12 +68,29 @@ interface Locked {
   /** .NEW files written by upgrade, in commit order (expunge first). */
   written: { from: string; to: string }[];
   upgraded: boolean;
+  /** GUIDs decided by prepare, valid because the fingerprint did not change. */
+  prepared?: Prepared;
+}
+
+/**
+ * What `prepare` decided for a mailbox, outside the locks. Safe to use under
+ * the locks only when the fingerprint (UID lists and GUID bytes of index and
+ * expunge) is unchanged: Cyrus 2.3 never rewrites a `<uid>.` file in place,
+ * and replaces one only in a replica's sync conflict, which also rewrites
+ * that record's GUID (spool doc 5.5, 8.3) — so an unchanged fingerprint means
+ * the same message files behind the same records.
+ */
+interface Prepared {
+  name: string;
+  fingerprint: string;
+  resolved: ResolvedGuids;
 }
 
 type Result<K extends keyof Requests> = Requests[K]["result"];
 
 export class MailboxSession {
   #current: Locked | undefined;
+  #prepared: Prepared | undefined;
 
   constructor(
     private readonly conf: ImapdConf,
@@ -87,6 +104,29 @@ export class MailboxSession {
 
   get mailbox(): string | undefined {
     return this.#current?.files.name;
+  }
+
+  async prepare(ref: MailboxRef, verifySample: number | undefined): Promise<Result<"prepare">> {
+    if (this.#current) {
+      throw new OutOfOrderError(
+        `prepare ${ref?.name}: this session holds ${this.#current.files.name}; commit or rollback first`,
+      );
+    }
+    this.#prepared = undefined;
+    const files = mailboxFiles(this.conf, ref);
+    const { read } = await loadMailbox(files);
+    // Unreadable or missing: nothing to prepare; lock reports the problem.
+    if (!read) return { needs: 0, computed: 0, fromCache: 0, relayedVerified: 0 };
+    const needs = [...read.index.needs, ...(read.expunge?.needs ?? [])];
+    const resolved = await this.#resolve(files, needs, verifySample);
+    this.#prepared = { name: files.name, fingerprint: read.scan.fingerprint!, resolved };
+    return {
+      fingerprint: read.scan.fingerprint!,
+      needs: needs.length,
+      computed: resolved.computed,
+      fromCache: resolved.fromCache,
+      relayedVerified: resolved.relayedVerified,
+    };
   }
 
   async lock(ref: MailboxRef, timeoutMs: number): Promise<Result<"lock">> {
@@ -135,7 +175,13 @@ export class MailboxSession {
         { path: files.index, fd: index.fd, kind: "index" },
         expungeSource ? { path: files.expunge, fd: expunge!.fd, kind: "expunge" } : undefined,
       );
+      const prepared =
+        this.#prepared?.name === files.name && this.#prepared.fingerprint === read.scan.fingerprint
+          ? this.#prepared
+          : undefined;
+      this.#prepared = undefined;
       this.#current = {
+        ...(prepared ? { prepared } : {}),
         files,
         locks: [...locks],
         header,
@@ -146,7 +192,7 @@ export class MailboxSession {
         written: [],
         upgraded: false,
       };
-      return { scan: read.scan, removedStale, waitedMs };
+      return { scan: read.scan, removedStale, waitedMs, prepared: prepared !== undefined };
     } catch (err) {
       await release();
       throw err;
@@ -203,19 +249,12 @@ export class MailboxSession {
       };
     }
 
-    const { cache } = await readSha1Cache(files.sha1s);
-    const resolved = await resolveGuids({
-      mailbox: files.name,
-      needs,
-      cache,
-      pool: this.pool,
-      messageFile: files.messageFile,
-      ...(args.verifySample !== undefined ? { verifySample: args.verifySample } : {}),
-    });
+    // Prepared outside the locks if possible; else decided now, under them.
+    const resolved =
+      cur.prepared?.resolved ?? (await this.#resolve(files, needs, args.verifySample));
     counts.computed = resolved.computed;
     counts.fromCache = resolved.fromCache;
     counts.relayedVerified = resolved.relayedVerified;
-    if (resolved.fresh.length > 0) await this.#saveFresh(files, cache, resolved.fresh);
 
     // Only old-style GUIDs are replaced; an SHA1 GUID already there is kept.
     const guidFor = wantsGuids
@@ -309,6 +348,28 @@ export class MailboxSession {
     return out;
   }
 
+  /** Decides the GUIDs of old-style records (cache, else hashing) and saves fresh hashes. */
+  async #resolve(
+    files: MailboxFiles,
+    needs: GuidNeed[],
+    verifySample: number | undefined,
+  ): Promise<ResolvedGuids> {
+    if (needs.length === 0) {
+      return { guids: new Map(), computed: 0, fromCache: 0, relayedVerified: 0, fresh: [] };
+    }
+    const { cache } = await readSha1Cache(files.sha1s);
+    const resolved = await resolveGuids({
+      mailbox: files.name,
+      needs,
+      cache,
+      pool: this.pool,
+      messageFile: files.messageFile,
+      ...(verifySample !== undefined ? { verifySample } : {}),
+    });
+    if (resolved.fresh.length > 0) await this.#saveFresh(files, cache, resolved.fresh);
+    return resolved;
+  }
+
   #requireState(op: string, want: "locked" | "upgraded"): Locked {
     const cur = this.#current;
     if (!cur || this.state !== want) {
@@ -388,8 +449,25 @@ export class MailboxSession {
 
 /** Scan of one mailbox without locks (the scan op, status). */
 export async function scanMailboxFiles(files: MailboxFiles): Promise<MailboxScan> {
+  const { scan, read } = await loadMailbox(files);
+  if (!read) return scan;
+  const needs = [...read.index.needs, ...(read.expunge?.needs ?? [])];
+  if (needs.length === 0) return scan;
+  // Coverage by key only (no stat per file): a display figure for the plan;
+  // the upgrade re-checks each entry before trusting it.
+  const { cache } = await readSha1Cache(files.sha1s);
+  const cached = needs.filter((n) => cache.lookup(n.uid, n.size) !== undefined).length;
+  return { ...scan, cached };
+}
+
+/** Reads a mailbox without locks; a problem becomes the scan's status, not an exception. */
+async function loadMailbox(
+  files: MailboxFiles,
+): Promise<{ scan: MailboxScan; read?: MailboxRead }> {
   if (!(await exists(files.index))) {
-    return { name: files.name, status: "missing", reason: `${files.index}: no such file` };
+    return {
+      scan: { name: files.name, status: "missing", reason: `${files.index}: no such file` },
+    };
   }
   try {
     const hasExpunge = await existsNonEmpty(files.expunge);
@@ -398,23 +476,13 @@ export async function scanMailboxFiles(files: MailboxFiles): Promise<MailboxScan
       { path: files.index, kind: "index" },
       hasExpunge ? { path: files.expunge, kind: "expunge" } : undefined,
     );
-    const needs = [...read.index.needs, ...(read.expunge?.needs ?? [])];
-    if (needs.length === 0) return read.scan;
-    // Coverage by key only (no stat per file): a display figure for the plan;
-    // the upgrade re-checks each entry before trusting it.
-    const { cache } = await readSha1Cache(files.sha1s);
-    const cached = needs.filter((n) => cache.lookup(n.uid, n.size) !== undefined).length;
-    return { ...read.scan, cached };
+    return { scan: read.scan, read };
   } catch (err) {
-    if (
-      err instanceof GuidupError &&
-      err.code === "cyrus-version" &&
-      (err.detail?.minor as number) > 10
-    ) {
-      return { name: files.name, status: "newer", reason: err.message };
+    if (err instanceof UnsupportedVersionError && err.newer) {
+      return { scan: { name: files.name, status: "newer", reason: err.message } };
     }
     if (err instanceof GuidupError)
-      return { name: files.name, status: "unreadable", reason: err.message };
+      return { scan: { name: files.name, status: "unreadable", reason: err.message } };
     throw err;
   }
 }

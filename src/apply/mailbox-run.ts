@@ -133,7 +133,10 @@ export async function runMailbox(
     behindLocked: boolean,
   ): Promise<MailboxState> => {
     await setStep("repair");
-    if (!behindLocked) await lock(behind);
+    if (!behindLocked) {
+      if (ctx.target === 10) await call(behind, "repair", "prepare", { mailbox });
+      await lock(behind);
+    }
     const up = await call(behind, "repair", "upgrade", { target: ctx.target });
     if (up.guidDigest !== aheadScan.guidDigest) {
       await rollback(behind);
@@ -169,6 +172,15 @@ export async function runMailbox(
       // The replica is not upgraded after all: run the full protocol.
     }
 
+    // Outside the locks, on both sides at once: check cache entries and hash
+    // what is missing, so the locked window below holds no hashing.
+    if (ctx.target === 10 && entry.actions.includes("guid")) {
+      await Promise.all(
+        (["master", "replica"] as const).map((side) =>
+          call(side, "prepare", "prepare", { mailbox }),
+        ),
+      );
+    }
     await setStep("lock-master");
     const m = await lock("master");
     await setStep("lock-replica");

@@ -21,6 +21,7 @@ export type Phase = (typeof PHASES)[number];
 /** The step of the two-phase protocol a mailbox was at (for in-progress and errors). */
 export type Step =
   | "relay-cache"
+  | "prepare"
   | "lock-master"
   | "lock-replica"
   | "upgrade-master"

@@ -12,6 +12,33 @@ type CommandModule = { run(args: string[], io: Io): Promise<number> };
 
 /** Each command lives in its own file and is loaded only when used. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
+  demo: {
+    summary: "run the whole job on a generated master/replica pair",
+    load: () => import("./demo.js"),
+  },
+  hash: {
+    summary: "precompute message SHA1s into each mailbox's sha1 cache",
+    load: () => import("./hash.js"),
+  },
+  plan: {
+    summary: "scan master and replica, write a reviewable plan",
+    load: () => import("./plan.js"),
+  },
+  show: { summary: "summarise a plan for review", load: () => import("./show.js") },
+  diff: { summary: "compare two plans of the same pair", load: () => import("./diff.js") },
+  apply: {
+    summary: "carry a plan out with the locked two-phase protocol",
+    load: () => import("./apply.js"),
+  },
+  status: { summary: "where an apply of a plan stands", load: () => import("./status.js") },
+  verify: {
+    summary: "check versions, GUIDs = SHA1 of files, master = replica",
+    load: () => import("./verify.js"),
+  },
+  cache: {
+    summary: "cache clean: remove the sha1 caches once done",
+    load: () => import("./cache.js"),
+  },
   inspect: {
     summary: "print an index or expunge file (like mbexamine)",
     load: () => import("./inspect.js"),

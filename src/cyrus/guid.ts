@@ -17,14 +17,14 @@ export const UUID_SIZE = 12;
 export const NULL_GUID: Buffer = Buffer.alloc(GUID_SIZE);
 
 /** True when bytes 12..19 are all zero: the NULL GUID or a padded UUID. */
-export function isOldStyleGuid(guid: Uint8Array): boolean {
-  for (let i = UUID_SIZE; i < GUID_SIZE; i++) if (guid[i] !== 0) return false;
+export function isOldStyleGuid(guid: Uint8Array, at = 0): boolean {
+  for (let i = UUID_SIZE; i < GUID_SIZE; i++) if (guid[at + i] !== 0) return false;
   return true;
 }
 
 /** True when all 20 bytes are zero. Replication treats it as "matches anything". */
-export function isNullGuid(guid: Uint8Array): boolean {
-  for (let i = 0; i < GUID_SIZE; i++) if (guid[i] !== 0) return false;
+export function isNullGuid(guid: Uint8Array, at = 0): boolean {
+  for (let i = 0; i < GUID_SIZE; i++) if (guid[at + i] !== 0) return false;
   return true;
 }
 

@@ -108,6 +108,23 @@ export type Requests = {
   "cache-get": { args: { mailbox: MailboxRef }; result: { entries: number; data: string } };
   "cache-put": { args: { mailbox: MailboxRef; data: string }; result: { entries: number } };
   "cache-clean": { args: { mailboxes: MailboxRef[] }; result: { removed: number } };
+  prepare: {
+    /**
+     * Before lock, without locks: read the mailbox and decide every old-style
+     * record's GUID (cache entries checked, missing ones hashed), so that the
+     * locked window holds no hashing and no per-file checks. The session keeps
+     * the result for the next lock of the same mailbox, which uses it only if
+     * the mailbox's fingerprint is unchanged under the locks.
+     */
+    args: { mailbox: MailboxRef; verifySample?: number };
+    result: {
+      fingerprint?: string;
+      needs: number;
+      computed: number;
+      fromCache: number;
+      relayedVerified: number;
+    };
+  };
   lock: {
     args: { mailbox: MailboxRef; timeoutMs: number };
     result: {
@@ -116,6 +133,8 @@ export type Requests = {
       removedStale: string[];
       /** Milliseconds spent waiting for the locks. */
       waitedMs: number;
+      /** Whether the prepared GUIDs are still valid (fingerprint unchanged). */
+      prepared: boolean;
     };
   };
   upgrade: {
@@ -160,6 +179,7 @@ export const OPS: readonly Op[] = [
   "cache-get",
   "cache-put",
   "cache-clean",
+  "prepare",
   "lock",
   "upgrade",
   "commit",

@@ -1,0 +1,110 @@
+// guidup verify's check of one pair: every mailbox at the target on both
+// sides, no old-style GUID left, master and replica (uid, GUID) lists
+// identical, and every checked GUID equal to the SHA1 of its message file.
+
+import type { MailboxRef, MailboxVerify } from "../protocol/messages.js";
+import { AgentClient, type AgentClientOptions } from "../transport/agent-client.js";
+import type { HostConnection } from "../transport/types.js";
+import { isSideDone } from "./mailbox-run.js";
+
+export const VERIFY_BATCH = 50;
+const VERIFY_AGENTS = 2;
+
+export interface VerifyProblem {
+  name: string;
+  problem: string;
+}
+
+export interface VerifyReport {
+  mailboxes: number;
+  recordsChecked: { master: number; replica: number };
+  problems: VerifyProblem[];
+}
+
+async function verifySide(
+  conn: HostConnection,
+  mailboxes: readonly MailboxRef[],
+  sample: number | undefined,
+  clientOptions: AgentClientOptions,
+  onProgress: (done: number) => void,
+): Promise<Map<string, MailboxVerify>> {
+  const out = new Map<string, MailboxVerify>();
+  const batches: MailboxRef[][] = [];
+  for (let i = 0; i < mailboxes.length; i += VERIFY_BATCH)
+    batches.push(mailboxes.slice(i, i + VERIFY_BATCH));
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.max(1, Math.min(VERIFY_AGENTS, batches.length)) }, async () => {
+      const agent = await AgentClient.start(conn, clientOptions);
+      try {
+        while (next < batches.length) {
+          const batch = batches[next++]!;
+          const r = await agent.request("verify", {
+            mailboxes: batch,
+            ...(sample !== undefined ? { sample } : {}),
+          });
+          for (const v of r.mailboxes) out.set(v.name, v);
+          onProgress(out.size);
+        }
+      } finally {
+        await agent.close();
+      }
+    }),
+  );
+  return out;
+}
+
+export async function verifyPair(options: {
+  master: HostConnection;
+  replica: HostConnection;
+  mailboxes: readonly MailboxRef[];
+  target: number;
+  sample?: number;
+  clientOptions?: AgentClientOptions;
+  onProgress?: (side: "master" | "replica", done: number, total: number) => void;
+}): Promise<VerifyReport> {
+  const total = options.mailboxes.length;
+  const [m, r] = await Promise.all(
+    (["master", "replica"] as const).map((side) =>
+      verifySide(
+        side === "master" ? options.master : options.replica,
+        options.mailboxes,
+        options.sample,
+        options.clientOptions ?? {},
+        (d) => options.onProgress?.(side, d, total),
+      ),
+    ),
+  );
+  const report: VerifyReport = {
+    mailboxes: total,
+    recordsChecked: { master: 0, replica: 0 },
+    problems: [],
+  };
+  for (const ref of options.mailboxes) {
+    const sides = { master: m!.get(ref.name), replica: r!.get(ref.name) };
+    const add = (problem: string) => report.problems.push({ name: ref.name, problem });
+    for (const side of ["master", "replica"] as const) {
+      const v = sides[side];
+      if (!v || v.scan.status !== "ok") {
+        add(`${side}: ${v?.scan.reason ?? v?.scan.status ?? "not checked"}`);
+        continue;
+      }
+      report.recordsChecked[side] += v.checked;
+      if (!isSideDone(v.scan, options.target)) {
+        const f = v.scan.index!;
+        add(
+          `${side}: index version ${f.minor}, ${f.oldStyle + (v.scan.expunge?.oldStyle ?? 0)} old-style GUIDs (target ${options.target})`,
+        );
+      }
+      for (const x of v.mismatches)
+        add(
+          `${side}: uid ${x.uid}: GUID ${x.stored} is not the SHA1 of its message file (${x.actual})`,
+        );
+      for (const x of v.unreadable) add(`${side}: uid ${x.uid}: ${x.reason}`);
+    }
+    const mg = sides.master?.scan.guidDigest;
+    const rg = sides.replica?.scan.guidDigest;
+    if (mg && rg && mg !== rg) add("master and replica (uid, GUID) lists differ");
+  }
+  return report;
+}

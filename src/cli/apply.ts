@@ -1,0 +1,237 @@
+// guidup apply PLAN [options]: carries a reviewed plan out, mailbox by
+// mailbox, with the two-phase protocol on both hosts (src/apply).
+
+import { ExitCode, UsageError } from "../errors.js";
+import {
+  DEFAULT_CONCURRENCY,
+  MAX_CONCURRENCY,
+  runApply,
+  type ApplyReport,
+} from "../apply/engine.js";
+import { nameFilter } from "../apply/glob.js";
+import { StateStore, stateDirFor } from "../apply/state-store.js";
+import { FINAL_PHASES } from "../apply/state.js";
+import { readPlan } from "../plan/plan-file.js";
+import { AgentClient } from "../transport/agent-client.js";
+import { connectHost } from "../transport/index.js";
+import { parseCommandArgs, parseDurationMs, parseIntOption } from "./args.js";
+import type { Io } from "./io.js";
+import { agentLogger, withHostKeyPolicy } from "./pairs.js";
+import { withProgress } from "./progress.js";
+
+const HELP = `usage: guidup apply PLAN [options]
+
+Upgrades the plan's mailboxes on master and replica with the locked two-phase
+protocol, writing state beside the plan (PLAN.state/). A rerun skips done
+mailboxes, repairs replica-ahead ones first, and retries the rest.
+  --batch N              start at most N mailboxes in this run
+  --only GLOB            only mailboxes matching GLOB (repeatable; * and ?)
+  --exclude GLOB         skip mailboxes matching GLOB (repeatable)
+  --concurrency N        mailboxes in flight (default ${DEFAULT_CONCURRENCY}, at most ${MAX_CONCURRENCY})
+  --max-failures N       stop starting mailboxes after N failures
+  --lock-timeout DUR     how long to wait for a mailbox's locks (default 30s)
+  --pause-file PATH      while PATH exists, start no new mailbox
+  --allow-drift          upgrade mailboxes that changed since the plan
+  --dry-run              connect to both hosts, lock nothing, list what would run
+  --accept-new-host-keys record unknown SSH host keys instead of refusing them
+  --json                 print the final report as JSON
+Exit codes: 0 all done, 1 stopped early with work left (batch, limit),
+2 bad input, 3 a mailbox is replica-ahead (the next apply repairs it),
+4 mailboxes failed, diverged or went stale, 130 interrupted.
+`;
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parseCommandArgs("apply", args, {
+    batch: { type: "string" },
+    only: { type: "string", multiple: true },
+    exclude: { type: "string", multiple: true },
+    concurrency: { type: "string" },
+    "max-failures": { type: "string" },
+    "lock-timeout": { type: "string" },
+    "pause-file": { type: "string" },
+    "allow-drift": { type: "boolean" },
+    "dry-run": { type: "boolean" },
+    "accept-new-host-keys": { type: "boolean" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) {
+    io.out(HELP);
+    return ExitCode.ok;
+  }
+  const planPath = positionals[0];
+  if (!planPath || positionals.length > 1)
+    throw new UsageError("apply takes one PLAN file (see guidup apply --help)");
+  const concurrency = values.concurrency
+    ? parseIntOption(values.concurrency, "concurrency", 1, MAX_CONCURRENCY)
+    : DEFAULT_CONCURRENCY;
+  const batch = values.batch ? parseIntOption(values.batch, "batch", 1) : undefined;
+  const maxFailures = values["max-failures"]
+    ? parseIntOption(values["max-failures"], "max-failures", 1)
+    : undefined;
+  const lockTimeoutMs = values["lock-timeout"]
+    ? parseDurationMs(values["lock-timeout"], "lock-timeout")
+    : 30_000;
+  const plan = await readPlan(planPath);
+  const hosts = withHostKeyPolicy(plan.hosts, values["accept-new-host-keys"] === true);
+  const store = new StateStore(stateDirFor(planPath));
+  const only = values.only ?? [];
+  const exclude = values.exclude ?? [];
+
+  const [master, replica] = await Promise.all([
+    connectHost(hosts.master),
+    connectHost(hosts.replica),
+  ]);
+  try {
+    if (values["dry-run"])
+      return await dryRun(
+        io,
+        store,
+        plan.mailboxes,
+        only,
+        exclude,
+        master,
+        replica,
+        values.json === true,
+      );
+    await store.acquire(plan.id);
+    const abort = new AbortController();
+    const onSignal = (sig: string) => {
+      if (!abort.signal.aborted)
+        io.err(`\n${sig}: starting no new mailboxes; finishing the ones in flight…\n`);
+      abort.abort();
+    };
+    const sigint = () => onSignal("SIGINT");
+    const sigterm = () => onSignal("SIGTERM");
+    process.on("SIGINT", sigint);
+    process.on("SIGTERM", sigterm);
+    let report: ApplyReport;
+    try {
+      [report] = (await withProgress(io, [
+        {
+          title: `apply ${plan.pair}`,
+          run: (update) => {
+            let total = 0;
+            let done = 0;
+            let bad = 0;
+            const t0 = Date.now();
+            return runApply({
+              plan,
+              store,
+              connections: { master, replica },
+              concurrency,
+              ...(batch !== undefined ? { batch } : {}),
+              only,
+              exclude,
+              ...(maxFailures !== undefined ? { maxFailures } : {}),
+              lockTimeoutMs,
+              ...(values["pause-file"] ? { pauseFile: values["pause-file"] } : {}),
+              allowDrift: values["allow-drift"] === true,
+              signal: abort.signal,
+              clientOptions: { onLog: agentLogger(io) },
+              onEvent: (e) => {
+                if (e.type === "start") {
+                  total = e.queued;
+                  update(`${e.alreadyDone} already done, ${e.queued} to do`);
+                } else if (e.type === "mailbox") {
+                  if (e.phase === "done") done++;
+                  else bad++;
+                  if (e.phase === "replica-ahead")
+                    io.err(
+                      `!!! ${e.name}: REPLICA AHEAD OF MASTER: ${e.state.lastError?.message ?? ""}\n`,
+                    );
+                  const rate = (done + bad) / Math.max(0.001, (Date.now() - t0) / 1000);
+                  const left = Math.max(0, total - done - bad);
+                  update(
+                    `done ${done} · failed ${bad} · remaining ${left} · ${rate.toFixed(1)}/s · ETA ${eta(left / Math.max(rate, 0.001))}`,
+                  );
+                } else if (e.type === "paused") update(`paused: ${e.file} exists`);
+                else if (e.type === "note") io.err(`${e.name}: ${e.message}\n`);
+              },
+            });
+          },
+        },
+      ])) as [ApplyReport];
+    } finally {
+      process.off("SIGINT", sigint);
+      process.off("SIGTERM", sigterm);
+      await store.release();
+    }
+    printReport(io, report, planPath, values.json === true);
+    if (report.interrupted) return ExitCode.interrupted;
+    if (report.replicaAhead.length > 0) return ExitCode.replicaAhead;
+    if (report.problems.length > 0) return ExitCode.incomplete;
+    if (report.remaining > 0) return ExitCode.failed;
+    return ExitCode.ok;
+  } finally {
+    await Promise.all([master.close(), replica.close()]);
+  }
+}
+
+function eta(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const s = Math.round(seconds);
+  return s >= 3600
+    ? `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`
+    : s >= 60
+      ? `${Math.floor(s / 60)}m${s % 60}s`
+      : `${s}s`;
+}
+
+function printReport(io: Io, report: ApplyReport, planPath: string, json: boolean): void {
+  if (json) {
+    io.out(`${JSON.stringify({ plan: planPath, ...report }, null, 2)}\n`);
+    return;
+  }
+  const outcomes =
+    Object.entries(report.outcomes)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ") || "nothing to do";
+  io.out(
+    `apply ${planPath}: ${outcomes}; ${report.alreadyDone} were already done; ${report.remaining} left${report.stoppedBy ? ` (stopped: ${report.stoppedBy})` : ""} in ${(report.elapsedMs / 1000).toFixed(1)} s\n`,
+  );
+  for (const p of report.problems) io.out(`  ${p.phase.padEnd(13)} ${p.name}: ${p.error ?? ""}\n`);
+  if (report.replicaAhead.length > 0) {
+    io.out(
+      `\n!!! ${report.replicaAhead.length} mailbox(es) have an upgraded REPLICA and a non-upgraded MASTER:\n${report.replicaAhead.map((n) => `!!!   ${n}\n`).join("")}!!! Run guidup apply ${planPath} again to repair them (it does these first).\n`,
+    );
+  }
+}
+
+async function dryRun(
+  io: Io,
+  store: StateStore,
+  mailboxes: readonly { name: string; actions: string[] }[],
+  only: readonly string[],
+  exclude: readonly string[],
+  master: Parameters<typeof AgentClient.start>[0],
+  replica: Parameters<typeof AgentClient.start>[0],
+  json: boolean,
+): Promise<number> {
+  // Prove both hosts answer, as apply would need them to.
+  const agents = await Promise.all([AgentClient.start(master), AgentClient.start(replica)]);
+  await Promise.all(agents.map((a) => a.close()));
+  const keep = nameFilter(only, exclude);
+  const would: { name: string; actions: string[]; phase: string }[] = [];
+  for (const mb of mailboxes) {
+    if (!keep(mb.name)) continue;
+    const st = await store.read(mb.name);
+    if (st && FINAL_PHASES.has(st.phase)) continue;
+    would.push({ name: mb.name, actions: mb.actions, phase: st?.phase ?? "pending" });
+  }
+  if (json)
+    io.out(
+      `${JSON.stringify({ dryRun: true, hosts: agents.map((a) => a.hello), mailboxes: would }, null, 2)}\n`,
+    );
+  else {
+    io.out(
+      `dry run: both hosts answered (${agents.map((a) => `${a.host}: guidup ${a.hello.tool}`).join(", ")}); nothing was locked\n`,
+    );
+    for (const w of would)
+      io.out(
+        `  would ${w.phase === "replica-ahead" ? "repair" : "apply"} ${w.name} [${w.actions.join(", ")}]${w.phase !== "pending" ? ` (${w.phase})` : ""}\n`,
+      );
+    io.out(`${would.length} mailbox(es) would run\n`);
+  }
+  return ExitCode.ok;
+}

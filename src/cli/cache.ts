@@ -1,0 +1,159 @@
+// guidup cache clean --inventory FILE [--pair NAME] [--plan FILE] [--force]
+// The seed's last step: remove guidup's cyrus.sha1s files from both sides
+// once the upgrade is over.
+
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import YAML from "yaml";
+import { StateStore, stateDirFor } from "../apply/state-store.js";
+import { FINAL_PHASES } from "../apply/state.js";
+import { ExitCode, UsageError } from "../errors.js";
+import { loadInventory, type PairSpec } from "../plan/inventory.js";
+import { readPlan } from "../plan/plan-file.js";
+import { listMailboxes } from "../plan/scan-pair.js";
+import { AgentClient } from "../transport/agent-client.js";
+import { connectHost } from "../transport/index.js";
+import { parseCommandArgs } from "./args.js";
+import type { Io } from "./io.js";
+import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
+
+const HELP = `usage: guidup cache clean --inventory FILE [--pair NAME] [--plan FILE]
+                          [--plans-dir DIR] [--force]
+
+Removes guidup's sha1 caches (cyrus.sha1s) from every mailbox on master and
+replica. Refuses while the pair's newest plan (in --plans-dir, default plans/,
+or the one named by --plan) still has mailboxes that are not done, unless
+--force.
+Exit codes: 0 removed, 1 refused (work remains), 2 bad input.
+`;
+
+const CLEAN_BATCH = 500;
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === "--help" || sub === "-h" || sub === undefined) {
+    io.out(HELP);
+    return sub === undefined ? ExitCode.badInput : ExitCode.ok;
+  }
+  if (sub !== "clean") throw new UsageError(`unknown cache subcommand "${sub}" (have: clean)`);
+  const { values } = parseCommandArgs(
+    "cache clean",
+    rest,
+    {
+      inventory: { type: "string", short: "i" },
+      pair: { type: "string" },
+      plan: { type: "string" },
+      "plans-dir": { type: "string" },
+      force: { type: "boolean" },
+      "accept-new-host-keys": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    false,
+  );
+  if (values.help) {
+    io.out(HELP);
+    return ExitCode.ok;
+  }
+  if (!values.inventory) throw new UsageError("--inventory FILE is required");
+  const inventory = await loadInventory(values.inventory);
+  const pairs = pairsToRun(inventory.pairs, values.pair);
+  let refused = false;
+  for (const pair of pairs) {
+    if (!values.force) {
+      const remaining = await unfinished(pair.name, values.plan, values["plans-dir"] ?? "plans");
+      if (remaining) {
+        io.err(
+          `cache clean ${pair.name}: refused: ${remaining}; finish the apply (or use --force)\n`,
+        );
+        refused = true;
+        continue;
+      }
+    }
+    const removed = await cleanPair(
+      withHostKeyPolicy(pair, values["accept-new-host-keys"] === true),
+      io,
+    );
+    io.out(
+      `cache clean ${pair.name}: removed ${removed.master} cache file(s) on the master, ${removed.replica} on the replica\n`,
+    );
+  }
+  return refused ? ExitCode.failed : ExitCode.ok;
+}
+
+/** Why the pair's plan is not finished, or undefined when it is (or there is none). */
+async function unfinished(
+  pair: string,
+  planFile: string | undefined,
+  plansDir: string,
+): Promise<string | undefined> {
+  const path = planFile ?? (await newestPlan(pair, plansDir));
+  if (!path) return undefined;
+  const plan = await readPlan(path);
+  if (plan.pair !== pair)
+    throw new UsageError(`${path} is a plan of pair ${plan.pair}, not ${pair}`);
+  const store = new StateStore(stateDirFor(path));
+  let left = 0;
+  for (const mb of plan.mailboxes) {
+    const st = await store.read(mb.name);
+    if (!st || !FINAL_PHASES.has(st.phase)) left++;
+  }
+  return left > 0 ? `${left} mailbox(es) of ${path} are not done` : undefined;
+}
+
+async function newestPlan(pair: string, dir: string): Promise<string | undefined> {
+  let names: string[];
+  try {
+    names = (await readdir(dir)).filter((n) => n.endsWith(".yaml") || n.endsWith(".yml"));
+  } catch {
+    return undefined;
+  }
+  let best: { path: string; created: string } | undefined;
+  for (const n of names) {
+    const path = join(dir, n);
+    try {
+      // Only the header is needed to pick the newest plan of the pair.
+      const head = YAML.parse((await readFile(path, "utf8")).split("\nsummary:")[0] ?? "") as {
+        pair?: string;
+        created?: string;
+      };
+      if (
+        head?.pair === pair &&
+        typeof head.created === "string" &&
+        (!best || head.created > best.created)
+      ) {
+        best = { path, created: head.created };
+      }
+    } catch {
+      // not a plan: ignore
+    }
+  }
+  return best?.path;
+}
+
+async function cleanPair(pair: PairSpec, io: Io): Promise<{ master: number; replica: number }> {
+  const clientOptions = { onLog: agentLogger(io) };
+  const [master, replica] = await Promise.all([
+    connectHost(pair.master),
+    connectHost(pair.replica),
+  ]);
+  try {
+    const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    const out = { master: 0, replica: 0 };
+    for (const side of ["master", "replica"] as const) {
+      const agent = await AgentClient.start(side === "master" ? master : replica, clientOptions);
+      try {
+        for (let i = 0; i < list.mailboxes.length; i += CLEAN_BATCH) {
+          const r = await agent.request("cache-clean", {
+            mailboxes: list.mailboxes.slice(i, i + CLEAN_BATCH),
+          });
+          out[side] += r.removed;
+        }
+      } finally {
+        await agent.close();
+      }
+    }
+    return out;
+  } finally {
+    await Promise.all([master.close(), replica.close()]);
+  }
+}

@@ -1,0 +1,221 @@
+// guidup hash --inventory FILE [--pair NAME] [--side replica|master|both]
+// The seed's step (a): precompute the SHA1 of every message behind an
+// old-style GUID, days ahead, so each mailbox is locked only briefly during
+// apply. Runs on the hosts (the agent's `hash`), resumable, rate-limited.
+
+import { ExitCode, UsageError } from "../errors.js";
+import { loadInventory, type PairSpec } from "../plan/inventory.js";
+import { listMailboxes, scanSide } from "../plan/scan-pair.js";
+import type { MailboxRef, Requests } from "../protocol/messages.js";
+import { AgentClient } from "../transport/agent-client.js";
+import { connectHost } from "../transport/index.js";
+import type { HostConnection } from "../transport/types.js";
+import { parseCommandArgs } from "./args.js";
+import type { Io } from "./io.js";
+import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
+import { withProgress } from "./progress.js";
+
+const HELP = `usage: guidup hash --inventory FILE [--pair NAME] [--side replica|master|both]
+                   [--max-rate MB/s] [--json] [--accept-new-host-keys]
+
+Fills each mailbox's sha1 cache (cyrus.sha1s) on the chosen side (default:
+replica) with the SHA1 of every message whose GUID is old-style, in parallel on
+the host's cores. Interrupted and run again, it skips what is cached and valid.
+apply later relays the replica's cache to the master.
+  --max-rate MB/s   limit the reading rate per host, to run beside live traffic
+Exit codes: 0 done, 1 some message files could not be read (listed), 2 bad
+input, 130 interrupted (the caches keep what was hashed).
+`;
+
+/** Mailboxes per hash request: the agent saves each mailbox's cache as it goes. */
+const HASH_BATCH = 50;
+
+type HashTotals = Requests["hash"]["result"] & { host: string; side: string; seconds: number };
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const { values } = parseCommandArgs(
+    "hash",
+    args,
+    {
+      inventory: { type: "string", short: "i" },
+      pair: { type: "string" },
+      side: { type: "string" },
+      "max-rate": { type: "string" },
+      json: { type: "boolean" },
+      "accept-new-host-keys": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    false,
+  );
+  if (values.help) {
+    io.out(HELP);
+    return ExitCode.ok;
+  }
+  if (!values.inventory) throw new UsageError("--inventory FILE is required");
+  const side = values.side ?? "replica";
+  if (!["replica", "master", "both"].includes(side))
+    throw new UsageError(`--side must be replica, master or both, not "${side}"`);
+  let maxBytesPerSec: number | undefined;
+  if (values["max-rate"] !== undefined) {
+    const mb = Number(values["max-rate"]);
+    if (!Number.isFinite(mb) || mb <= 0)
+      throw new UsageError(`--max-rate: "${values["max-rate"]}" is not a positive number of MB/s`);
+    maxBytesPerSec = Math.round(mb * 1024 * 1024);
+  }
+  const inventory = await loadInventory(values.inventory);
+  const pairs = pairsToRun(inventory.pairs, values.pair).map((p) =>
+    withHostKeyPolicy(p, values["accept-new-host-keys"] === true),
+  );
+  const abort = new AbortController();
+  const onSignal = () => {
+    if (!abort.signal.aborted) io.err("\ninterrupted: saving what was hashed…\n");
+    abort.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const jobs: { pair: PairSpec; side: "master" | "replica" }[] = [];
+  for (const pair of pairs) {
+    if (side !== "master") jobs.push({ pair, side: "replica" });
+    if (side !== "replica") jobs.push({ pair, side: "master" });
+  }
+  let totals: HashTotals[];
+  try {
+    totals = await withProgress(
+      io,
+      jobs.map((job) => ({
+        title: `hash ${job.pair.name} ${job.side}`,
+        run: (update: (t: string) => void) =>
+          hashSide(io, job.pair, job.side, maxBytesPerSec, abort.signal, update),
+      })),
+    );
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+  const failed = totals.reduce((n, t) => n + t.failed.length, 0);
+  if (values.json)
+    io.out(`${JSON.stringify({ interrupted: abort.signal.aborted, hosts: totals }, null, 2)}\n`);
+  else {
+    for (const t of totals) {
+      io.out(
+        `${t.host} (${t.side}): ${t.mailboxes} mailboxes, hashed ${t.hashed} files (${mb(t.hashedBytes)} MB, ${(t.hashedBytes / 1048576 / Math.max(t.seconds, 0.001)).toFixed(1)} MB/s), ${t.alreadyCached} already cached, ${t.failed.length} unreadable\n`,
+      );
+      for (const f of t.failed.slice(0, 50))
+        io.out(`  ${f.mailbox}${f.uid ? ` uid ${f.uid}` : ""}: ${f.reason}\n`);
+      if (t.failed.length > 50) io.out(`  … and ${t.failed.length - 50} more (--json lists all)\n`);
+    }
+  }
+  if (abort.signal.aborted) return ExitCode.interrupted;
+  return failed > 0 ? ExitCode.failed : ExitCode.ok;
+}
+
+function mb(bytes: number): string {
+  return (bytes / 1048576).toFixed(1);
+}
+
+async function hashSide(
+  io: Io,
+  pair: PairSpec,
+  side: "master" | "replica",
+  maxBytesPerSec: number | undefined,
+  signal: AbortSignal,
+  update: (t: string) => void,
+): Promise<HashTotals> {
+  const clientOptions = { onLog: agentLogger(io) };
+  const conns: HostConnection[] = [];
+  try {
+    update("connecting");
+    const master = await connectHost(pair.master);
+    conns.push(master);
+    const conn = side === "master" ? master : await connectHost(pair.replica);
+    if (conn !== master) conns.push(conn);
+    const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    // A scan first: only mailboxes with uncached old-style GUIDs go to hash,
+    // and the totals make an honest ETA.
+    update(`scanning ${list.mailboxes.length} mailboxes`);
+    const scans = await scanSide(conn, side, list.mailboxes, clientOptions, (p) =>
+      update(`scanning ${p.done}/${p.total}`),
+    );
+    const todo: MailboxRef[] = [];
+    let bytesTodo = 0;
+    for (const ref of list.mailboxes) {
+      const s = scans.get(ref.name);
+      if (!s || s.status !== "ok") continue;
+      const oldStyle = (s.index?.oldStyle ?? 0) + (s.expunge?.oldStyle ?? 0);
+      if (oldStyle > (s.cached ?? 0)) {
+        todo.push(ref);
+        const bytes = (s.index?.oldStyleBytes ?? 0) + (s.expunge?.oldStyleBytes ?? 0);
+        bytesTodo +=
+          oldStyle > 0 ? Math.round((bytes * (oldStyle - (s.cached ?? 0))) / oldStyle) : 0;
+      }
+    }
+    const agent = await AgentClient.start(conn, clientOptions);
+    const t0 = Date.now();
+    const totals: HashTotals = {
+      host: conn.host,
+      side,
+      seconds: 0,
+      mailboxes: 0,
+      hashed: 0,
+      hashedBytes: 0,
+      alreadyCached: 0,
+      failed: [],
+    };
+    try {
+      for (let i = 0; i < todo.length && !signal.aborted; i += HASH_BATCH) {
+        const base = { ...totals };
+        let last: Record<string, number | string> = {};
+        const r = await new Promise<Requests["hash"]["result"]>((resolve, reject) => {
+          // Closing the agent's stdin makes it stop, save its caches and exit.
+          const onAbort = () => void agent.close();
+          signal.addEventListener("abort", onAbort, { once: true });
+          agent
+            .request(
+              "hash",
+              {
+                mailboxes: todo.slice(i, i + HASH_BATCH),
+                lowPriority: true,
+                ...(maxBytesPerSec ? { maxBytesPerSec } : {}),
+              },
+              (p) => {
+                last = p;
+                const bytes = base.hashedBytes + Number(p.bytes ?? 0);
+                const secs = (Date.now() - t0) / 1000;
+                const rate = bytes / Math.max(secs, 0.001);
+                update(
+                  `${base.mailboxes + Number(p.mailboxesDone ?? 0)}/${todo.length} mailboxes · ${base.hashed + Number(p.files ?? 0)} files · ${mb(bytes)}/${mb(bytesTodo)} MB · ${(rate / 1048576).toFixed(1)} MB/s · ETA ${Math.round(Math.max(0, bytesTodo - bytes) / Math.max(rate, 1))} s`,
+                );
+              },
+            )
+            .then(resolve, reject)
+            .finally(() => signal.removeEventListener("abort", onAbort));
+        }).catch((err) => {
+          if (signal.aborted) return undefined;
+          throw err;
+        });
+        if (!r) {
+          // Interrupted: the agent saved its caches; count what it reported.
+          totals.hashed += Number(last.files ?? 0);
+          totals.hashedBytes += Number(last.bytes ?? 0);
+          totals.alreadyCached += Number(last.alreadyCached ?? 0);
+          break;
+        }
+        totals.mailboxes += r.mailboxes;
+        totals.hashed += r.hashed;
+        totals.hashedBytes += r.hashedBytes;
+        totals.alreadyCached += r.alreadyCached;
+        totals.failed.push(...r.failed);
+      }
+    } finally {
+      await agent.close();
+    }
+    totals.seconds = (Date.now() - t0) / 1000;
+    update(
+      `${totals.hashed} files, ${mb(totals.hashedBytes)} MB hashed${signal.aborted ? " (interrupted)" : ""}`,
+    );
+    if (todo.length === 0) update("nothing to hash: every old-style GUID is cached");
+    return totals;
+  } finally {
+    await Promise.all(conns.map((c) => c.close()));
+  }
+}

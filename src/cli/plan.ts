@@ -1,0 +1,140 @@
+// guidup plan --inventory FILE [--pair NAME] [--out FILE] [--target-version N]
+// Scans master and replica of each pair and writes one plan per pair.
+
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
+import { ExitCode, UsageError } from "../errors.js";
+import { buildPlan } from "../plan/build.js";
+import { loadInventory, type PairSpec } from "../plan/inventory.js";
+import type { Plan } from "../plan/model.js";
+import { writePlan } from "../plan/plan-file.js";
+import { listMailboxes, scanSide } from "../plan/scan-pair.js";
+import { connectHost } from "../transport/index.js";
+import type { HostSpec } from "../transport/types.js";
+import { parseCommandArgs, parseIntOption } from "./args.js";
+import type { Io } from "./io.js";
+import { withProgress } from "./progress.js";
+import { TOOL_VERSION } from "./version.js";
+import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
+
+const HELP = `usage: guidup plan --inventory FILE [--pair NAME] [--out FILE]
+                   [--target-version N] [--accept-new-host-keys]
+
+Scans master and replica of each pair (no locks, reads only) and writes a plan:
+which mailboxes need a version upgrade and/or new GUIDs, with fingerprints that
+apply re-checks. Review it with guidup show / guidup diff, then guidup apply it.
+  --inventory FILE        the pairs (see examples/inventory.yaml)
+  --pair NAME             only this pair (default: every pair)
+  --out FILE              where to write the plan (one pair only); default
+                          plans/<pair>-<UTC time>.yaml
+  --target-version N      10 (default), or 6..9 to plan a downgrade
+  --accept-new-host-keys  record unknown SSH host keys instead of refusing them
+Exit codes: 0 plan written, 2 bad input (inventory, host unreachable, host key).
+`;
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const { values } = parseCommandArgs(
+    "plan",
+    args,
+    {
+      inventory: { type: "string", short: "i" },
+      pair: { type: "string" },
+      out: { type: "string", short: "o" },
+      "target-version": { type: "string" },
+      "accept-new-host-keys": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    false,
+  );
+  if (values.help) {
+    io.out(HELP);
+    return ExitCode.ok;
+  }
+  if (!values.inventory)
+    throw new UsageError("--inventory FILE is required (see guidup plan --help)");
+  const target = values["target-version"]
+    ? parseIntOption(values["target-version"], "target-version", 6, 10)
+    : TARGET_MINOR;
+  if (!WRITABLE_MINORS.includes(target) || !formatFor(target)) {
+    throw new UsageError(`--target-version ${target}: guidup writes versions 6..10`);
+  }
+  const inventory = await loadInventory(values.inventory);
+  const pairs = pairsToRun(inventory.pairs, values.pair);
+  if (values.out && pairs.length > 1)
+    throw new UsageError("--out needs --pair when the inventory has several pairs");
+
+  const plans = await withProgress(
+    io,
+    pairs.map((pair) => ({
+      title: `plan ${pair.name}`,
+      run: (update: (t: string) => void) =>
+        planPair(
+          withHostKeyPolicy(pair, values["accept-new-host-keys"] === true),
+          target,
+          update,
+          io,
+        ),
+    })),
+  );
+  for (const plan of plans) {
+    const out =
+      values.out ??
+      join(
+        "plans",
+        `${plan.pair}-${plan.created.replace(/[:.]/g, "").replace(/\d{3}Z$/, "Z")}.yaml`,
+      );
+    await writePlan(out, plan);
+    const s = plan.summary;
+    io.out(
+      `${out}: pair ${plan.pair}, ${s.mailboxes} mailboxes: ${s.toApply} to apply (version ${s.byAction.version}, guid ${s.byAction.guid}), ${s.upToDate} up to date, ${s.skipped} skipped\n`,
+    );
+  }
+  return ExitCode.ok;
+}
+
+async function planPair(
+  pair: PairSpec,
+  target: number,
+  update: (t: string) => void,
+  io: Io,
+): Promise<Plan> {
+  const clientOptions = { onLog: agentLogger(io) };
+  update("connecting");
+  const [master, replica] = await Promise.all([
+    connectHost(pair.master),
+    connectHost(pair.replica),
+  ]);
+  try {
+    update("listing mailboxes on the master");
+    const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    const done = { master: 0, replica: 0 };
+    const total = list.mailboxes.length;
+    const show = () =>
+      update(`scanned master ${done.master}/${total}, replica ${done.replica}/${total}`);
+    show();
+    const [m, r] = await Promise.all(
+      (["master", "replica"] as const).map((side) =>
+        scanSide(side === "master" ? master : replica, side, list.mailboxes, clientOptions, (p) => {
+          done[p.side] = p.done;
+          show();
+        }),
+      ),
+    );
+    const created = new Date().toISOString();
+    return buildPlan({
+      id: `${pair.name}-${created.replace(/[-:.]/g, "").slice(0, 15)}Z-${randomBytes(3).toString("hex")}`,
+      created,
+      tool: TOOL_VERSION,
+      pair: pair.name,
+      target,
+      hosts: { master: pair.master as HostSpec, replica: pair.replica as HostSpec },
+      mailboxes: list.mailboxes,
+      excluded: list.excluded,
+      master: m!,
+      replica: r!,
+    });
+  } finally {
+    await Promise.all([master.close(), replica.close()]);
+  }
+}

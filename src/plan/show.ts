@@ -1,0 +1,296 @@
+// What a reviewer reads first: a plan summarised (counts by action and
+// reason, per-host totals, the largest mailboxes), then its entries. Pure:
+// reviewPlan computes, the render functions only format.
+//
+// Counts are computed from the entries, not taken from the plan's summary
+// (display only, and a hand edit may have left it behind); where the two
+// disagree the review says so.
+
+import type { HostSpec } from "../transport/types.js";
+import type { Action, Plan, PlannedMailbox, SideFacts, SkipReason } from "./model.js";
+
+export interface HostTotals {
+  /** How the plan reaches the host. */
+  label: string;
+  /** Index plus expunge records of the planned mailboxes. */
+  records: number;
+  oldStyleGuids: number;
+  /** Bytes of message files behind the old-style GUIDs. */
+  oldStyleBytes: number;
+  /** Old-style records the sha1 cache already covers. */
+  cached: number;
+  /** Planned mailboxes per index minor version now ("9" → 120). */
+  indexVersions: Record<string, number>;
+}
+
+export interface LargeMailbox {
+  name: string;
+  /** Of the larger side: index plus expunge records. */
+  records: number;
+  oldStyleGuids: number;
+  oldStyleBytes: number;
+  actions: Action[];
+}
+
+export interface PlanReview {
+  pair: string;
+  id: string;
+  created: string;
+  tool: string;
+  target: number;
+  toApply: number;
+  upToDate: number;
+  skipped: number;
+  byAction: Record<Action, number>;
+  bySkipReason: Partial<Record<SkipReason, number>>;
+  hosts: { master: HostTotals; replica: HostTotals };
+  /** Up to LARGEST_COUNT, largest first. */
+  largest: LargeMailbox[];
+  /** Where the plan's summary disagrees with its entries, one line each. */
+  summaryMismatches: string[];
+}
+
+export const LARGEST_COUNT = 10;
+
+const SKIP_REASON_ORDER: readonly SkipReason[] = [
+  "missing-on-master",
+  "missing-on-replica",
+  "uids-differ",
+  "newer-than-target",
+  "unreadable",
+  "excluded",
+];
+
+export function reviewPlan(plan: Plan): PlanReview {
+  const byAction: Record<Action, number> = { version: 0, guid: 0 };
+  for (const m of plan.mailboxes) for (const a of m.actions) byAction[a]++;
+  const bySkipReason: Partial<Record<SkipReason, number>> = {};
+  for (const s of plan.skipped) bySkipReason[s.reason] = (bySkipReason[s.reason] ?? 0) + 1;
+  const review: PlanReview = {
+    pair: plan.pair,
+    id: plan.id,
+    created: plan.created,
+    tool: plan.tool,
+    target: plan.target,
+    toApply: plan.mailboxes.length,
+    upToDate: plan.summary.upToDate,
+    skipped: plan.skipped.length,
+    byAction,
+    bySkipReason,
+    hosts: {
+      master: hostTotals(plan.hosts.master, plan.mailboxes, (m) => m.master),
+      replica: hostTotals(plan.hosts.replica, plan.mailboxes, (m) => m.replica),
+    },
+    largest: largest(plan.mailboxes, LARGEST_COUNT),
+    summaryMismatches: [],
+  };
+  review.summaryMismatches = summaryMismatches(plan, review);
+  return review;
+}
+
+/** What `guidup show --json` prints: the review, then the plan itself. */
+export function planJson(plan: Plan): { review: PlanReview; plan: Plan } {
+  return { review: reviewPlan(plan), plan };
+}
+
+export function hostLabel(host: HostSpec): string {
+  if (host.transport === "local") return `local ${host.config}`;
+  const user = host.user ? `${host.user}@` : "";
+  const port = host.port && host.port !== 22 ? `:${host.port}` : "";
+  return `${user}${host.host}${port} ${host.config}`;
+}
+
+function hostTotals(
+  host: HostSpec,
+  mailboxes: readonly PlannedMailbox[],
+  side: (m: PlannedMailbox) => SideFacts,
+): HostTotals {
+  const totals: HostTotals = {
+    label: hostLabel(host),
+    records: 0,
+    oldStyleGuids: 0,
+    oldStyleBytes: 0,
+    cached: 0,
+    indexVersions: {},
+  };
+  for (const m of mailboxes) {
+    const facts = side(m);
+    for (const f of [facts.index, facts.expunge]) {
+      if (!f) continue;
+      totals.records += f.records;
+      totals.oldStyleGuids += f.oldStyle;
+      totals.oldStyleBytes += f.oldStyleBytes;
+    }
+    totals.cached += facts.cached ?? 0;
+    const v = String(facts.index.minor);
+    totals.indexVersions[v] = (totals.indexVersions[v] ?? 0) + 1;
+  }
+  return totals;
+}
+
+function sideSize(facts: SideFacts): { records: number; oldStyle: number; oldStyleBytes: number } {
+  const out = { records: 0, oldStyle: 0, oldStyleBytes: 0 };
+  for (const f of [facts.index, facts.expunge]) {
+    if (!f) continue;
+    out.records += f.records;
+    out.oldStyle += f.oldStyle;
+    out.oldStyleBytes += f.oldStyleBytes;
+  }
+  return out;
+}
+
+/** The mailboxes that hold their locks longest: most records, then most bytes to hash. */
+function largest(mailboxes: readonly PlannedMailbox[], count: number): LargeMailbox[] {
+  const all = mailboxes.map((m): LargeMailbox => {
+    const a = sideSize(m.master);
+    const b = sideSize(m.replica);
+    return {
+      name: m.name,
+      records: Math.max(a.records, b.records),
+      oldStyleGuids: Math.max(a.oldStyle, b.oldStyle),
+      oldStyleBytes: Math.max(a.oldStyleBytes, b.oldStyleBytes),
+      actions: m.actions,
+    };
+  });
+  all.sort(
+    (x, y) =>
+      y.records - x.records ||
+      y.oldStyleBytes - x.oldStyleBytes ||
+      (x.name < y.name ? -1 : x.name > y.name ? 1 : 0),
+  );
+  return all.slice(0, count);
+}
+
+function summaryMismatches(plan: Plan, review: PlanReview): string[] {
+  const s = plan.summary;
+  const out: string[] = [];
+  const check = (what: string, said: number, found: number) => {
+    if (said !== found) out.push(`${what}: the summary says ${said}, the entries give ${found}`);
+  };
+  check("to apply", s.toApply, review.toApply);
+  check("skipped", s.skipped, review.skipped);
+  check("action version", s.byAction.version, review.byAction.version);
+  check("action guid", s.byAction.guid, review.byAction.guid);
+  for (const r of SKIP_REASON_ORDER)
+    check(`skipped ${r}`, s.bySkipReason[r] ?? 0, review.bySkipReason[r] ?? 0);
+  check("master records", s.records.master, review.hosts.master.records);
+  check("replica records", s.records.replica, review.hosts.replica.records);
+  return out;
+}
+
+// --- text ----------------------------------------------------------------------
+
+/** 1234567 → "1,234,567" (fixed grouping, whatever the locale). */
+export function formatCount(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** Columns padded to their widest cell; "r" columns right-aligned (numbers). */
+function table(rows: string[][], align: readonly ("l" | "r")[]): string[] {
+  const widths: number[] = [];
+  for (const row of rows)
+    row.forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, cell.length);
+    });
+  return rows.map((row) =>
+    `  ${row
+      .map((cell, i) =>
+        align[i] === "r" ? cell.padStart(widths[i] ?? 0) : cell.padEnd(widths[i] ?? 0),
+      )
+      .join("  ")}`.trimEnd(),
+  );
+}
+
+function counts(entries: [string, number][]): string {
+  const shown = entries.filter(([, n]) => n > 0).map(([k, n]) => `${k} ${formatCount(n)}`);
+  return shown.length > 0 ? shown.join(", ") : "none";
+}
+
+/** The review as text: what to read before the entries. */
+export function renderPlanSummary(plan: Plan): string {
+  const r = reviewPlan(plan);
+  const lines = [
+    `plan ${r.id} for pair ${r.pair}: target index version ${r.target}`,
+    `  created ${r.created} by guidup ${r.tool}`,
+    `  master   ${r.hosts.master.label}`,
+    `  replica  ${r.hosts.replica.label}`,
+    "",
+    `mailboxes: ${formatCount(r.toApply)} to apply, ${formatCount(r.skipped)} skipped, ${formatCount(r.upToDate)} up to date`,
+    `  actions: ${counts([
+      ["version", r.byAction.version],
+      ["guid", r.byAction.guid],
+    ])}`,
+    `  skipped: ${counts(SKIP_REASON_ORDER.map((k) => [k, r.bySkipReason[k] ?? 0]))}`,
+  ];
+  if (r.summaryMismatches.length > 0) {
+    lines.push("  note: the plan's summary disagrees with its entries (edited by hand?):");
+    for (const m of r.summaryMismatches) lines.push(`    ${m}`);
+  }
+  const versions = (t: HostTotals) =>
+    Object.entries(t.indexVersions)
+      .sort(([a], [b]) => Number(a) - Number(b))
+      .map(([v, n]) => `v${v} ×${formatCount(n)}`)
+      .join(", ") || "-";
+  const m = r.hosts.master;
+  const p = r.hosts.replica;
+  lines.push(
+    "",
+    "per host (planned mailboxes)",
+    ...table(
+      [
+        ["", "master", "replica"],
+        ["records", formatCount(m.records), formatCount(p.records)],
+        ["old-style GUIDs", formatCount(m.oldStyleGuids), formatCount(p.oldStyleGuids)],
+        ["their message bytes", formatBytes(m.oldStyleBytes), formatBytes(p.oldStyleBytes)],
+        ["sha1-cached", formatCount(m.cached), formatCount(p.cached)],
+      ],
+      ["l", "r", "r"],
+    ),
+    `  index versions now: master ${versions(m)}; replica ${versions(p)}`,
+  );
+  if (r.largest.length > 0) {
+    lines.push(
+      "",
+      `largest mailboxes (longest locks), ${r.largest.length} of ${formatCount(r.toApply)}`,
+      ...table(
+        [
+          ["records", "old-style", "bytes", "actions", "name"],
+          ...r.largest.map((l) => [
+            formatCount(l.records),
+            formatCount(l.oldStyleGuids),
+            formatBytes(l.oldStyleBytes),
+            l.actions.join(","),
+            l.name,
+          ]),
+        ],
+        ["r", "r", "r", "l", "l"],
+      ),
+    );
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+/** One line per entry: planned mailboxes, then skipped ones (each in plan order). */
+export function* renderPlanEntries(plan: Plan): Generator<string> {
+  if (plan.mailboxes.length > 0)
+    yield "to apply (actions, index version master/replica, records, old-style, cached):";
+  for (const m of plan.mailboxes) {
+    const a = sideSize(m.master);
+    const b = sideSize(m.replica);
+    const part = m.partition ? ` (${m.partition})` : "";
+    yield `  ${m.actions.join(",").padEnd(12)} ${m.name}${part}  v${m.master.index.minor}/v${m.replica.index.minor}  records ${a.records}/${b.records}  old-style ${a.oldStyle}/${b.oldStyle}  cached ${m.master.cached ?? 0}/${m.replica.cached ?? 0}`;
+  }
+  if (plan.skipped.length > 0) yield "skipped (reason: detail):";
+  for (const s of plan.skipped) yield `  ${s.reason.padEnd(18)} ${s.name}: ${s.detail}`;
+}
