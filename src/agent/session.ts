@@ -21,7 +21,7 @@ import {
 } from "node:fs";
 import { open as openDir, rename, stat, unlink } from "node:fs/promises";
 import { promisify } from "node:util";
-import { convertIndex } from "../cyrus/convert.js";
+import { convertIndex, type GuidRequest } from "../cyrus/convert.js";
 import { writableFormat } from "../cyrus/formats/index.js";
 import { isOldStyleGuid } from "../cyrus/guid.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
@@ -258,8 +258,7 @@ export class MailboxSession {
 
     // Only old-style GUIDs are replaced; an SHA1 GUID already there is kept.
     const guidFor = wantsGuids
-      ? (r: { uid: number; sourceGuid: Buffer }) =>
-          isOldStyleGuid(r.sourceGuid) ? resolved.guids.get(r.uid) : undefined
+      ? (r: GuidRequest) => (r.oldStyle ? resolved.guids.get(r.uid) : undefined)
       : undefined;
     let expungeDigest: string | undefined;
     try {
@@ -386,7 +385,7 @@ export class MailboxSession {
     newPath: string,
     kind: "index" | "expunge",
     target: NonNullable<ReturnType<typeof writableFormat>>,
-    guidFor: ((r: { uid: number; sourceGuid: Buffer }) => Buffer | undefined) | undefined,
+    guidFor: ((r: GuidRequest) => Buffer | undefined) | undefined,
   ) {
     const original = await fstat(lock.fd);
     const reader = await IndexReader.fromFd(lock.fd, path, { kind });

@@ -99,11 +99,28 @@ export interface GuidRequest {
   readonly uid: number;
   /** SIZE of the message, from the record. */
   readonly size: number;
+  /** Whether the record's GUID is old-style (NULL or a padded UUID). */
+  readonly oldStyle: boolean;
   /**
    * The record's GUID as 20 bytes (v7–v9 UUID padded, NULL before v7): a
-   * read-only view into a buffer the converter never reuses.
+   * read-only view into a buffer the converter never reuses. Made only when
+   * asked for: a Buffer view per record is most of the cost of a small object.
    */
   readonly sourceGuid: Buffer;
+}
+
+class RecordRequest implements GuidRequest {
+  constructor(
+    readonly msgno: number,
+    readonly uid: number,
+    readonly size: number,
+    readonly oldStyle: boolean,
+    private readonly pairs: Buffer,
+    private readonly at: number,
+  ) {}
+  get sourceGuid(): Buffer {
+    return this.pairs.subarray(this.at, this.at + GUID_SIZE);
+  }
 }
 
 /**
@@ -203,10 +220,21 @@ export function writeGuidPair(
   at: number,
   out: Buffer,
   outAt: number,
+  srcWords?: Uint32Array,
+  outWords?: Uint32Array,
 ): void {
-  copyBytes(src, at, out, outAt, 4);
   const slot = plan.sourceGuid;
   const size = slot ? slot.size : 0;
+  if (srcWords && outWords) {
+    const s = at >> 2;
+    const o = outAt >> 2;
+    outWords[o] = srcWords[s] as number;
+    const g = slot ? s + (slot.offset >> 2) : 0;
+    for (let k = 0; k < size >> 2; k++) outWords[o + 1 + k] = srcWords[g + k] as number;
+    for (let k = 1 + (size >> 2); k < PAIR_BYTES >> 2; k++) outWords[o + k] = 0;
+    return;
+  }
+  copyBytes(src, at, out, outAt, 4);
   if (slot) copyBytes(src, at + slot.offset, out, outAt + 4, size);
   for (let k = 4 + size; k < PAIR_BYTES; k++) out[outAt + k] = 0;
 }
@@ -243,24 +271,62 @@ export function storedGuid(plan: RecordPlan, guid: Buffer): Buffer {
 
 const NULL_STORED = Buffer.alloc(GUID_SIZE);
 
-/** Converts one record from `src@srcAt` into `dst@dstAt` with the given GUID. */
+/** 32-bit word views of a buffer, when it is 4-byte aligned (chunk buffers are). */
+function words(buf: Buffer): Uint32Array | undefined {
+  return buf.byteOffset % 4 === 0 && buf.length % 4 === 0
+    ? new Uint32Array(buf.buffer, buf.byteOffset, buf.length / 4)
+    : undefined;
+}
+
+/**
+ * Converts one record from `src@srcAt` into `dst@dstAt`, its GUID taken from
+ * `guid@guidAt` (20 bytes). `srcWords`/`dstWords` are optional 32-bit views
+ * of src and dst: every field offset and size of every version is a multiple
+ * of 4, so runs move as whole words, a quarter of the work of bytes.
+ */
 export function convertRecord(
   plan: RecordPlan,
   src: Buffer,
   srcAt: number,
   dst: Buffer,
   dstAt: number,
-  guid: Buffer,
+  guid: Uint8Array,
+  guidAt = 0,
+  srcWords?: Uint32Array,
+  dstWords?: Uint32Array,
+  /** 32-bit view of `guid` (from its byteOffset), when `guid` is 4-byte aligned. */
+  guidWords?: Uint32Array,
 ): void {
-  for (const run of plan.copies) copyBytes(src, srcAt + run.src, dst, dstAt + run.dst, run.len);
+  if (srcWords && dstWords) {
+    const s = srcAt >> 2;
+    const d = dstAt >> 2;
+    for (const run of plan.copies) {
+      const from = s + (run.src >> 2);
+      const to = d + (run.dst >> 2);
+      for (let k = 0, n = run.len >> 2; k < n; k++) dstWords[to + k] = srcWords[from + k] as number;
+    }
+  } else {
+    for (const run of plan.copies) copyBytes(src, srcAt + run.src, dst, dstAt + run.dst, run.len);
+  }
   for (const fill of plan.fills) copyBytes(fill.bytes, 0, dst, dstAt + fill.dst, fill.bytes.length);
   const slot = plan.targetGuid;
   if (slot) {
-    if (slot.size === GUID_SIZE) copyBytes(guid, 0, dst, dstAt + slot.offset, GUID_SIZE);
-    else copyBytes(storedGuid(plan, guid), 0, dst, dstAt + slot.offset, slot.size);
+    if (slot.size === GUID_SIZE) {
+      if (dstWords && guidWords !== undefined && ((guid.byteOffset + guidAt) & 3) === 0) {
+        const g = guidAt >> 2;
+        const d = (dstAt + slot.offset) >> 2;
+        for (let k = 0; k < 5; k++) dstWords[d + k] = guidWords[g + k] as number;
+      } else copyBytes(guid, guidAt, dst, dstAt + slot.offset, GUID_SIZE);
+    } else {
+      const g = Buffer.from(guid.buffer, guid.byteOffset + guidAt, GUID_SIZE);
+      copyBytes(storedGuid(plan, g), 0, dst, dstAt + slot.offset, slot.size);
+    }
   }
   const fix = plan.modseqZeroFix;
-  if (fix !== undefined) {
+  if (fix !== undefined && dstWords) {
+    const w = (dstAt + fix) >> 2;
+    if (dstWords[w] === 0 && dstWords[w + 1] === 0) dst[dstAt + fix + 7] = 1;
+  } else if (fix !== undefined) {
     let zero = true;
     for (let k = 0; k < 8; k++) if (dst[dstAt + fix + k] !== 0) zero = false;
     if (zero) dst[dstAt + fix + 7] = 1;
@@ -298,46 +364,83 @@ export async function convertIndex(
   const digest = createHash("sha1");
   let position = await writeFully(outFd, header, 0);
   let guidsChanged = 0;
+  const toGuid = plan.targetGuid?.size === GUID_SIZE;
+  // Write-behind: the previous chunk is written while this one converts.
+  let pendingWrite: Promise<number> | undefined;
   for await (const chunk of reader.chunks()) {
     const { buf, count, recordSize } = chunk;
+    const dstSize = plan.target.recordSize;
     // The source (uid, GUID) pairs of the whole chunk, in one buffer.
     const pairs = Buffer.allocUnsafe(count * PAIR_BYTES);
-    for (let i = 0; i < count; i++) writeGuidPair(plan, buf, i * recordSize, pairs, i * PAIR_BYTES);
-    const sourceGuid = (i: number) => pairs.subarray(i * PAIR_BYTES + 4, (i + 1) * PAIR_BYTES);
+    const srcWords = words(buf);
+    const pairWords = words(pairs);
+    for (let i = 0; i < count; i++) {
+      writeGuidPair(plan, buf, i * recordSize, pairs, i * PAIR_BYTES, srcWords, pairWords);
+    }
     let guids: (Buffer | undefined)[] | undefined;
     if (options.guidFor) {
       const decided: (Buffer | undefined | Promise<Buffer | undefined>)[] = new Array(count);
       let anyPending = false;
       for (let i = 0; i < count; i++) {
         const at = i * recordSize;
-        const result = options.guidFor({
-          msgno: chunk.first + i + 1,
-          uid: buf.readUInt32BE(at),
-          size: buf.readUInt32BE(at + 12),
-          sourceGuid: sourceGuid(i),
-        });
+        const guidAt = i * PAIR_BYTES + 4;
+        const result = options.guidFor(
+          new RecordRequest(
+            chunk.first + i + 1,
+            buf.readUInt32BE(at),
+            buf.readUInt32BE(at + 12),
+            isOldStyleGuid(pairs, guidAt),
+            pairs,
+            guidAt,
+          ),
+        );
         if (result instanceof Promise) anyPending = true;
         decided[i] = result;
       }
       guids = anyPending ? await Promise.all(decided) : (decided as (Buffer | undefined)[]);
     }
-    const out = Buffer.allocUnsafe(count * plan.target.recordSize);
+    const out = Buffer.allocUnsafe(count * dstSize);
+    const dstWords = words(out);
     // What the digest covers: the uid and the GUID as stored in the target.
     const storedPairs = Buffer.from(pairs);
     for (let i = 0; i < count; i++) {
-      const source = sourceGuid(i);
-      const guid = guids?.[i] ?? source;
-      if (guid.length !== GUID_SIZE) throw new RangeError(`GUID of ${guid.length} bytes`);
-      convertRecord(plan, buf, i * recordSize, out, i * plan.target.recordSize, guid);
-      const stored = storedGuid(plan, guid);
-      if (!sameBytes(stored, 0, pairs, i * PAIR_BYTES + 4, GUID_SIZE)) {
-        guidsChanged++;
-        copyBytes(stored, 0, storedPairs, i * PAIR_BYTES + 4, GUID_SIZE);
+      const sourceAt = i * PAIR_BYTES + 4;
+      const chosen = guids?.[i];
+      if (chosen !== undefined && chosen.length !== GUID_SIZE)
+        throw new RangeError(`GUID of ${chosen.length} bytes`);
+      const g = chosen ?? pairs;
+      const gAt = chosen ? 0 : sourceAt;
+      // Source GUIDs come from the (aligned) pair buffer; chosen ones are copied bytewise.
+      convertRecord(
+        plan,
+        buf,
+        i * recordSize,
+        out,
+        i * dstSize,
+        g,
+        gAt,
+        srcWords,
+        dstWords,
+        chosen ? undefined : pairWords,
+      );
+      if (toGuid) {
+        if (chosen && !sameBytes(chosen, 0, pairs, sourceAt, GUID_SIZE)) {
+          guidsChanged++;
+          copyBytes(chosen, 0, storedPairs, sourceAt, GUID_SIZE);
+        }
+      } else {
+        const stored = storedGuid(plan, chosen ?? pairs.subarray(sourceAt, sourceAt + GUID_SIZE));
+        if (!sameBytes(stored, 0, pairs, sourceAt, GUID_SIZE)) {
+          guidsChanged++;
+          copyBytes(stored, 0, storedPairs, sourceAt, GUID_SIZE);
+        }
       }
     }
     digest.update(storedPairs);
-    position += await writeFully(outFd, out, position);
+    if (pendingWrite) position += await pendingWrite;
+    pendingWrite = writeFully(outFd, out, position);
   }
+  if (pendingWrite) position += await pendingWrite;
   return {
     records: reader.header.exists,
     guidsChanged,

@@ -25,8 +25,11 @@ const close = promisify(closeCb);
 const fstat = promisify(fstatCb);
 const open = promisify(openCb);
 
-/** Bytes of records read per chunk: few syscalls, bounded memory. */
-export const READ_CHUNK_BYTES = 4 << 20;
+/**
+ * Bytes of records read per chunk: few syscalls, and little memory in flight
+ * (one chunk being converted, one read ahead, one being written).
+ */
+export const READ_CHUNK_BYTES = 1 << 20;
 
 /** Offsets of the fields that find the format; the same in every version. */
 const MINOR_VERSION_AT = 8;
@@ -200,10 +203,19 @@ export class IndexReader {
     const perChunk = Math.max(1, Math.floor(chunkBytes / recordSize));
     const lastUid = this.header.values.get("lastUid") as number;
     let previousUid = 0;
-    for (let first = 0; first < exists; first += perChunk) {
+    const readChunk = (first: number) => {
       const count = Math.min(perChunk, exists - first);
       const buf = Buffer.allocUnsafe(count * recordSize);
-      await readFully(this.fd, buf, startOffset + first * recordSize, this.file);
+      return readFully(this.fd, buf, startOffset + first * recordSize, this.file).then(() => buf);
+    };
+    // Read-ahead: the next chunk is read while the caller works on this one.
+    let next: Promise<Buffer> | undefined = exists > 0 ? readChunk(0) : undefined;
+    for (let first = 0; first < exists; first += perChunk) {
+      const count = Math.min(perChunk, exists - first);
+      const buf = await (next as Promise<Buffer>);
+      next = first + perChunk < exists ? readChunk(first + perChunk) : undefined;
+      // A read-ahead the caller never asks for must not reject unhandled.
+      next?.catch(() => {});
       for (let i = 0; i < count; i++) {
         const uid = buf.readUInt32BE(i * recordSize);
         const msgno = first + i + 1;
