@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { type FileLock, tryLockFile } from "../agent/fcntl-lock.js";
 import { FileAccessError, GuidupError } from "../errors.js";
 import type { MailboxState } from "./state.js";
-import { PHASES } from "./state.js";
+import { schemaProblems } from "../plan/schema-check.js";
 
 export class StateLockedError extends GuidupError {
   readonly code: string = "state-locked";
@@ -138,13 +138,14 @@ function parseState(text: string, path: string, expectName?: string): MailboxSta
       `${path}: not valid JSON (a state file is written atomically; was it edited?)`,
     );
   }
-  if (
-    typeof obj?.name !== "string" ||
-    !(PHASES as readonly string[]).includes(obj.phase) ||
-    typeof obj.attempts !== "number" ||
-    (expectName !== undefined && obj.name !== expectName)
-  ) {
-    throw new StateFileError(`${path}: not a guidup state file (see schemas/state.schema.json)`);
+  const problems = schemaProblems("state", obj);
+  if (problems.length > 0 || (expectName !== undefined && obj.name !== expectName)) {
+    const why = problems[0]
+      ? `${problems[0].pointer || "/"}: ${problems[0].message}`
+      : `names ${JSON.stringify(obj.name)}`;
+    throw new StateFileError(
+      `${path}: not a valid guidup state file (${why}; see schemas/state.schema.json)`,
+    );
   }
   return obj;
 }

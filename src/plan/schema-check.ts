@@ -128,7 +128,7 @@ function keyText(key: unknown): string | undefined {
 
 // --- schemas -----------------------------------------------------------------
 
-type SchemaName = "inventory" | "plan";
+export type SchemaName = "inventory" | "plan" | "state";
 
 const validators = new Map<SchemaName, ValidateFunction>();
 
