@@ -4,10 +4,10 @@
 // without locks too) and under locks by `lock`, through the locked fds.
 
 import { createHash, type Hash } from "node:crypto";
-import { isNullGuid, isOldStyleGuid } from "../cyrus/guid.js";
-import { type IndexKind, IndexReader } from "../cyrus/index-file.js";
 import { compileRecordPlan, PAIR_BYTES, writeGuidPair } from "../cyrus/convert.js";
 import type { FieldValue } from "../cyrus/field-codec.js";
+import { isNullGuid, isOldStyleGuid } from "../cyrus/guid.js";
+import { type IndexKind, IndexReader } from "../cyrus/index-file.js";
 import type { FileFacts, MailboxScan } from "../protocol/messages.js";
 
 /** An old-style record: its GUID must be computed from the message file. */

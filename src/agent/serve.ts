@@ -4,6 +4,7 @@
 // away, or the SSH connection dropped) a locked or upgraded mailbox is rolled
 // back before the process exits.
 
+import { rm, stat } from "node:fs/promises";
 import { hostname } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
@@ -15,8 +16,8 @@ import {
   type Hello,
   type LogLine,
   type MailboxRef,
-  type Op,
   OPS,
+  type Op,
   PROTOCOL_VERSION,
   type Request,
   type Requests,
@@ -24,12 +25,11 @@ import {
   type WireError,
 } from "../protocol/messages.js";
 import { hashMailboxes } from "./hash-op.js";
-import { verifyMailbox } from "./verify-op.js";
 import { HashPool } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
 import { MailboxSession, scanMailboxFiles } from "./session.js";
 import { readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
-import { rm, stat } from "node:fs/promises";
+import { verifyMailbox } from "./verify-op.js";
 
 /** Requests may carry a whole sha1 cache (cache-put): allow big lines. */
 const MAX_REQUEST_BYTES = 256 * 1024 * 1024;

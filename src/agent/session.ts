@@ -11,19 +11,18 @@
 // holds it for whole sessions (trap 14), and the upgrade does not touch it.
 
 import {
-  constants,
-  open as openCb,
   close as closeCb,
-  fsync as fsyncCb,
-  fchown as fchownCb,
+  constants,
   fchmod as fchmodCb,
+  fchown as fchownCb,
   fstat as fstatCb,
+  fsync as fsyncCb,
+  open as openCb,
 } from "node:fs";
 import { open as openDir, rename, stat, unlink } from "node:fs/promises";
 import { promisify } from "node:util";
 import { convertIndex, type GuidRequest } from "../cyrus/convert.js";
 import { writableFormat } from "../cyrus/formats/index.js";
-import { isOldStyleGuid } from "../cyrus/guid.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { fileAccessError, IndexReader, UnsupportedVersionError } from "../cyrus/index-file.js";
 import { GuidupError, UsageError } from "../errors.js";
@@ -33,7 +32,7 @@ import { type ResolvedGuids, resolveGuids } from "./guid-resolver.js";
 import type { HashPool } from "./hash-pool.js";
 import { type MailboxFiles, mailboxFiles } from "./mailbox-files.js";
 import { type GuidNeed, type MailboxRead, readMailbox } from "./mailbox-scan.js";
-import { readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
+import { readSha1Cache, type Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 
 const open = promisify(openCb);
 const close = promisify(closeCb);
@@ -323,9 +322,15 @@ export class MailboxSession {
   async rollback(): Promise<Result<"rollback">> {
     const cur = this.#current;
     if (!cur) throw new OutOfOrderError("rollback: no mailbox is locked in this session");
-    const removed = await this.#removeWritten(cur);
-    const lockHeldMs = await this.#unlock(cur);
-    return { removed, lockHeldMs };
+    let removed: string[];
+    try {
+      removed = await this.#removeWritten(cur);
+    } finally {
+      // Even when a .NEW file cannot be removed (the next lock removes it),
+      // the mailbox is released: a session never keeps locks after rollback.
+      await this.#unlock(cur);
+    }
+    return { removed, lockHeldMs: Date.now() - cur.lockedAt };
   }
 
   /** For stdin end / connection loss: undo whatever is in progress. */

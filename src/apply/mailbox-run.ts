@@ -12,8 +12,8 @@
 // after a crash at any instant converge without repeating a step.
 
 import { errorMessage, GuidupError } from "../errors.js";
-import type { MailboxScan, Requests } from "../protocol/messages.js";
 import type { PlannedMailbox } from "../plan/model.js";
+import type { MailboxScan, Requests } from "../protocol/messages.js";
 import { AgentError } from "../transport/agent-client.js";
 import type { Lane, Side } from "./lanes.js";
 import type { MailboxState, Phase, StateError, Step } from "./state.js";
@@ -46,7 +46,7 @@ const OTHER: Record<Side, Side> = { master: "replica", replica: "master" };
 
 /** Whether one side's files are all at the target with no old-style GUIDs left. */
 export function isSideDone(scan: MailboxScan | undefined, target: number): boolean {
-  if (!scan || scan.status !== "ok" || !scan.index) return false;
+  if (scan?.status !== "ok" || !scan.index) return false;
   const files = [scan.index, scan.expunge].filter((f) => f !== undefined);
   return files.every((f) => f.minor === target && (target < 10 || f.oldStyle === 0));
 }
@@ -93,8 +93,12 @@ export async function runMailbox(
     try {
       const agent = await lane.agent(side);
       await agent.request("rollback", {});
-    } catch (err) {
-      if (!(err instanceof AgentError)) await lane.discard(side);
+    } catch {
+      // Whatever failed (the transport, or the rollback itself, e.g. a .NEW
+      // file that cannot be removed), that agent's session may still hold the
+      // mailbox and would refuse the lane's next one: drop it. Its locks die
+      // with it, and the next lock removes any .NEW file left behind.
+      await lane.discard(side);
     }
   };
   const finish = async (phase: Phase, extra: Partial<MailboxState> = {}): Promise<MailboxState> => {
@@ -265,6 +269,25 @@ export async function runMailbox(
     return await finish("done");
   } catch (err) {
     if (!(err instanceof StepError)) throw err;
+    if (err.step === "commit-replica" && !(err.original instanceof AgentError)) {
+      // The connection went during the replica's commit: it may have
+      // committed before. Ask a fresh agent, so that the state does not say
+      // "failed" about a mailbox whose replica is ahead of its master.
+      const replicaNow = await call("replica", "commit-replica", "status", { mailbox }).then(
+        (r) => r.scan,
+        () => undefined,
+      );
+      if (isSideDone(replicaNow, ctx.target)) {
+        return finish("replica-ahead", {
+          lastError: {
+            code: err.code,
+            step: "commit-replica",
+            host: "replica",
+            message: `REPLICA UPGRADED, MASTER NOT: the replica committed but its answer was lost (${err.message}); the next guidup apply repairs it`,
+          },
+        });
+      }
+    }
     return finish(phaseAfterFailure(state), {
       lastError: {
         code: err.code,

@@ -11,8 +11,8 @@ import { mkdir, open, readdir, readFile, rename, writeFile } from "node:fs/promi
 import { join } from "node:path";
 import { type FileLock, tryLockFile } from "../agent/fcntl-lock.js";
 import { FileAccessError, GuidupError } from "../errors.js";
-import type { MailboxState } from "./state.js";
 import { schemaProblems } from "../plan/schema-check.js";
+import type { MailboxState } from "./state.js";
 
 export class StateLockedError extends GuidupError {
   readonly code: string = "state-locked";

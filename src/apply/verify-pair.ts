@@ -85,7 +85,7 @@ export async function verifyPair(options: {
     const add = (problem: string) => report.problems.push({ name: ref.name, problem });
     for (const side of ["master", "replica"] as const) {
       const v = sides[side];
-      if (!v || v.scan.status !== "ok") {
+      if (v?.scan.status !== "ok") {
         add(`${side}: ${v?.scan.reason ?? v?.scan.status ?? "not checked"}`);
         continue;
       }

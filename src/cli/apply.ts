@@ -1,16 +1,16 @@
 // guidup apply PLAN [options]: carries a reviewed plan out, mailbox by
 // mailbox, with the two-phase protocol on both hosts (src/apply).
 
-import { ExitCode, UsageError } from "../errors.js";
 import {
+  type ApplyReport,
   DEFAULT_CONCURRENCY,
   MAX_CONCURRENCY,
   runApply,
-  type ApplyReport,
 } from "../apply/engine.js";
 import { nameFilter } from "../apply/glob.js";
-import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { FINAL_PHASES } from "../apply/state.js";
+import { StateStore, stateDirFor } from "../apply/state-store.js";
+import { ExitCode, UsageError } from "../errors.js";
 import { readPlan } from "../plan/plan-file.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";

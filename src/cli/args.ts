@@ -1,7 +1,7 @@
 // Option parsing shared by the commands: node's parseArgs, with errors turned
 // into UsageError (exit code 2) and a standard --help.
 
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 import { UsageError } from "../errors.js";
 
 export type OptionSpec = NonNullable<ParseArgsConfig["options"]>;

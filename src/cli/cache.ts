@@ -5,8 +5,8 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import YAML from "yaml";
-import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { FINAL_PHASES } from "../apply/state.js";
+import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
 import { readPlan } from "../plan/plan-file.js";

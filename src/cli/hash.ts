@@ -140,7 +140,7 @@ async function hashSide(
     let bytesTodo = 0;
     for (const ref of list.mailboxes) {
       const s = scans.get(ref.name);
-      if (!s || s.status !== "ok") continue;
+      if (s?.status !== "ok") continue;
       const oldStyle = (s.index?.oldStyle ?? 0) + (s.expunge?.oldStyle ?? 0);
       if (oldStyle > (s.cached ?? 0)) {
         todo.push(ref);

@@ -1,11 +1,11 @@
 // guidup inspect FILE [--json]: prints an index or expunge file, header then
 // one line per record, like Cyrus's mbexamine. Reads only, takes no lock.
 
-import { ExitCode } from "../errors.js";
 import type { FieldValue } from "../cyrus/field-codec.js";
 import type { HeaderFieldName, RecordFieldName } from "../cyrus/formats/index.js";
 import { guidToHex, isNullGuid, isOldStyleGuid } from "../cyrus/guid.js";
 import { IndexReader, type IndexRecord } from "../cyrus/index-file.js";
+import { ExitCode } from "../errors.js";
 import { parseCommandArgs } from "./args.js";
 import type { Io } from "./io.js";
 

@@ -4,7 +4,7 @@
 
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { ExitCode, GuidupError, errorMessage } from "../errors.js";
+import { ExitCode, errorMessage, GuidupError } from "../errors.js";
 import { type Io, processIo } from "./io.js";
 import { TOOL_VERSION } from "./version.js";
 

@@ -10,13 +10,13 @@ import { loadInventory, type PairSpec } from "../plan/inventory.js";
 import type { Plan } from "../plan/model.js";
 import { writePlan } from "../plan/plan-file.js";
 import { listMailboxes, scanSide } from "../plan/scan-pair.js";
-import { connectHost } from "../transport/index.js";
-import type { HostSpec } from "../transport/types.js";
+import { connectHosts } from "../transport/index.js";
+import type { HostConnection, HostSpec } from "../transport/types.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";
+import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
 import { withProgress } from "./progress.js";
 import { TOOL_VERSION } from "./version.js";
-import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
 
 const HELP = `usage: guidup plan --inventory FILE [--pair NAME] [--out FILE]
                    [--target-version N] [--accept-new-host-keys]
@@ -101,10 +101,12 @@ async function planPair(
 ): Promise<Plan> {
   const clientOptions = { onLog: agentLogger(io) };
   update("connecting");
-  const [master, replica] = await Promise.all([
-    connectHost(pair.master),
-    connectHost(pair.replica),
-  ]);
+  // Both or neither: a side left connected after the other failed would keep
+  // the process alive after the error was reported.
+  const [master, replica] = (await connectHosts([pair.master, pair.replica])) as [
+    HostConnection,
+    HostConnection,
+  ];
   try {
     update("listing mailboxes on the master");
     const list = await listMailboxes(pair.mailboxes, master, clientOptions);
@@ -128,7 +130,7 @@ async function planPair(
       tool: TOOL_VERSION,
       pair: pair.name,
       target,
-      hosts: { master: pair.master as HostSpec, replica: pair.replica as HostSpec },
+      hosts: { master: planHost(pair.master), replica: planHost(pair.replica) },
       mailboxes: list.mailboxes,
       excluded: list.excluded,
       master: m!,
@@ -137,4 +139,15 @@ async function planPair(
   } finally {
     await Promise.all([master.close(), replica.close()]);
   }
+}
+
+/**
+ * A host as the plan records it: --accept-new-host-keys was this run's
+ * decision about unknown keys, not part of how to reach the host; apply must
+ * not inherit it from the plan.
+ */
+function planHost(host: HostSpec): HostSpec {
+  if (host.transport === "local" || host.acceptNewHostKeys === undefined) return host;
+  const { acceptNewHostKeys: _accept, ...rest } = host;
+  return rest;
 }

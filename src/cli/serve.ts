@@ -32,6 +32,14 @@ export async function run(args: string[], io: Io): Promise<number> {
   }
   if (!values.config) throw new UsageError("--config PATH (the host's imapd.conf) is required");
   const conf = await readImapdConf(values.config);
+  // Ctrl-C in a terminal signals the whole process group: the controller and
+  // the local agents it started. The controller handles it by closing our
+  // stdin, and then we stop, save the sha1 caches and roll back; dying on the
+  // SIGINT instead would lose the hashing of the mailbox in progress (hashed
+  // again on the rerun) and answer nothing. Only when run by hand on a
+  // terminal does Ctrl-C end the agent. SIGTERM still does.
+  const ignoreSigint = () => {};
+  if (!process.stdin.isTTY) process.on("SIGINT", ignoreSigint);
   await serve({
     conf,
     configPath: values.config,
@@ -41,5 +49,6 @@ export async function run(args: string[], io: Io): Promise<number> {
     log: (line) =>
       process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`),
   });
+  process.off("SIGINT", ignoreSigint);
   return ExitCode.ok;
 }

@@ -1,11 +1,11 @@
 // guidup verify --inventory FILE [--pair NAME] [--sample N]: checks that the
 // upgrade is complete and correct on both sides of each pair.
 
+import { type VerifyReport, verifyPair } from "../apply/verify-pair.js";
 import { TARGET_MINOR } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { loadInventory } from "../plan/inventory.js";
 import { listMailboxes } from "../plan/scan-pair.js";
-import { type VerifyReport, verifyPair } from "../apply/verify-pair.js";
 import { connectHost } from "../transport/index.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";

@@ -13,7 +13,7 @@
 
 import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
-import { CyrusFormatError, FileAccessError, errorMessage } from "../errors.js";
+import { CyrusFormatError, errorMessage, FileAccessError } from "../errors.js";
 
 /** Files that `metapartition_files` can move to the metapartition. */
 export const META_FILE_TYPES = ["header", "index", "cache", "expunge", "squat"] as const;

@@ -9,7 +9,7 @@
 import type { Dir } from "node:fs";
 import { opendir } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
-import { CyrusFormatError, FileAccessError, errorMessage } from "../errors.js";
+import { CyrusFormatError, errorMessage, FileAccessError } from "../errors.js";
 import type { ImapdConf } from "./imapd-conf.js";
 import { MailboxNameError, mailboxMetaDir } from "./mailbox-path.js";
 

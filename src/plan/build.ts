@@ -4,9 +4,9 @@
 import type { FileFacts, MailboxRef, MailboxScan } from "../protocol/messages.js";
 import {
   type Action,
-  type PlanHost,
   PLAN_FORMAT,
   type Plan,
+  type PlanHost,
   type PlannedMailbox,
   type PlanSummary,
   type SideFacts,

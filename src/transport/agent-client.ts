@@ -92,9 +92,17 @@ export class AgentClient {
       channel.onClose((err) => {
         clearTimeout(timer);
         const why = err ? errorMessage(err) : "it exited";
+        // The channel's error may quote the last stderr line already; and a
+        // line from guidup itself ("guidup serve: cannot read …") means it is
+        // installed and started: its own words say what is wrong.
+        const stderrPart =
+          lastStderr && !why.includes(lastStderr) ? `; last stderr: ${lastStderr}` : "";
+        const hint = lastStderr.startsWith("guidup ")
+          ? ""
+          : "; is guidup installed there and is the command right?";
         reject(
           new TransportError(
-            `${host}: the agent ended before saying hello (${why})${lastStderr ? `; last stderr: ${lastStderr}` : ""}; is guidup installed there and is the command right?`,
+            `${host}: the agent ended before saying hello (${why})${stderrPart}${hint}`,
           ),
         );
         if (client) {

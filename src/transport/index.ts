@@ -28,3 +28,18 @@ export async function connectHost(spec: HostSpec): Promise<HostConnection> {
   if (spec.transport === "local") return new LocalConnection(spec);
   return connectSsh(spec);
 }
+
+/**
+ * Opens connections to several hosts at once. If any fails, the ones that
+ * did open are closed before its error is thrown: a connection left open
+ * would keep the controller process alive after it reported the failure.
+ */
+export async function connectHosts(specs: readonly HostSpec[]): Promise<HostConnection[]> {
+  const settled = await Promise.allSettled(specs.map((spec) => connectHost(spec)));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failed === undefined) {
+    return settled.map((s) => (s as PromiseFulfilledResult<HostConnection>).value);
+  }
+  await Promise.all(settled.map((s) => (s.status === "fulfilled" ? s.value.close() : undefined)));
+  throw failed.reason;
+}

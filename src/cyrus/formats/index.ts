@@ -1,7 +1,6 @@
 // The supported index minor versions, one table each. Everything that reads,
 // writes or converts an index or expunge file looks its version up here.
 
-import { placeFields } from "./types.js";
 import type {
   FieldRow,
   HeaderFieldName,
@@ -9,6 +8,7 @@ import type {
   RecordFieldName,
   VersionTable,
 } from "./types.js";
+import { placeFields } from "./types.js";
 import { v4 } from "./v04.js";
 import { v5 } from "./v05.js";
 import { v6 } from "./v06.js";
