@@ -15,6 +15,8 @@ import { type GuidNeed, readMailbox } from "./mailbox-scan.js";
 import { isEntryValidFor, readSha1Cache, type Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 
 const SAVE_EVERY = 2000;
+/** Mailboxes hashed at once by one `hash` request. */
+const MAILBOXES_IN_FLIGHT = 4;
 
 type HashResult = Requests["hash"]["result"];
 
@@ -51,17 +53,25 @@ export async function hashMailboxes(
     alreadyCached: result.alreadyCached,
   });
   try {
-    for (const ref of refs) {
-      if (options.signal?.aborted) break;
-      try {
-        await hashOneMailbox(conf, ref, pool, result, options.signal, () => onProgress(progress()));
-      } catch (err) {
-        if (!(err instanceof GuidupError)) throw err;
-        result.failed.push({ mailbox: ref.name, reason: err.message });
+    // Several mailboxes in flight, one shared pool: the workers never wait at
+    // a mailbox boundary (reading an index, saving a cache) for lack of work.
+    let next = 0;
+    const lane = async () => {
+      while (next < refs.length && !options.signal?.aborted) {
+        const ref = refs[next++]!;
+        try {
+          await hashOneMailbox(conf, ref, pool, result, options.signal, () =>
+            onProgress(progress()),
+          );
+        } catch (err) {
+          if (!(err instanceof GuidupError)) throw err;
+          result.failed.push({ mailbox: ref.name, reason: err.message });
+        }
+        result.mailboxes++;
+        onProgress(progress());
       }
-      result.mailboxes++;
-      onProgress(progress());
-    }
+    };
+    await Promise.all(Array.from({ length: MAILBOXES_IN_FLIGHT }, lane));
   } finally {
     await pool.close();
   }
