@@ -12,7 +12,8 @@ import { loadInventory, type PairSpec } from "../plan/inventory.js";
 import { readPlan } from "../plan/plan-file.js";
 import { listMailboxes } from "../plan/scan-pair.js";
 import { AgentClient } from "../transport/agent-client.js";
-import { connectHost } from "../transport/index.js";
+import { connectHosts } from "../transport/index.js";
+import type { HostConnection } from "../transport/types.js";
 import { parseCommandArgs } from "./args.js";
 import type { Io } from "./io.js";
 import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
@@ -132,10 +133,10 @@ async function newestPlan(pair: string, dir: string): Promise<string | undefined
 
 async function cleanPair(pair: PairSpec, io: Io): Promise<{ master: number; replica: number }> {
   const clientOptions = { onLog: agentLogger(io) };
-  const [master, replica] = await Promise.all([
-    connectHost(pair.master),
-    connectHost(pair.replica),
-  ]);
+  const [master, replica] = (await connectHosts([pair.master, pair.replica])) as [
+    HostConnection,
+    HostConnection,
+  ];
   try {
     const list = await listMailboxes(pair.mailboxes, master, clientOptions);
     const out = { master: 0, replica: 0 };

@@ -6,7 +6,8 @@ import { TARGET_MINOR } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { loadInventory } from "../plan/inventory.js";
 import { listMailboxes } from "../plan/scan-pair.js";
-import { connectHost } from "../transport/index.js";
+import { connectHosts } from "../transport/index.js";
+import type { HostConnection } from "../transport/types.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";
 import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
@@ -56,10 +57,10 @@ export async function run(args: string[], io: Io): Promise<number> {
     pairs.map((pair) => ({
       title: `verify ${pair.name}`,
       run: async (update: (t: string) => void): Promise<VerifyReport> => {
-        const [master, replica] = await Promise.all([
-          connectHost(pair.master),
-          connectHost(pair.replica),
-        ]);
+        const [master, replica] = (await connectHosts([pair.master, pair.replica])) as [
+          HostConnection,
+          HostConnection,
+        ];
         try {
           const list = await listMailboxes(pair.mailboxes, master, clientOptions);
           const done = { master: 0, replica: 0 };

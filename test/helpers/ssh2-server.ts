@@ -57,6 +57,7 @@ export function generateEd25519KeyPair(options: { passphrase?: string } = {}): {
         : utils.generateKeyPairSync("ed25519", {
             passphrase: options.passphrase,
             cipher: "aes256-cbc",
+            rounds: 16,
           });
     const pub = utils.parseKey(pair.public);
     const priv = utils.parseKey(pair.private, options.passphrase);
