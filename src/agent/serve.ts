@@ -28,7 +28,7 @@ import { hashMailboxes } from "./hash-op.js";
 import { HashPool } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
 import { MailboxSession, scanMailboxFiles } from "./session.js";
-import { readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
+import { isEntryValidFor, readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 import { verifyMailbox } from "./verify-op.js";
 
 /** Requests may carry a whole sha1 cache (cache-put): allow big lines. */
@@ -74,9 +74,17 @@ const handlers: { [K in Op]: Handler<K> } = {
   "cache-get": async (req, { conf }) => {
     const files = mailboxFiles(conf, req.mailbox);
     const { cache } = await readSha1Cache(files.sha1s);
-    // What leaves this host is marked relayed: the other side must not take
-    // its file identities for its own.
-    const relayed = cache.relayedCopy();
+    // Only entries that still describe this host's files leave it (a file
+    // replaced since it was hashed must not lend its old SHA1 to the other
+    // side), and they leave marked relayed: the other side must not take
+    // these file identities for its own.
+    const valid = Sha1Cache.empty();
+    for (const entry of cache.entries()) {
+      if (entry.origin !== "local") continue;
+      const st = await stat(files.messageFile(entry.uid), { bigint: true }).catch(() => undefined);
+      if (st && isEntryValidFor(entry, st)) valid.set(entry);
+    }
+    const relayed = valid.relayedCopy();
     return { entries: relayed.size, data: relayed.encode().toString("base64") };
   },
   "cache-put": async (req, { conf }) => {

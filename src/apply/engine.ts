@@ -33,6 +33,9 @@ export interface ApplyOptions {
   /** While this file exists, start no new mailbox. */
   pauseFile?: string;
   allowDrift: boolean;
+  /** See MailboxRunContext.relayCache: off unless the operator asks. */
+  relayCache?: boolean;
+  relaySample?: number;
   /** When aborted: start nothing new, finish (or roll back) what is in flight. */
   signal: AbortSignal;
   now?: () => Date;
@@ -135,6 +138,8 @@ export async function runApply(options: ApplyOptions): Promise<ApplyReport> {
     target: options.plan.target,
     lockTimeoutMs: options.lockTimeoutMs,
     allowDrift: options.allowDrift,
+    ...(options.relayCache ? { relayCache: true } : {}),
+    ...(options.relaySample !== undefined ? { relaySample: options.relaySample } : {}),
     now,
     save: (s: MailboxState) => options.store.write(s),
     note: (name: string, message: string) => emit({ type: "note", name, message }),

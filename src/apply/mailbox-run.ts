@@ -24,6 +24,17 @@ export interface MailboxRunContext {
   allowDrift: boolean;
   now: () => string;
   save: (state: MailboxState) => Promise<void>;
+  /**
+   * Relay the replica's sha1 cache to a master without one (apply
+   * --relay-cache). Off by default: relayed SHA1s are checked on the master
+   * only by a sample, so a replica file that already differs from the
+   * master's could lend both sides the same wrong GUID unnoticed until
+   * verify. Without the relay each side hashes its own files (in prepare,
+   * outside the locks), and such a difference ends `diverged`.
+   */
+  relayCache?: boolean;
+  /** Relayed entries the master re-hashes before trusting the rest. */
+  relaySample?: number;
   /** Something worth telling the operator that is not an outcome (cache relay failed, …). */
   note?: (name: string, message: string) => void;
 }
@@ -181,7 +192,10 @@ export async function runMailbox(
     if (ctx.target === 10 && entry.actions.includes("guid")) {
       await Promise.all(
         (["master", "replica"] as const).map((side) =>
-          call(side, "prepare", "prepare", { mailbox }),
+          call(side, "prepare", "prepare", {
+            mailbox,
+            ...(ctx.relaySample !== undefined ? { verifySample: ctx.relaySample } : {}),
+          }),
         ),
       );
     }
@@ -320,7 +334,7 @@ async function relayCache(
     args: Requests[K]["args"],
   ) => Promise<Requests[K]["result"]>,
 ): Promise<void> {
-  if (ctx.target !== 10 || !entry.actions.includes("guid")) return;
+  if (!ctx.relayCache || ctx.target !== 10 || !entry.actions.includes("guid")) return;
   const oldStyle = (s: PlannedMailbox["master"]) => s.index.oldStyle + (s.expunge?.oldStyle ?? 0);
   const masterCold = (entry.master.cached ?? 0) < oldStyle(entry.master);
   if (!masterCold || (entry.replica.cached ?? 0) === 0) return;

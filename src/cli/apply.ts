@@ -13,7 +13,8 @@ import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { readPlan } from "../plan/plan-file.js";
 import { AgentClient } from "../transport/agent-client.js";
-import { connectHost } from "../transport/index.js";
+import { connectHosts } from "../transport/index.js";
+import type { HostConnection } from "../transport/types.js";
 import { parseCommandArgs, parseDurationMs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";
 import { agentLogger, withHostKeyPolicy } from "./pairs.js";
@@ -32,6 +33,12 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
   --lock-timeout DUR     how long to wait for a mailbox's locks (default 30s)
   --pause-file PATH      while PATH exists, start no new mailbox
   --allow-drift          upgrade mailboxes that changed since the plan
+  --relay-cache          give a master without a sha1 cache the replica's, checking
+                         only a sample of it by re-hashing (saves hashing on the
+                         master; a replica file that differs from the master's is
+                         then caught only by that sample or by verify). Default
+                         off: each side hashes its own files, outside the locks
+  --relay-sample N       relayed entries re-hashed per mailbox (default max(3, 1%))
   --dry-run              connect to both hosts, lock nothing, list what would run
   --accept-new-host-keys record unknown SSH host keys instead of refusing them
   --json                 print the final report as JSON
@@ -50,6 +57,8 @@ export async function run(args: string[], io: Io): Promise<number> {
     "lock-timeout": { type: "string" },
     "pause-file": { type: "string" },
     "allow-drift": { type: "boolean" },
+    "relay-cache": { type: "boolean" },
+    "relay-sample": { type: "string" },
     "dry-run": { type: "boolean" },
     "accept-new-host-keys": { type: "boolean" },
     json: { type: "boolean" },
@@ -69,6 +78,9 @@ export async function run(args: string[], io: Io): Promise<number> {
   const maxFailures = values["max-failures"]
     ? parseIntOption(values["max-failures"], "max-failures", 1)
     : undefined;
+  const relaySample = values["relay-sample"]
+    ? parseIntOption(values["relay-sample"], "relay-sample", 1)
+    : undefined;
   const lockTimeoutMs = values["lock-timeout"]
     ? parseDurationMs(values["lock-timeout"], "lock-timeout")
     : 30_000;
@@ -78,10 +90,10 @@ export async function run(args: string[], io: Io): Promise<number> {
   const only = values.only ?? [];
   const exclude = values.exclude ?? [];
 
-  const [master, replica] = await Promise.all([
-    connectHost(hosts.master),
-    connectHost(hosts.replica),
-  ]);
+  const [master, replica] = (await connectHosts([hosts.master, hosts.replica])) as [
+    HostConnection,
+    HostConnection,
+  ];
   try {
     if (values["dry-run"])
       return await dryRun(
@@ -127,6 +139,8 @@ export async function run(args: string[], io: Io): Promise<number> {
               lockTimeoutMs,
               ...(values["pause-file"] ? { pauseFile: values["pause-file"] } : {}),
               allowDrift: values["allow-drift"] === true,
+              relayCache: values["relay-cache"] === true,
+              ...(relaySample !== undefined ? { relaySample } : {}),
               signal: abort.signal,
               clientOptions: { onLog: agentLogger(io) },
               onEvent: (e) => {

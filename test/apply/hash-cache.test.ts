@@ -117,7 +117,7 @@ describe("guidup hash / relay / cache clean", () => {
     expect(await findCacheFiles(p.master.root)).toEqual([]);
   });
 
-  it("a replica cache relayed to the master leaves the master hashing only the verification sample", async () => {
+  it("with --relay-cache, a replica cache relayed to the master leaves the master hashing only the verification sample", async () => {
     const p = await pair({ mailboxes: 16, seed: 5, largeMailboxes: 1 });
     const inv = await writeInventory(p, { transport: "local" });
     const h = await runCliProcess(["hash", "-i", inv, "--side", "replica", "--json"]);
@@ -126,7 +126,9 @@ describe("guidup hash / relay / cache clean", () => {
     const plan = path.join(p.dir, "plans", "relay.yaml");
     const pl = await runCliProcess(["plan", "-i", inv, "--out", plan]);
     expect(pl.code, pl.err).toBe(0);
-    const ap = await runCliProcess(["apply", plan, "--json"], { timeoutMs: 60_000 });
+    const ap = await runCliProcess(["apply", plan, "--relay-cache", "--json"], {
+      timeoutMs: 60_000,
+    });
     expect(ap.code, ap.err).toBe(0);
     expect(JSON.parse(ap.out).outcomes).toEqual({ done: expect.any(Number) });
 
@@ -155,61 +157,73 @@ describe("guidup hash / relay / cache clean", () => {
     expect(v.code, v.out + v.err).toBe(0);
   });
 
-  it("a replica file changed after hashing (same size) ends diverged, never with equal wrong GUIDs", async () => {
-    const p = await pair({ mailboxes: 10, seed: 3, versions: [9], largeMailboxes: 0 });
-    const inv = await writeInventory(p, { transport: "local" });
-    const h = await runCliProcess(["hash", "-i", inv, "--side", "replica"]);
-    expect(h.code, h.err).toBe(0);
-    const old = await distinctOldStyle(p.replica.imapdConf, p.names);
-    // A mailbox with several old-style files; change one in the middle.
-    const [mailbox, uids] = [...old.perMailbox].find(([, u]) => u.length >= 8)!;
-    const uid = uids[Math.floor(uids.length / 2)]!;
-    const rconf = await readImapdConf(p.replica.imapdConf);
-    const mconf = await readImapdConf(p.master.imapdConf);
-    const masterFile = mailboxFiles(mconf, { name: mailbox }).messageFile(uid);
-    const original = await readFile(mailboxFiles(rconf, { name: mailbox }).messageFile(uid));
-    const changed = Buffer.from(original);
-    changed[changed.length - 3] = changed[changed.length - 3]! ^ 0x20;
-    expect(changed.length).toBe(original.length);
-    await replaceMessageFile(p.replica, mailbox, uid, changed);
-    const before = await indexGuids(p.master.imapdConf, mailbox);
+  it.each([
+    ["after", false],
+    ["before", true],
+  ] as const)(
+    "a replica file that differs from the master's (same size, changed %s hashing) ends diverged, never with equal wrong GUIDs",
+    async (_when, changeFirst) => {
+      const p = await pair({ mailboxes: 10, seed: 3, versions: [9], largeMailboxes: 0 });
+      const inv = await writeInventory(p, { transport: "local" });
+      const hash = async () => {
+        const h = await runCliProcess(["hash", "-i", inv, "--side", "replica"]);
+        expect(h.code, h.err).toBe(0);
+      };
+      if (!changeFirst) await hash();
+      const old = await distinctOldStyle(p.replica.imapdConf, p.names);
+      // A mailbox with several old-style files; change one in the middle.
+      const [mailbox, uids] = [...old.perMailbox].find(([, u]) => u.length >= 8)!;
+      const uid = uids[Math.floor(uids.length / 2)]!;
+      const rconf = await readImapdConf(p.replica.imapdConf);
+      const mconf = await readImapdConf(p.master.imapdConf);
+      const masterFile = mailboxFiles(mconf, { name: mailbox }).messageFile(uid);
+      const original = await readFile(mailboxFiles(rconf, { name: mailbox }).messageFile(uid));
+      const changed = Buffer.from(original);
+      changed[changed.length - 3] = changed[changed.length - 3]! ^ 0x20;
+      expect(changed.length).toBe(original.length);
+      await replaceMessageFile(p.replica, mailbox, uid, changed);
+      // Hashed after the change, the replica's cache holds a valid SHA1 of the
+      // wrong content: only each side hashing its own files can notice.
+      if (changeFirst) await hash();
+      const before = await indexGuids(p.master.imapdConf, mailbox);
 
-    const plan = path.join(p.dir, "plans", "div.yaml");
-    expect((await runCliProcess(["plan", "-i", inv, "--out", plan])).code).toBe(0);
-    const ap = await runCliProcess(["apply", plan, "--json"], { timeoutMs: 60_000 });
-    expect(ap.code, ap.err).toBe(4);
-    const report = JSON.parse(ap.out) as { problems: { name: string; phase: string }[] };
-    expect(report.problems).toEqual([
-      expect.objectContaining({ name: mailbox, phase: "diverged" }),
-    ]);
+      const plan = path.join(p.dir, "plans", "div.yaml");
+      expect((await runCliProcess(["plan", "-i", inv, "--out", plan])).code).toBe(0);
+      const ap = await runCliProcess(["apply", plan, "--json"], { timeoutMs: 60_000 });
+      expect(ap.code, ap.err).toBe(4);
+      const report = JSON.parse(ap.out) as { problems: { name: string; phase: string }[] };
+      expect(report.problems).toEqual([
+        expect.objectContaining({ name: mailbox, phase: "diverged" }),
+      ]);
 
-    const st = (await readStates(plan)).find((s) => s.name === mailbox)!;
-    expect(st.phase).toBe("diverged");
-    // Each side's would-be GUIDs came from its own files.
-    const wantMaster = await expectedGuidDigest(p.master.imapdConf, mailbox);
-    const wantReplica = await expectedGuidDigest(p.replica.imapdConf, mailbox);
-    expect(wantMaster).not.toBe(wantReplica);
-    expect(st.digests).toEqual({ master: wantMaster, replica: wantReplica });
-    // Nothing committed for that mailbox: both indexes are as before.
-    expect(await indexGuids(p.master.imapdConf, mailbox)).toEqual(before);
-    const masterAfter = (await indexGuids(p.master.imapdConf, mailbox)).get(uid);
-    const replicaAfter = (await indexGuids(p.replica.imapdConf, mailbox)).get(uid);
-    expect(masterAfter).not.toBe(sha1Hex(changed));
-    expect(replicaAfter).not.toBe(sha1Hex(await readFile(masterFile)));
-    // Every other mailbox was upgraded.
-    expect(
-      (await readStates(plan)).filter((s) => s.name !== mailbox).every((s) => s.phase === "done"),
-    ).toBe(true);
+      const st = (await readStates(plan)).find((s) => s.name === mailbox)!;
+      expect(st.phase).toBe("diverged");
+      // Each side's would-be GUIDs came from its own files.
+      const wantMaster = await expectedGuidDigest(p.master.imapdConf, mailbox);
+      const wantReplica = await expectedGuidDigest(p.replica.imapdConf, mailbox);
+      expect(wantMaster).not.toBe(wantReplica);
+      expect(st.digests).toEqual({ master: wantMaster, replica: wantReplica });
+      // Nothing committed for that mailbox: both indexes are as before.
+      expect(await indexGuids(p.master.imapdConf, mailbox)).toEqual(before);
+      const masterAfter = (await indexGuids(p.master.imapdConf, mailbox)).get(uid);
+      const replicaAfter = (await indexGuids(p.replica.imapdConf, mailbox)).get(uid);
+      expect(masterAfter).not.toBe(sha1Hex(changed));
+      expect(replicaAfter).not.toBe(sha1Hex(await readFile(masterFile)));
+      // Every other mailbox was upgraded.
+      expect(
+        (await readStates(plan)).filter((s) => s.name !== mailbox).every((s) => s.phase === "done"),
+      ).toBe(true);
 
-    // Once the replica file is put right, the rerun upgrades it with the
-    // master's content on both sides.
-    await replaceMessageFile(p.replica, mailbox, uid, await readFile(masterFile));
-    const again = await runCliProcess(["apply", plan, "--json"], { timeoutMs: 60_000 });
-    expect(again.code, again.err).toBe(0);
-    const sha = sha1Hex(await readFile(masterFile));
-    expect((await indexGuids(p.master.imapdConf, mailbox)).get(uid)).toBe(sha);
-    expect((await indexGuids(p.replica.imapdConf, mailbox)).get(uid)).toBe(sha);
-  });
+      // Once the replica file is put right, the rerun upgrades it with the
+      // master's content on both sides.
+      await replaceMessageFile(p.replica, mailbox, uid, await readFile(masterFile));
+      const again = await runCliProcess(["apply", plan, "--json"], { timeoutMs: 60_000 });
+      expect(again.code, again.err).toBe(0);
+      const sha = sha1Hex(await readFile(masterFile));
+      expect((await indexGuids(p.master.imapdConf, mailbox)).get(uid)).toBe(sha);
+      expect((await indexGuids(p.replica.imapdConf, mailbox)).get(uid)).toBe(sha);
+    },
+  );
 
   it("cache clean refuses while work remains, obeys --force, and leaves no cyrus.sha1s after a complete apply", async () => {
     const p = await pair({ mailboxes: 12, seed: 9, largeMailboxes: 0 });
