@@ -319,9 +319,10 @@ function phaseAfterFailure(state: MailboxState): Phase {
 }
 
 /**
- * Before the master is locked: if its sha1 cache is cold and the replica's is
- * not, relay the replica's (the seed: "fetch it from the replica"). Outside
- * the locks, best effort: a failed relay only means more hashing under lock.
+ * With --relay-cache, before anything is locked: if the master's sha1 cache
+ * is cold and the replica's is not, relay the replica's (the seed: "fetch it
+ * from the replica"). Best effort: a failed relay only means the master
+ * hashes its own files in prepare.
  */
 async function relayCache(
   ctx: MailboxRunContext,
