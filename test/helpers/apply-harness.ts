@@ -15,22 +15,20 @@ import path from "node:path";
 import { expect } from "vitest";
 import { stringify } from "yaml";
 import {
-  type GeneratedMailbox,
-  generateSpool,
-  type GenerateOptions,
-} from "../../examples/spool-generator.js";
-import {
   cyrusCheckAvailable,
   runCyrusGuidCheck,
 } from "../../examples/spool-generator/cyrus-check.js";
+import {
+  type GeneratedMailbox,
+  type GenerateOptions,
+  generateSpool,
+} from "../../examples/spool-generator.js";
 import { convertIndex } from "../../src/cyrus/convert.js";
 import { formatFor } from "../../src/cyrus/formats/index.js";
 import { isOldStyleGuid } from "../../src/cyrus/guid.js";
 import { readImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { IndexReader } from "../../src/cyrus/index-file.js";
 import { mailboxDataDir } from "../../src/cyrus/mailbox-path.js";
-import { main } from "../../src/cli/main.js";
-import type { Io } from "../../src/cli/io.js";
 import type { HostSpec } from "../../src/transport/types.js";
 import { ensureCyrusTools, imapdConfText, MAIN_JS } from "./agent-process.js";
 import {
@@ -247,29 +245,9 @@ export function sleep(ms: number): Promise<void> {
 
 // ---- running the CLI ----------------------------------------------------------
 
-export interface CliResult {
-  code: number;
-  out: string;
-  err: string;
-}
+import { type CliResult, runCli } from "./pair-fixtures.js";
 
-/** `guidup ARGV` in this process, output captured. */
-export async function runCli(argv: string[]): Promise<CliResult> {
-  let out = "";
-  let err = "";
-  const io: Io = {
-    out: (t) => {
-      out += t;
-    },
-    err: (t) => {
-      err += t;
-    },
-    isTTY: false,
-    drained: () => Promise.resolve(),
-  };
-  const code = await main(argv, io);
-  return { code, out, err };
-}
+export { type CliResult, runCli };
 
 /** Like runCli, but fails the test with the output when the exit code is not `want`. */
 export async function cli(argv: string[], want: number): Promise<CliResult> {
