@@ -14,6 +14,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { appendMessage } from "../../examples/spool-generator.js";
+import { FOREIGN_LOCKER } from "../helpers/agent-process.js";
 import {
   classifyPair,
   cli,
@@ -27,7 +28,6 @@ import {
   type TestPair,
   writeInventory,
 } from "../helpers/apply-harness.js";
-import { FOREIGN_LOCKER } from "../helpers/agent-process.js";
 
 const pairs: TestPair[] = [];
 const lockers: ChildProcess[] = [];

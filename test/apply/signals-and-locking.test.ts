@@ -3,7 +3,7 @@
 // directory), and SIGINT stops it cleanly — no new mailbox starts, the one in
 // flight finishes, state is written, exit 130 — after which a rerun converges.
 
-import { writeFile, rm } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import {

@@ -1,11 +1,11 @@
 import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { CyrusFormatError } from "../../src/errors.js";
 import {
   CYRUS_HEADER_MAGIC,
   encodeCyrusHeader23,
   parseCyrusHeader,
 } from "../../src/cyrus/cyrus-header.js";
+import { CyrusFormatError } from "../../src/errors.js";
 
 const FIXTURE = "/work/shared/fixtures/cyrus-3.6";
 

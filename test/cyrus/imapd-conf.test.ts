@@ -2,8 +2,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CyrusFormatError, FileAccessError } from "../../src/errors.js";
 import { parseImapdConf, readImapdConf } from "../../src/cyrus/imapd-conf.js";
+import { CyrusFormatError, FileAccessError } from "../../src/errors.js";
 
 const FIXTURE_CONF = "/work/shared/fixtures/cyrus-3.6/imapd.conf";
 

@@ -2,9 +2,9 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CyrusFormatError, FileAccessError } from "../../src/errors.js";
 import { parseImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { discoverMailboxes, parseMailboxList } from "../../src/cyrus/mailbox-list.js";
+import { CyrusFormatError, FileAccessError } from "../../src/errors.js";
 
 const FIXTURE = "/work/shared/fixtures/cyrus-3.6";
 

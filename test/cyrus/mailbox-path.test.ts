@@ -1,6 +1,5 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { CyrusFormatError, GuidupError, InternalError } from "../../src/errors.js";
 import { type ImapdConf, parseImapdConf } from "../../src/cyrus/imapd-conf.js";
 import {
   dirHashLetter,
@@ -10,6 +9,7 @@ import {
   messageFilePath,
   validateMailboxName,
 } from "../../src/cyrus/mailbox-path.js";
+import { CyrusFormatError, GuidupError, InternalError } from "../../src/errors.js";
 
 const ROOT = "/var/spool/imap";
 

@@ -5,6 +5,10 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  cyrusCheckAvailable,
+  runCyrusGuidCheck,
+} from "../../examples/spool-generator/cyrus-check.js";
+import {
   appendMessage,
   type GeneratedHost,
   type GeneratedSpool,
@@ -12,16 +16,12 @@ import {
   removeMailbox,
   replaceMessageFile,
 } from "../../examples/spool-generator.js";
-import {
-  cyrusCheckAvailable,
-  runCyrusGuidCheck,
-} from "../../examples/spool-generator/cyrus-check.js";
 import { convertIndex } from "../../src/cyrus/convert.js";
 import { parseCyrusHeader } from "../../src/cyrus/cyrus-header.js";
 import { formatFor } from "../../src/cyrus/formats/index.js";
 import { isNullGuid, isOldStyleGuid, sha1File } from "../../src/cyrus/guid.js";
 import { type ImapdConf, readImapdConf } from "../../src/cyrus/imapd-conf.js";
-import { type IndexKind, type IndexRecord, IndexReader } from "../../src/cyrus/index-file.js";
+import { type IndexKind, IndexReader, type IndexRecord } from "../../src/cyrus/index-file.js";
 import { mailboxDataDir, mailboxMetaDir } from "../../src/cyrus/mailbox-path.js";
 
 const scratch: string[] = [];

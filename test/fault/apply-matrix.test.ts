@@ -24,6 +24,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { cpSync, mkdirSync, readdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FOREIGN_LOCKER } from "../helpers/agent-process.js";
 import {
   classifyPair,
   cli,
@@ -44,7 +45,6 @@ import {
   waitForFile,
   writeInventory,
 } from "../helpers/apply-harness.js";
-import { FOREIGN_LOCKER } from "../helpers/agent-process.js";
 import { makeTempDir } from "../helpers/fixtures.js";
 
 type Step = 1 | 2 | 3 | 4 | 5 | 6;

@@ -36,7 +36,7 @@
 // op, the mailbox the session was working on and the action taken.
 
 import { execSync, spawn } from "node:child_process";
-import { appendFileSync, existsSync, openSync, closeSync, writeFileSync } from "node:fs";
+import { appendFileSync, closeSync, existsSync, openSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
