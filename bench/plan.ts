@@ -106,8 +106,20 @@ function message(name: string, uid: number): Buffer {
   );
 }
 
+/** Overrides for other benchmarks (bench/apply.ts); the defaults are this benchmark's mix. */
+export interface GenerateShape {
+  /** Index minor version of mailbox i (default 6 + (i * 7) % 4). */
+  minor?: (i: number) => number;
+  /** Message files of mailbox i (default i % 4). */
+  messages?: (i: number) => number;
+}
+
 /** Writes N mailboxes into master/ and replica/ (same bytes); returns the list file and sizes. */
-function generate(root: string, n: number): { list: string; bytesPerSide: number } {
+export function generate(
+  root: string,
+  n: number,
+  shape: GenerateShape = {},
+): { list: string; bytesPerSide: number } {
   const sides = ["master", "replica"].map((side) => {
     const sideRoot = join(root, side);
     mkdirSync(join(sideRoot, "config"), { recursive: true });
@@ -121,9 +133,9 @@ function generate(root: string, n: number): { list: string; bytesPerSide: number
   for (let i = 0; i < n; i++) {
     const name = mailboxName(i);
     names.push(name);
-    const minor = 6 + ((i * 7) % 4);
+    const minor = shape.minor?.(i) ?? 6 + ((i * 7) % 4);
     const format = formatFor(minor) as IndexFormat;
-    const count = i % 4;
+    const count = shape.messages?.(i) ?? i % 4;
     const uidValidity = NOW - 86400 * (1 + (i % 700));
     const messages = Array.from({ length: count }, (_, k) => message(name, k + 1));
     const records = messages.map((m, k) => {

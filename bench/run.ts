@@ -3,7 +3,7 @@
 // source (bench/<name>.ts) is not in the repository is skipped with a note.
 //
 // Run: `node dist/bench/run.js [--only NAME]` (NAME: codec, hash, lock-hold,
-// hash-apply, plan). Exit code 1 when any benchmark run failed.
+// hash-apply, plan, apply). Exit code 1 when any benchmark run failed.
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 /** In the order they run. */
-export const BENCHES = ["codec", "hash", "lock-hold", "hash-apply", "plan"] as const;
+export const BENCHES = ["codec", "hash", "lock-hold", "hash-apply", "plan", "apply"] as const;
 
 interface Outcome {
   name: string;

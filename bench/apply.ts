@@ -1,0 +1,812 @@
+// Speed of `guidup apply` over SSH on loopback, with warm sha1 caches.
+//
+// For each concurrency (1, 4, 8) a fresh master/replica pair of N small
+// mailboxes (default 10,000; bench/plan.ts's generator, every mailbox a v9
+// cyrus.index with 1–3 old-style records and their message files, so each
+// needs version + guid), its sha1 caches written (warm: prepare hashes
+// nothing), a plan made with `guidup plan` over SSH (not timed), then
+// `guidup apply PLAN --concurrency C --json` as a child process, timed.
+// Reports:
+//   - mailboxes/s (N / wall time of the apply process) per concurrency;
+//   - peak RSS of the apply process (the controller);
+//   - CPU seconds of every process class during the apply (controller,
+//     agents, sshd, the rest) and how busy the machine was: on a 2-core box
+//     the agents, sshd and the controller share the cores, so CPU per
+//     mailbox is what bounds mailboxes/s;
+//   - protocol requests per mailbox, by op and side: one extra apply of
+//     1,000 mailboxes at concurrency 4 with a counting proxy as the agent
+//     command (it passes stdin/stdout through, counts request lines, and sums
+//     the agent's own per-request times from its debug log lines);
+//   - linearity: 1,000 mailboxes at the best concurrency against N;
+//   - two micro figures that explain the rest: one request round trip over
+//     the SSH channel (`status` with no mailbox), and one state file write.
+// Every apply must exit 0 with every mailbox done, and every state file must
+// show that no GUID was computed (all from the cache), else the bench fails.
+//
+// Why the caches are written by this bench and not by `guidup hash`: the
+// cache entries are keyed by inode and mtime, so a copied spool (cp -a makes
+// new inodes) has cold caches; each run needs a freshly generated pair, and
+// `guidup hash --side both` of 10,000 such mailboxes took 34 s here (the
+// generator 1.2 s), three times over the time budget. The bench writes the
+// same entries the agent's hash op would (SHA1 of the whole message file,
+// inode, mtime, size, origin local) with the agent's own writeSha1Cache.
+//
+// Run: `node dist/bench/apply.js [--mailboxes N] [--dir D] [--keep] [--json]`
+// (build first: `npx tsc -p tsconfig.json`; needs /usr/sbin/sshd, root or a
+// user sshd lets in). Everything runs on one machine: the "remote" agents,
+// sshd and the controller compete for the same cores.
+
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { mailboxFiles } from "../src/agent/mailbox-files.js";
+import { Sha1Cache, writeSha1Cache } from "../src/agent/sha1-cache.js";
+import type { ApplyReport } from "../src/apply/engine.js";
+import type { MailboxState } from "../src/apply/state.js";
+import { StateStore } from "../src/apply/state-store.js";
+import { parseImapdConf } from "../src/cyrus/imapd-conf.js";
+import { AgentClient } from "../src/transport/agent-client.js";
+import { connectHost } from "../src/transport/index.js";
+import { generate } from "./plan.js";
+import { type BenchSshd, startBenchSshd } from "./sshd.js";
+
+const MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
+const TIME = "/usr/bin/time";
+const SIDES = ["master", "replica"] as const;
+type Side = (typeof SIDES)[number];
+
+export interface ApplyBenchOptions {
+  /** Mailboxes per side for the concurrency runs (default 10,000). */
+  mailboxes?: number;
+  /** Concurrencies to compare (default 1, 4, 8). */
+  concurrencies?: number[];
+  /** Mailboxes of the small runs: linearity and request counting (default 1,000, at most `mailboxes`). */
+  smallMailboxes?: number;
+  /** Parent of the temp directory; default /dev/shm when it exists, else os.tmpdir(). */
+  dir?: string;
+  keep?: boolean;
+  log?: (line: string) => void;
+}
+
+/** CPU seconds (user + system) during one apply, by process class. */
+export interface CpuBreakdown {
+  controller: number;
+  agentMaster: number;
+  agentReplica: number;
+  /** sshd processes (the per-connection ones encrypt and relay every line). */
+  sshd: number;
+  /** Counting proxies (request-count run only). */
+  proxy: number;
+  /** Everything else on the machine, this bench's own sampling included. */
+  other: number;
+  /** Busy share of all cores over the apply, from /proc/stat (0..1). */
+  machineBusy: number;
+  cores: number;
+}
+
+export interface ApplyRun {
+  label: string;
+  mailboxes: number;
+  concurrency: number;
+  /** Generating the pair, writing its caches, planning (not part of the apply figure). */
+  setupMs: { generate: number; caches: number; plan: number };
+  /** Wall time of the `guidup apply` process, start to exit. */
+  wallMs: number;
+  /** The engine's own elapsedMs (after connecting, plan read). */
+  engineMs: number;
+  mailboxesPerSec: number;
+  msPerMailbox: number;
+  /** Peak RSS of the apply process, bytes. */
+  peakRssBytes: number;
+  rssSource: "/usr/bin/time -v" | "VmHWM poll";
+  cpu: CpuBreakdown;
+  /** Per mailbox, CPU ms of all processes of the apply (controller + agents + sshd + proxy). */
+  cpuMsPerMailbox: number;
+  outcomes: ApplyReport["outcomes"];
+}
+
+export interface RoundTrips {
+  mailboxes: number;
+  concurrency: number;
+  /** Requests per mailbox, by side and op (measured). */
+  perMailbox: Record<Side, Record<string, number>>;
+  totalPerMailbox: number;
+  /** From the protocol (src/apply/mailbox-run.ts), this configuration: prepare, lock, upgrade, commit per side. */
+  designPerMailbox: number;
+  /** Sequential waits per mailbox on the critical path (the two prepares run together). */
+  sequentialPerMailbox: number;
+  /** Agent-side time per request, ms, by side and op (the agent's own "done" log figure). */
+  agentMsPerRequest: Record<Side, Record<string, number>>;
+  /** Agent processes started (one per lane per side). */
+  agents: number;
+  run: ApplyRun;
+}
+
+export interface MicroFigures {
+  /** One `status` request with no mailbox over one SSH channel, sequential, ms. */
+  roundTripMs: number;
+  /** One StateStore.write (temp file, fsync, rename, directory fsync), sequential, ms. */
+  stateWriteMs: number;
+  /** State writes per mailbox on the success path (setStep × 6 + finish). */
+  stateWritesPerMailbox: number;
+}
+
+export interface ApplyBenchResult {
+  mailboxes: number;
+  dir: string;
+  cores: number;
+  runs: ApplyRun[];
+  best: { concurrency: number; mailboxesPerSec: number; goalMet: boolean };
+  linearity: {
+    small: ApplyRun;
+    large: ApplyRun;
+    /** msPerMailbox(large) / msPerMailbox(small): 1 is linear. */
+    ratio: number;
+    /** peak RSS large / small. */
+    rssRatio: number;
+    /** (wall large − wall small) / (N large − N small): the cost of one more mailbox. */
+    marginalMsPerMailbox: number;
+    /** wall small − N small × marginal: connecting, starting agents, warming up. */
+    fixedMs: number;
+  };
+  roundTrips: RoundTrips;
+  micro: MicroFigures;
+  totalMs: number;
+}
+
+export const GOAL_MAILBOXES_PER_SEC = 200;
+
+// --- the pair ------------------------------------------------------------------
+
+/** v9, 1–3 messages: every mailbox needs version + guid. */
+const SHAPE = { minor: () => 9, messages: (i: number) => 1 + (i % 3) };
+
+/**
+ * Writes every old-style record's sha1 cache entry, as the agent's hash op
+ * would: SHA1 of the whole file, its inode, mtime and size, origin local.
+ * The generator gives mailbox i message files 1..SHAPE.messages(i), all old-style.
+ */
+async function writeCaches(root: string, names: string[], counts: Map<string, number>) {
+  for (const side of SIDES) {
+    const confPath = join(root, side, "imapd.conf");
+    const conf = parseImapdConf(readFileSync(confPath, "utf8"), confPath);
+    let next = 0;
+    // Several writes in flight: each is temp file, fsync, rename, dir fsync.
+    const worker = async () => {
+      while (next < names.length) await writeOne(names[next++] as string);
+    };
+    const writeOne = async (name: string) => {
+      const files = mailboxFiles(conf, { name });
+      const cache = Sha1Cache.empty();
+      const n = counts.get(name) ?? 0;
+      for (let uid = 1; uid <= n; uid++) {
+        const path = files.messageFile(uid);
+        const st = statSync(path, { bigint: true });
+        cache.set({
+          uid,
+          size: Number(st.size),
+          sha1: createHash("sha1").update(readFileSync(path)).digest(),
+          ino: st.ino,
+          mtimeNs: st.mtimeNs,
+          origin: "local",
+        });
+      }
+      const ix = statSync(files.index);
+      await writeSha1Cache(files.sha1s, cache, { uid: ix.uid, gid: ix.gid, mode: ix.mode });
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+  }
+}
+
+function inventoryYaml(root: string, list: string, sshd: BenchSshd, command: string): string {
+  const host = (side: Side) =>
+    [
+      `    ${side}:`,
+      "      host: 127.0.0.1",
+      `      port: ${sshd.port}`,
+      `      user: ${JSON.stringify(sshd.user)}`,
+      `      identityFile: ${JSON.stringify(sshd.clientKeyPath)}`,
+      `      knownHostsFile: ${JSON.stringify(sshd.knownHostsPath)}`,
+      `      command: ${JSON.stringify(command)}`,
+      `      config: ${JSON.stringify(join(root, side, "imapd.conf"))}`,
+      `      name: ${side}`,
+    ].join("\n");
+  return `pairs:\n  - name: bench\n    mailboxes: { file: ${JSON.stringify(list)} }\n${host("master")}\n${host("replica")}\n`;
+}
+
+export interface Prepared {
+  root: string;
+  plan: string;
+  setupMs: ApplyRun["setupMs"];
+}
+
+export async function preparePair(
+  root: string,
+  n: number,
+  sshd: BenchSshd,
+  command: string,
+): Promise<Prepared> {
+  mkdirSync(root, { recursive: true });
+  let t = performance.now();
+  const { list } = generate(root, n, SHAPE);
+  const generateMs = performance.now() - t;
+  const names = readFileSync(list, "utf8").split("\n").filter(Boolean);
+  // generate() names mailbox i mailboxName(i) and gives it SHAPE.messages(i)
+  // files; recover the count from the directory instead of the index.
+  t = performance.now();
+  const counts = new Map<string, number>();
+  const masterConfPath = join(root, "master", "imapd.conf");
+  const masterConf = parseImapdConf(readFileSync(masterConfPath, "utf8"), masterConfPath);
+  for (const name of names) {
+    const dir = mailboxFiles(masterConf, { name }).dataDir;
+    counts.set(name, readdirSync(dir).filter((f) => /^\d+\.$/.test(f)).length);
+  }
+  await writeCaches(root, names, counts);
+  const cachesMs = performance.now() - t;
+  const inventory = join(root, "inventory.yaml");
+  writeFileSync(inventory, inventoryYaml(root, list, sshd, command));
+  const plan = join(root, "plan.yaml");
+  t = performance.now();
+  const r = await runProcess(process.execPath, [
+    MAIN,
+    "plan",
+    "--inventory",
+    inventory,
+    "--out",
+    plan,
+  ]);
+  if (r.code !== 0) throw new Error(`guidup plan exited ${r.code}:\n${r.stderr}`);
+  return {
+    root,
+    plan,
+    setupMs: { generate: generateMs, caches: cachesMs, plan: performance.now() - t },
+  };
+}
+
+function runProcess(
+  file: string,
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString("utf8");
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString("utf8");
+    });
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+// --- CPU and memory sampling -----------------------------------------------------
+
+interface ProcSample {
+  ppid: number;
+  comm: string;
+  cmdline: string;
+  /** utime + stime, clock ticks. */
+  ticks: number;
+  /** At the first sample: CPU this process had before the apply started. */
+  baseTicks: number;
+}
+
+const CLK_TCK = 100;
+
+function readProcStat(pid: number): { comm: string; ppid: number; ticks: number } | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const close = s.lastIndexOf(")");
+    const comm = s.slice(s.indexOf("(") + 1, close);
+    const f = s.slice(close + 2).split(" ");
+    // After ")": state(0) ppid(1) … utime(11) stime(12)
+    return { comm, ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+  } catch {
+    return undefined;
+  }
+}
+
+function machineTicks(): { busy: number; total: number } {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0] as string;
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/**
+ * Polls /proc every 100 ms: CPU ticks of every process (the last value seen
+ * counts; an agent lives the whole run, so at most 100 ms of a process's
+ * CPU is missed when it exits) and VmHWM of the controller.
+ */
+class Sampler {
+  readonly procs = new Map<number, ProcSample>();
+  peakHwmKb = 0;
+  controllerPid: number | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #start = machineTicks();
+  #end = this.#start;
+  readonly #selfPid = process.pid;
+
+  constructor(private readonly launcherPid: number) {}
+
+  start(): void {
+    this.#start = machineTicks();
+    this.#sample(true);
+    this.#timer = setInterval(() => this.#sample(false), 100);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#sample(false);
+    this.#end = machineTicks();
+  }
+
+  #sample(first: boolean): void {
+    for (const entry of readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      const pid = Number(entry);
+      if (pid === this.#selfPid) continue;
+      const st = readProcStat(pid);
+      if (!st) continue;
+      const known = this.procs.get(pid);
+      if (known) {
+        known.ticks = st.ticks;
+      } else {
+        let cmdline = "";
+        try {
+          cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+        } catch {
+          continue;
+        }
+        this.procs.set(pid, {
+          ppid: st.ppid,
+          comm: st.comm,
+          cmdline,
+          ticks: st.ticks,
+          baseTicks: first ? st.ticks : 0,
+        });
+      }
+    }
+    // The controller: the launcher itself (node) or the child of /usr/bin/time.
+    if (this.controllerPid === undefined) {
+      const self = this.procs.get(this.launcherPid);
+      if (self && !self.cmdline.startsWith(TIME)) this.controllerPid = this.launcherPid;
+      else
+        for (const [pid, p] of this.procs)
+          if (p.ppid === this.launcherPid && p.cmdline.includes(" apply "))
+            this.controllerPid = pid;
+    }
+    if (this.controllerPid !== undefined) {
+      try {
+        const status = readFileSync(`/proc/${this.controllerPid}/status`, "utf8");
+        const m = /VmHWM:\s+(\d+) kB/.exec(status);
+        if (m) this.peakHwmKb = Math.max(this.peakHwmKb, Number(m[1]));
+      } catch {
+        // exited
+      }
+    }
+  }
+
+  breakdown(root: string): CpuBreakdown {
+    const out: CpuBreakdown = {
+      controller: 0,
+      agentMaster: 0,
+      agentReplica: 0,
+      sshd: 0,
+      proxy: 0,
+      other: 0,
+      machineBusy: 0,
+      cores: 0,
+    };
+    for (const [pid, p] of this.procs) {
+      const s = (p.ticks - p.baseTicks) / CLK_TCK;
+      if (s <= 0) continue;
+      if (pid === this.controllerPid) out.controller += s;
+      else if (p.cmdline.includes("agent-proxy.mjs")) out.proxy += s;
+      else if (p.cmdline.includes(" serve ") && p.cmdline.includes(join(root, "master")))
+        out.agentMaster += s;
+      else if (p.cmdline.includes(" serve ") && p.cmdline.includes(join(root, "replica")))
+        out.agentReplica += s;
+      else if (p.comm.startsWith("sshd")) out.sshd += s;
+      else out.other += s;
+    }
+    const cores = Number(readFileSync("/proc/stat", "utf8").match(/^cpu\d+ /gm)?.length ?? 1);
+    const busy = this.#end.busy - this.#start.busy;
+    const total = this.#end.total - this.#start.total;
+    out.machineBusy = total > 0 ? busy / total : 0;
+    out.cores = cores;
+    return out;
+  }
+}
+
+// --- one apply -------------------------------------------------------------------
+
+export async function timedApply(
+  label: string,
+  prepared: Prepared,
+  n: number,
+  concurrency: number,
+): Promise<ApplyRun> {
+  const useTime = existsSync(TIME);
+  const timeOut = join(prepared.root, `time-${concurrency}.txt`);
+  const applyArgs = [MAIN, "apply", prepared.plan, "--concurrency", String(concurrency), "--json"];
+  const [file, args] = useTime
+    ? [TIME, ["-v", "-o", timeOut, process.execPath, ...applyArgs]]
+    : [process.execPath, applyArgs];
+  const start = performance.now();
+  const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const sampler = new Sampler(child.pid as number);
+  sampler.start();
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => {
+    stdout += d.toString("utf8");
+  });
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d.toString("utf8");
+  });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (c) => resolve(c));
+  });
+  const wallMs = performance.now() - start;
+  sampler.stop();
+  if (code !== 0)
+    throw new Error(`${label}: guidup apply exited ${code}:\n${stderr.slice(-4000)}${stdout}`);
+  const report = JSON.parse(stdout) as ApplyReport;
+  if (report.outcomes.done !== n || report.processed !== n || report.remaining !== 0)
+    throw new Error(`${label}: not every mailbox is done: ${JSON.stringify(report.outcomes)}`);
+  await checkStates(label, prepared.plan, n);
+
+  let peakRssBytes = sampler.peakHwmKb * 1024;
+  let rssSource: ApplyRun["rssSource"] = "VmHWM poll";
+  if (useTime) {
+    const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(readFileSync(timeOut, "utf8"));
+    if (m) {
+      peakRssBytes = Number(m[1]) * 1024;
+      rssSource = "/usr/bin/time -v";
+    }
+  }
+  const cpu = sampler.breakdown(prepared.root);
+  const applyCpu = cpu.controller + cpu.agentMaster + cpu.agentReplica + cpu.sshd + cpu.proxy;
+  return {
+    label,
+    mailboxes: n,
+    concurrency,
+    setupMs: prepared.setupMs,
+    wallMs,
+    engineMs: report.elapsedMs,
+    mailboxesPerSec: n / (wallMs / 1000),
+    msPerMailbox: wallMs / n,
+    peakRssBytes,
+    rssSource,
+    cpu,
+    cpuMsPerMailbox: (applyCpu * 1000) / n,
+    outcomes: report.outcomes,
+  };
+}
+
+/** Every state file: done, and no GUID computed under apply (the caches were warm). */
+async function checkStates(label: string, plan: string, n: number): Promise<void> {
+  const store = new StateStore(`${plan}.state`);
+  let seen = 0;
+  for await (const s of store.all() as AsyncGenerator<MailboxState>) {
+    seen++;
+    if (s.phase !== "done") throw new Error(`${label}: ${s.name} is ${s.phase}`);
+    for (const side of SIDES) {
+      const c = s.counts?.[side];
+      if (c?.computed !== 0 || c.fromCache !== c.records)
+        throw new Error(
+          `${label}: ${s.name} on the ${side}: counts ${JSON.stringify(c)}: the cache was not warm`,
+        );
+    }
+  }
+  if (seen !== n) throw new Error(`${label}: ${seen} state files, expected ${n}`);
+}
+
+// --- request counting --------------------------------------------------------------
+
+/** The counting proxy: `node agent-proxy.mjs LOG <agent argv…>`; appends one JSON line per agent to LOG. */
+const PROXY_SOURCE = `// guidup bench/apply.ts: counts the requests an agent gets.
+import { spawn } from "node:child_process";
+import { appendFileSync } from "node:fs";
+const [log, ...cmd] = process.argv.slice(2);
+const config = cmd[cmd.indexOf("--config") + 1];
+const child = spawn(cmd[0], cmd.slice(1), { stdio: ["pipe", "inherit", "pipe"] });
+const counts = {};
+const ms = {};
+let inBuf = "";
+let errBuf = "";
+process.stdin.on("data", (d) => {
+  child.stdin.write(d);
+  inBuf += d.toString("utf8");
+  for (let i; (i = inBuf.indexOf("\\n")) >= 0; ) {
+    const line = inBuf.slice(0, i);
+    inBuf = inBuf.slice(i + 1);
+    try {
+      const op = JSON.parse(line).op;
+      counts[op] = (counts[op] ?? 0) + 1;
+    } catch {
+      counts["(not json)"] = (counts["(not json)"] ?? 0) + 1;
+    }
+  }
+});
+process.stdin.on("end", () => child.stdin.end());
+child.stderr.on("data", (d) => {
+  process.stderr.write(d);
+  errBuf += d.toString("utf8");
+  for (let i; (i = errBuf.indexOf("\\n")) >= 0; ) {
+    const line = errBuf.slice(0, i);
+    errBuf = errBuf.slice(i + 1);
+    try {
+      const l = JSON.parse(line);
+      if (l.msg === "done") ms[l.op] = (ms[l.op] ?? 0) + l.ms;
+    } catch {}
+  }
+});
+child.on("exit", (code, signal) => {
+  appendFileSync(log, JSON.stringify({ config, counts, ms }) + "\\n");
+  process.exit(code ?? (signal ? 128 : 1));
+});
+`;
+
+export async function countRoundTrips(
+  parent: string,
+  n: number,
+  concurrency: number,
+  sshd: BenchSshd,
+): Promise<RoundTrips> {
+  const root = join(parent, `count-${n}`);
+  mkdirSync(root, { recursive: true });
+  const proxy = join(root, "agent-proxy.mjs");
+  writeFileSync(proxy, PROXY_SOURCE);
+  const log = join(root, "requests.jsonl");
+  const prepared = await preparePair(
+    root,
+    n,
+    sshd,
+    `${process.execPath} ${proxy} ${log} ${process.execPath} ${MAIN} serve`,
+  );
+  // plan's agents went through the proxy too: start counting at the apply.
+  rmSync(log, { force: true });
+  const run = await timedApply(`requests ${n} × c${concurrency}`, prepared, n, concurrency);
+  const lines = readFileSync(log, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map(
+      (l) =>
+        JSON.parse(l) as {
+          config: string;
+          counts: Record<string, number>;
+          ms: Record<string, number>;
+        },
+    );
+  const counts: Record<Side, Record<string, number>> = { master: {}, replica: {} };
+  const ms: Record<Side, Record<string, number>> = { master: {}, replica: {} };
+  for (const l of lines) {
+    const side: Side = l.config.includes(join(root, "master")) ? "master" : "replica";
+    for (const [op, c] of Object.entries(l.counts)) counts[side][op] = (counts[side][op] ?? 0) + c;
+    for (const [op, t] of Object.entries(l.ms)) ms[side][op] = (ms[side][op] ?? 0) + t;
+  }
+  const perMailbox: RoundTrips["perMailbox"] = { master: {}, replica: {} };
+  const agentMs: RoundTrips["agentMsPerRequest"] = { master: {}, replica: {} };
+  let total = 0;
+  for (const side of SIDES) {
+    for (const [op, c] of Object.entries(counts[side])) {
+      perMailbox[side][op] = c / n;
+      agentMs[side][op] = (ms[side][op] ?? 0) / c;
+      total += c;
+    }
+  }
+  return {
+    mailboxes: n,
+    concurrency,
+    perMailbox,
+    totalPerMailbox: total / n,
+    designPerMailbox: 8,
+    sequentialPerMailbox: 7,
+    agentMsPerRequest: agentMs,
+    agents: lines.length,
+    run,
+  };
+}
+
+// --- micro figures -------------------------------------------------------------------
+
+async function micro(parent: string, sshd: BenchSshd, root: string): Promise<MicroFigures> {
+  const conn = await connectHost({
+    host: "127.0.0.1",
+    port: sshd.port,
+    user: sshd.user,
+    identityFile: sshd.clientKeyPath,
+    knownHostsFile: sshd.knownHostsPath,
+    command: `${process.execPath} ${MAIN} serve`,
+    config: join(root, "master", "imapd.conf"),
+    name: "master",
+  });
+  let roundTripMs: number;
+  try {
+    const agent = await AgentClient.start(conn);
+    for (let i = 0; i < 200; i++) await agent.request("status", {});
+    const k = 2000;
+    const t = performance.now();
+    for (let i = 0; i < k; i++) await agent.request("status", {});
+    roundTripMs = (performance.now() - t) / k;
+    await agent.close();
+  } finally {
+    await conn.close();
+  }
+  const store = new StateStore(join(parent, "micro.state"));
+  const k = 2000;
+  const now = new Date().toISOString();
+  const t = performance.now();
+  for (let i = 0; i < k; i++)
+    await store.write({
+      name: `user.m${i % 500}`,
+      phase: "in-progress",
+      step: "lock-master",
+      attempts: 1,
+      firstStarted: now,
+      updated: now,
+    });
+  const stateWriteMs = (performance.now() - t) / k;
+  return { roundTripMs, stateWriteMs, stateWritesPerMailbox: 7 };
+}
+
+// --- the benchmark ---------------------------------------------------------------------
+
+export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<ApplyBenchResult> {
+  const t0 = performance.now();
+  const n = opts.mailboxes ?? 10_000;
+  const concurrencies = opts.concurrencies ?? [1, 4, 8];
+  const small = Math.min(opts.smallMailboxes ?? 1000, n);
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const parent = opts.dir ?? (existsSync("/dev/shm") ? "/dev/shm" : tmpdir());
+  const root = await mkdtemp(join(parent, "guidup-bench-apply-"));
+  const sshd = await startBenchSshd();
+  const command = `${process.execPath} ${MAIN} serve`;
+  try {
+    const runs: ApplyRun[] = [];
+    for (const c of concurrencies) {
+      log(`apply ${n} mailboxes at concurrency ${c}: generating, writing caches, planning …`);
+      const prepared = await preparePair(join(root, `c${c}-${n}`), n, sshd, command);
+      log(
+        `  setup ${sec(prepared.setupMs.generate)} + ${sec(prepared.setupMs.caches)} + ${sec(prepared.setupMs.plan)}; applying …`,
+      );
+      const run = await timedApply(`${n} × c${c}`, prepared, n, c);
+      log(`  ${sec(run.wallMs)} = ${run.mailboxesPerSec.toFixed(0)} mailboxes/s`);
+      runs.push(run);
+      if (!opts.keep) rmSync(prepared.root, { recursive: true, force: true });
+    }
+    const best = runs.reduce((a, b) => (b.mailboxesPerSec > a.mailboxesPerSec ? b : a));
+
+    log(`apply ${small} mailboxes at concurrency ${best.concurrency} (linearity) …`);
+    const smallPrepared = await preparePair(
+      join(root, `c${best.concurrency}-${small}`),
+      small,
+      sshd,
+      command,
+    );
+    const smallRun = await timedApply(
+      `${small} × c${best.concurrency}`,
+      smallPrepared,
+      small,
+      best.concurrency,
+    );
+    log(`  ${sec(smallRun.wallMs)} = ${smallRun.mailboxesPerSec.toFixed(0)} mailboxes/s`);
+
+    log(`apply ${small} mailboxes at concurrency 4 through a request-counting proxy …`);
+    const roundTrips = await countRoundTrips(root, small, 4, sshd);
+
+    const marginal = n > small ? (best.wallMs - smallRun.wallMs) / (n - small) : best.msPerMailbox;
+
+    log("micro: request round trip over SSH, state file write …");
+    const microFigures = await micro(root, sshd, smallPrepared.root);
+
+    return {
+      mailboxes: n,
+      dir: parent,
+      cores: best.cpu.cores,
+      runs,
+      best: {
+        concurrency: best.concurrency,
+        mailboxesPerSec: best.mailboxesPerSec,
+        goalMet: best.mailboxesPerSec >= GOAL_MAILBOXES_PER_SEC,
+      },
+      linearity: {
+        small: smallRun,
+        large: best,
+        ratio: best.msPerMailbox / smallRun.msPerMailbox,
+        rssRatio: best.peakRssBytes / smallRun.peakRssBytes,
+        marginalMsPerMailbox: marginal,
+        fixedMs: smallRun.wallMs - small * marginal,
+      },
+      roundTrips,
+      micro: microFigures,
+      totalMs: performance.now() - t0,
+    };
+  } finally {
+    await sshd.stop();
+    if (!opts.keep) rmSync(root, { recursive: true, force: true });
+    else log(`kept ${root}`);
+  }
+}
+
+const mib = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
+const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const f1 = (x: number) => x.toFixed(1);
+
+export function formatApplyBench(r: ApplyBenchResult): string {
+  const head = `  ${"run".padEnd(20)} ${"wall".padStart(8)} ${"mbox/s".padStart(7)} ${"ms/mbox".padStart(8)} ${"peak RSS".padStart(9)} ${"CPU ms/mbox".padStart(12)}  ${"ctl".padStart(5)} ${"agM".padStart(5)} ${"agR".padStart(5)} ${"sshd".padStart(5)} ${"busy".padStart(5)}`;
+  const row = (x: ApplyRun) =>
+    `  ${`${x.mailboxes.toLocaleString("en")} @ concurrency ${x.concurrency}`.padEnd(20)} ${sec(x.wallMs).padStart(8)} ${x.mailboxesPerSec.toFixed(0).padStart(7)} ${x.msPerMailbox.toFixed(2).padStart(8)} ${mib(x.peakRssBytes).padStart(9)} ${x.cpuMsPerMailbox.toFixed(2).padStart(12)}  ${f1((x.cpu.controller * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentMaster * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentReplica * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.sshd * 1000) / x.mailboxes).padStart(5)} ${`${Math.round(x.cpu.machineBusy * 100)}%`.padStart(5)}`;
+  const rt = r.roundTrips;
+  const ops = [...new Set(SIDES.flatMap((s) => Object.keys(rt.perMailbox[s])))].sort();
+  const s0 = r.runs[0]?.setupMs;
+  return [
+    `guidup apply over SSH (loopback OpenSSH sshd), warm sha1 caches, ${r.cores} cores, spools under ${r.dir}`,
+    `  each mailbox: v9 index, 1–3 old-style records (version + guid); a fresh pair per run${s0 ? ` (setup of ${r.mailboxes.toLocaleString("en")}: generate ${sec(s0.generate)}, caches ${sec(s0.caches)}, plan ${sec(s0.plan)}; not timed)` : ""}`,
+    "",
+    head,
+    ...r.runs.map(row),
+    row(r.linearity.small),
+    `  (CPU ms per mailbox by process: ctl = the apply process, agM/agR = master/replica agents, sshd; busy = all cores, /proc/stat)`,
+    "",
+    `  best: ${r.best.mailboxesPerSec.toFixed(0)} mailboxes/s at concurrency ${r.best.concurrency}; goal ≥ ${GOAL_MAILBOXES_PER_SEC}: ${r.best.goalMet ? "MET" : "MISSED"}`,
+    `  linearity at concurrency ${r.linearity.large.concurrency}: ${sec(r.linearity.small.wallMs)} for ${r.linearity.small.mailboxes.toLocaleString("en")} (${r.linearity.small.msPerMailbox.toFixed(2)} ms/mailbox), ${sec(r.linearity.large.wallMs)} for ${r.linearity.large.mailboxes.toLocaleString("en")} (${r.linearity.large.msPerMailbox.toFixed(2)} ms/mailbox), ratio ${r.linearity.ratio.toFixed(2)}`,
+    `    = ${sec(r.linearity.fixedMs)} fixed (connect, start ${2 * r.linearity.large.concurrency} agents, JIT warm-up) + ${r.linearity.marginalMsPerMailbox.toFixed(2)} ms per further mailbox: linear in N once started`,
+    `  controller peak RSS: ${mib(r.linearity.small.peakRssBytes)} for ${r.linearity.small.mailboxes.toLocaleString("en")}, ${mib(r.linearity.large.peakRssBytes)} for ${r.linearity.large.mailboxes.toLocaleString("en")} (ratio ${r.linearity.rssRatio.toFixed(2)}; source ${r.linearity.large.rssSource})`,
+    "",
+    `  protocol requests per mailbox (measured: ${rt.mailboxes.toLocaleString("en")} mailboxes at concurrency ${rt.concurrency}, counting proxy, ${rt.agents} agents):`,
+    `    ${"op".padEnd(10)} ${"master".padStart(7)} ${"replica".padStart(8)}   agent ms/request (master / replica)`,
+    ...ops.map(
+      (op) =>
+        `    ${op.padEnd(10)} ${f2(rt.perMailbox.master[op]).padStart(7)} ${f2(rt.perMailbox.replica[op]).padStart(8)}   ${f2(rt.agentMsPerRequest.master[op])} / ${f2(rt.agentMsPerRequest.replica[op])}`,
+    ),
+    `    total ${rt.totalPerMailbox.toFixed(2)} per mailbox (design: ${rt.designPerMailbox} = prepare, lock, upgrade, commit per side; +2 with --relay-cache on a cold master; ${rt.sequentialPerMailbox} sequential waits, the two prepares overlap)`,
+    `  micro: one request round trip over SSH ${r.micro.roundTripMs.toFixed(3)} ms (status, sequential); one state file write ${r.micro.stateWriteMs.toFixed(3)} ms × ${r.micro.stateWritesPerMailbox} per mailbox`,
+    `  total bench time ${sec(r.totalMs)}`,
+  ].join("\n");
+}
+
+function f2(x: number | undefined): string {
+  return x === undefined ? "-" : x.toFixed(2);
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const { values } = parseArgs({
+    options: {
+      mailboxes: { type: "string", default: "10000" },
+      dir: { type: "string" },
+      keep: { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+    },
+  });
+  const n = Number(values.mailboxes);
+  if (!Number.isInteger(n) || n < 1) throw new Error("--mailboxes N: a positive integer");
+  const result = await runApplyBench({
+    mailboxes: n,
+    ...(values.dir ? { dir: values.dir } : {}),
+    keep: values.keep,
+  });
+  process.stdout.write(
+    values.json ? `${JSON.stringify(result, null, 2)}\n` : `${formatApplyBench(result)}\n`,
+  );
+}
