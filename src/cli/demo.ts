@@ -104,8 +104,8 @@ export async function run(args: string[], io: Io): Promise<number> {
   const half = String(Math.max(1, Math.floor(count / 4)));
   const steps: Step[] = [
     {
-      title: "precompute SHA1s on the replica",
-      argv: ["hash", "--inventory", inventory],
+      title: "precompute SHA1s on both sides (days ahead, in real life)",
+      argv: ["hash", "--inventory", inventory, "--side", "both"],
       load: () => import("./hash.js"),
     },
     {
