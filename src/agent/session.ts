@@ -11,16 +11,17 @@
 // holds it for whole sessions (trap 14), and the upgrade does not touch it.
 
 import {
-  close as closeCb,
+  closeSync,
   constants,
-  fchmod as fchmodCb,
-  fchown as fchownCb,
-  fstat as fstatCb,
-  fsync as fsyncCb,
-  open as openCb,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  renameSync,
+  statSync,
+  unlinkSync,
 } from "node:fs";
-import { open as openDir, rename, stat, unlink } from "node:fs/promises";
-import { promisify } from "node:util";
 import { convertIndex, type GuidRequest } from "../cyrus/convert.js";
 import { writableFormat } from "../cyrus/formats/index.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
@@ -34,12 +35,23 @@ import { type MailboxFiles, mailboxFiles } from "./mailbox-files.js";
 import { type GuidNeed, type MailboxRead, readMailbox } from "./mailbox-scan.js";
 import { readSha1Cache, type Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 
-const open = promisify(openCb);
-const close = promisify(closeCb);
-const fsync = promisify(fsyncCb);
-const fchown = promisify(fchownCb);
-const fchmod = promisify(fchmodCb);
-const fstat = promisify(fstatCb);
+// The per-mailbox file calls are synchronous behind promise-returning names:
+// an agent serves one request at a time, and every async fs call is a round
+// trip through libuv's thread pool, measured as most of an agent's CPU per
+// mailbox. Rejections keep the shape callers expect (awaited errors).
+const sync =
+  <A extends unknown[], R>(fn: (...args: A) => R) =>
+  async (...args: A): Promise<R> =>
+    fn(...args);
+const open = sync(openSync);
+const close = sync(closeSync);
+const fsync = sync(fsyncSync);
+const fchown = sync(fchownSync);
+const fchmod = sync(fchmodSync);
+const fstat = sync((fd: number) => fstatSync(fd));
+const rename = sync(renameSync);
+const stat = sync((path: string) => statSync(path));
+const unlink = sync(unlinkSync);
 
 /** A request that does not fit the session's state. */
 export class OutOfOrderError extends GuidupError {
@@ -520,10 +532,10 @@ async function nonEmpty(fd: number): Promise<boolean> {
 }
 
 async function fsyncDir(dir: string): Promise<void> {
-  const fh = await openDir(dir, "r");
+  const fd = openSync(dir, "r");
   try {
-    await fh.sync();
+    fsyncSync(fd);
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
