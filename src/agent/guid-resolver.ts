@@ -16,7 +16,7 @@
 // replaces a file with a new inode).
 
 import { randomBytes } from "node:crypto";
-import { stat } from "node:fs/promises";
+import { type BigIntStats, statSync } from "node:fs";
 import { GuidupError } from "../errors.js";
 import type { HashPool } from "./hash-pool.js";
 import { isHashFailure } from "./hash-pool.js";
@@ -65,23 +65,27 @@ export async function resolveGuids(options: ResolveOptions): Promise<ResolvedGui
   const toHash: GuidNeed[] = [];
   const relayed: [GuidNeed, Sha1CacheEntry][] = [];
   let fromCache = 0;
-  await Promise.all(
-    [...byUid.values()].map(async (need) => {
-      const entry = cache.lookup(need.uid, need.size);
-      if (entry?.origin === "local") {
-        const st = await stat(messageFile(need.uid), { bigint: true }).catch(() => undefined);
-        if (st && isEntryValidFor(entry, st)) {
-          guids.set(need.uid, entry.sha1);
-          fromCache++;
-          return;
-        }
-      } else if (entry?.origin === "relayed") {
-        relayed.push([need, entry]);
-        return;
+  // Synchronous stats: one quick call per message, no promise per message.
+  for (const need of byUid.values()) {
+    const entry = cache.lookup(need.uid, need.size);
+    if (entry?.origin === "local") {
+      let st: BigIntStats | undefined;
+      try {
+        st = statSync(messageFile(need.uid), { bigint: true, throwIfNoEntry: false });
+      } catch {
+        st = undefined; // unreadable: hashing will say why
       }
-      toHash.push(need);
-    }),
-  );
+      if (st && isEntryValidFor(entry, st)) {
+        guids.set(need.uid, entry.sha1);
+        fromCache++;
+        continue;
+      }
+    } else if (entry?.origin === "relayed") {
+      relayed.push([need, entry]);
+      continue;
+    }
+    toHash.push(need);
+  }
 
   const fresh: Sha1CacheEntry[] = [];
   const hashOne = async (need: GuidNeed): Promise<Buffer> => {

@@ -30,12 +30,19 @@ export interface FileRead {
  * Reads every record of one file (through `reader`, which the caller closes)
  * and feeds the fingerprint hash with what the plan depends on.
  */
-export async function readFileFacts(reader: IndexReader, fingerprint: Hash): Promise<FileRead> {
+export async function readFileFacts(
+  reader: IndexReader,
+  fingerprint: Hash,
+  collectNeeds = true,
+): Promise<FileRead> {
   const { format, values } = reader.header;
   const plan = compileRecordPlan(format, format);
   const uids = createHash("sha1");
   const guids = createHash("sha1");
+  // Empty when not collected: under the locks with prepared GUIDs, a million
+  // small objects would only feed the garbage collector inside the window.
   const needs: GuidNeed[] = [];
+  let oldStyle = 0;
   let nullGuids = 0;
   let oldStyleBytes = 0;
   const minorBytes = Buffer.alloc(4);
@@ -55,7 +62,8 @@ export async function readFileFacts(reader: IndexReader, fingerprint: Hash): Pro
       for (let k = 0; k < 4; k++) uidList[i * 4 + k] = pairs[i * PAIR_BYTES + k] as number;
       if (isOldStyleGuid(pairs, i * PAIR_BYTES + 4)) {
         const size = chunk.buf.readUInt32BE(at + 12);
-        needs.push({ uid: chunk.buf.readUInt32BE(at), size });
+        oldStyle++;
+        if (collectNeeds) needs.push({ uid: chunk.buf.readUInt32BE(at), size });
         oldStyleBytes += size;
         if (isNullGuid(pairs, i * PAIR_BYTES + 4)) nullGuids++;
       }
@@ -68,7 +76,7 @@ export async function readFileFacts(reader: IndexReader, fingerprint: Hash): Pro
   const facts: FileFacts = {
     minor: format.minor,
     records: reader.header.exists,
-    oldStyle: needs.length,
+    oldStyle,
     nullGuids,
     oldStyleBytes,
     lastUid: values.get("lastUid") as number,
@@ -113,12 +121,13 @@ export async function readMailbox(
   name: string,
   index: FileSource,
   expunge: FileSource | undefined,
+  collectNeeds = true,
 ): Promise<MailboxRead> {
   const fingerprint = createHash("sha1").update(name);
   const indexReader = await openSource(index);
   let indexRead: FileRead;
   try {
-    indexRead = await readFileFacts(indexReader, fingerprint);
+    indexRead = await readFileFacts(indexReader, fingerprint, collectNeeds);
   } finally {
     await indexReader.close();
   }
@@ -126,7 +135,7 @@ export async function readMailbox(
   if (expunge) {
     const reader = await openSource(expunge);
     try {
-      expungeRead = await readFileFacts(reader, fingerprint);
+      expungeRead = await readFileFacts(reader, fingerprint, collectNeeds);
     } finally {
       await reader.close();
     }

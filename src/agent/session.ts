@@ -22,7 +22,7 @@ import {
   statSync,
   unlinkSync,
 } from "node:fs";
-import { convertIndex, type GuidRequest } from "../cyrus/convert.js";
+import { convertIndex } from "../cyrus/convert.js";
 import { writableFormat } from "../cyrus/formats/index.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { fileAccessError, IndexReader, UnsupportedVersionError } from "../cyrus/index-file.js";
@@ -181,15 +181,22 @@ export class MailboxSession {
       }
       // Read through the locked fds, never a view taken before the lock.
       const expungeSource = expunge && (await nonEmpty(expunge.fd));
-      const read = await readMailbox(
-        files.name,
-        { path: files.index, fd: index.fd, kind: "index" },
-        expungeSource ? { path: files.expunge, fd: expunge!.fd, kind: "expunge" } : undefined,
-      );
+      const readLocked = (collectNeeds: boolean) =>
+        readMailbox(
+          files.name,
+          { path: files.index, fd: index.fd, kind: "index" },
+          expungeSource ? { path: files.expunge, fd: expunge!.fd, kind: "expunge" } : undefined,
+          collectNeeds,
+        );
+      // With prepared GUIDs for this mailbox the per-record needs are not
+      // wanted; should the fingerprint show a change, read again for them.
+      const expectPrepared = this.#prepared?.name === files.name;
+      let read = await readLocked(!expectPrepared);
       const prepared =
-        this.#prepared?.name === files.name && this.#prepared.fingerprint === read.scan.fingerprint
+        expectPrepared && this.#prepared?.fingerprint === read.scan.fingerprint
           ? this.#prepared
           : undefined;
+      if (expectPrepared && !prepared) read = await readLocked(true);
       this.#prepared = undefined;
       this.#current = {
         ...(prepared ? { prepared } : {}),
@@ -238,10 +245,10 @@ export class MailboxSession {
     const wantsGuids = target.minor === 10;
     const needs = wantsGuids ? [...read.index.needs, ...(read.expunge?.needs ?? [])] : [];
     const indexNeedsWork =
-      indexMinor !== target.minor || (wantsGuids && read.index.needs.length > 0);
+      indexMinor !== target.minor || (wantsGuids && read.index.facts.oldStyle > 0);
     const expungeNeedsWork =
       read.expunge !== undefined &&
-      (expungeMinor !== target.minor || (wantsGuids && read.expunge.needs.length > 0));
+      (expungeMinor !== target.minor || (wantsGuids && read.expunge.facts.oldStyle > 0));
     const counts: UpgradeCounts = {
       records: read.index.facts.records,
       expungeRecords: read.expunge?.facts.records ?? 0,
@@ -267,10 +274,9 @@ export class MailboxSession {
     counts.fromCache = resolved.fromCache;
     counts.relayedVerified = resolved.relayedVerified;
 
-    // Only old-style GUIDs are replaced; an SHA1 GUID already there is kept.
-    const guidFor = wantsGuids
-      ? (r: GuidRequest) => (r.oldStyle ? resolved.guids.get(r.uid) : undefined)
-      : undefined;
+    // Only old-style GUIDs are replaced (the converter's `guids` option); an
+    // SHA1 GUID already there is kept.
+    const guids = wantsGuids ? resolved.guids : undefined;
     let expungeDigest: string | undefined;
     try {
       // Expunge first, in the order commit renames them.
@@ -281,7 +287,7 @@ export class MailboxSession {
           files.expungeNew,
           "expunge",
           target,
-          guidFor,
+          guids,
         );
         cur.written.push({ from: files.expungeNew, to: files.expunge });
         expungeDigest = r.digest.toString("hex");
@@ -296,7 +302,7 @@ export class MailboxSession {
           files.indexNew,
           "index",
           target,
-          guidFor,
+          guids,
         );
         cur.written.push({ from: files.indexNew, to: files.index });
         guidDigest = r.digest.toString("hex");
@@ -402,7 +408,7 @@ export class MailboxSession {
     newPath: string,
     kind: "index" | "expunge",
     target: NonNullable<ReturnType<typeof writableFormat>>,
-    guidFor: ((r: GuidRequest) => Buffer | undefined) | undefined,
+    guids: ReadonlyMap<number, Buffer> | undefined,
   ) {
     const original = await fstat(lock.fd);
     const reader = await IndexReader.fromFd(lock.fd, path, { kind });
@@ -416,7 +422,7 @@ export class MailboxSession {
       // The .NEW file replaces the original: same owner, group and mode.
       await fchown(fd, original.uid, original.gid);
       await fchmod(fd, original.mode & 0o7777);
-      const result = await convertIndex(reader, fd, { target, ...(guidFor ? { guidFor } : {}) });
+      const result = await convertIndex(reader, fd, { target, ...(guids ? { guids } : {}) });
       await fsync(fd);
       return result;
     } catch (err) {

@@ -336,6 +336,12 @@ export function convertRecord(
 export interface ConvertOptions {
   target: IndexFormat;
   guidFor?: GuidSource;
+  /**
+   * GUIDs by UID for old-style records only (records with an SHA1 GUID keep
+   * it): what the agent's upgrade does, without a callback and a request
+   * object per record. Ignored when guidFor is given.
+   */
+  guids?: ReadonlyMap<number, Buffer>;
 }
 
 export interface ConvertResult {
@@ -378,7 +384,14 @@ export async function convertIndex(
       writeGuidPair(plan, buf, i * recordSize, pairs, i * PAIR_BYTES, srcWords, pairWords);
     }
     let guids: (Buffer | undefined)[] | undefined;
-    if (options.guidFor) {
+    if (!options.guidFor && options.guids) {
+      const table = options.guids;
+      guids = new Array(count);
+      for (let i = 0; i < count; i++) {
+        if (isOldStyleGuid(pairs, i * PAIR_BYTES + 4))
+          guids[i] = table.get(buf.readUInt32BE(i * recordSize));
+      }
+    } else if (options.guidFor) {
       const decided: (Buffer | undefined | Promise<Buffer | undefined>)[] = new Array(count);
       let anyPending = false;
       for (let i = 0; i < count; i++) {

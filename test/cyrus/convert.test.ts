@@ -745,3 +745,38 @@ describe("(f) expunge files and bad UIDs", () => {
     expect((err as Error).message).toMatch(/run reconstruct/);
   });
 });
+
+describe("the guids option (the agent's upgrade path)", () => {
+  it("replaces only old-style GUIDs, byte-identical to the equivalent guidFor", async () => {
+    // v10 records with NULL, padded and SHA1 GUIDs; a table holding a GUID
+    // for every UID, including the SHA1 ones (which must be kept).
+    const kinds = ["null", "padded", "sha1"] as const;
+    const records = Array.from({ length: 30 }, (_, i) => {
+      const kind = kinds[i % 3]!;
+      const guid =
+        kind === "null"
+          ? Buffer.alloc(20)
+          : kind === "padded"
+            ? Buffer.concat([randomBytes(12), Buffer.alloc(8)])
+            : randomBytes(20);
+      return { uid: i * 2 + 1, size: 100 + i, guid, modseq: BigInt(i + 1) };
+    });
+    const source = encodeIndexFile(V10, { lastUid: 100, uidValidity: 7 }, records);
+    const table = new Map(
+      records.map((r) => [r.uid, createHash("sha1").update(`m${r.uid}`).digest()]),
+    );
+    const viaMap = await convertBytes(source, { target: V10, guids: table });
+    const viaCallback = await convertBytes(source, {
+      target: V10,
+      guidFor: (r) => (r.oldStyle ? table.get(r.uid) : undefined),
+    });
+    expect(viaMap.bytes.equals(viaCallback.bytes)).toBe(true);
+    expect(viaMap.result.digest.equals(viaCallback.result.digest)).toBe(true);
+    expect(viaMap.result.guidsChanged).toBe(20);
+    for (const [i, r] of records.entries()) {
+      const at = 96 + i * 88 + 60;
+      const written = viaMap.bytes.subarray(at, at + 20);
+      expect(written.equals(i % 3 === 2 ? r.guid : table.get(r.uid)!), `uid ${r.uid}`).toBe(true);
+    }
+  });
+});
