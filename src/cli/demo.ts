@@ -132,9 +132,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   ];
   for (const step of steps) {
     io.out(`\n== ${step.title}\n$ guidup ${step.argv.map(quote).join(" ")}\n`);
-    const [name, ...rest] = step.argv;
-    void name;
-    const code = await (await step.load()).run(rest, io);
+    const code = await (await step.load()).run(step.argv.slice(1), io);
     if (!(step.okCodes ?? [0]).includes(code)) {
       io.err(`demo: "guidup ${step.argv[0]}" exited with ${code}; stopping\n`);
       return ExitCode.failed;

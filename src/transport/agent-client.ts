@@ -81,7 +81,7 @@ export class AgentClient {
       }
       options.onLog?.(host, parsed);
     });
-    const hello = await new Promise<Hello>((resolve, reject) => {
+    await new Promise<Hello>((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(
           new TransportError(
@@ -150,7 +150,6 @@ export class AgentClient {
       await channel.close();
       throw err;
     });
-    void hello;
     return client!;
   }
 
