@@ -43,6 +43,10 @@ export abstract class LineChannel implements AgentChannel {
   private finished = false;
   private finishError: Error | undefined;
   private readonly finishWaiters: (() => void)[] = [];
+  /** Whether the agent's first stdout line (its hello) has been seen. */
+  private sawFirstLine = false;
+  /** Where the agent runs as its hello says, so a stuck one can be found and ended. */
+  private identity: { host: string; pid: number } | undefined;
 
   constructor(
     readonly host: string,
@@ -113,13 +117,41 @@ export abstract class LineChannel implements AgentChannel {
     // connection never confirms, and sshd does not pass signals to sessions
     // of root (no privilege separation there), so a stuck agent outlives the
     // channel. Stop waiting and say so.
+    const left = this.identity;
+    const where =
+      left === undefined
+        ? "it may still be running there (its pid is unknown: it never said hello)"
+        : `process ${left.pid} on ${left.host} may still be running and holding mailbox locks; ` +
+          `end it there (kill -KILL ${left.pid})`;
     this.finish(
       new TransportError(
         `the ${this.what} did not exit within ${this.closeTimeoutMs} ms of its stdin closing; ` +
-          `${this.forced}, and it has still not exited; giving up on it (it may still be running there)`,
-        { host: this.host },
+          `${this.forced}, and it has still not exited; giving up on it: ${where}`,
+        {
+          host: this.host,
+          ...(left === undefined ? {} : { agentHost: left.host, agentPid: left.pid }),
+        },
       ),
     );
+  }
+
+  /**
+   * The agent's first line is its hello, which names the machine and pid it
+   * runs as (the transport only sees the far end of a pipe or an SSH
+   * channel). Kept for the give-up message; anything else is ignored here.
+   */
+  private noteHello(line: string): void {
+    this.sawFirstLine = true;
+    let hello: unknown;
+    try {
+      hello = JSON.parse(line);
+    } catch {
+      return;
+    }
+    const { host, pid } = (hello ?? {}) as { host?: unknown; pid?: unknown };
+    if (typeof host === "string" && Number.isSafeInteger(pid)) {
+      this.identity = { host, pid: pid as number };
+    }
   }
 
   private waitFinished(ms: number): Promise<boolean> {
@@ -143,7 +175,10 @@ export abstract class LineChannel implements AgentChannel {
       this.abort(err);
       return;
     }
-    for (const line of lines) this.emit(this.lines, line);
+    for (const line of lines) {
+      if (!this.sawFirstLine) this.noteHello(line);
+      this.emit(this.lines, line);
+    }
   }
 
   /** For subclasses: a chunk of the agent's stderr. */

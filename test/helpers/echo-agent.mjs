@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // A stand-in agent for transport tests: speaks newline-delimited JSON like
 // `guidup serve`, but only echoes. It starts with a hello line carrying its
-// argv (so tests can see `--config <path>` arrive intact), answers each stdin
-// line with {"echo": line}, and logs to stderr as JSON. A few commands make
-// it misbehave on purpose:
+// host name and pid (as the real hello does) and its argv (so tests can see
+// `--config <path>` arrive intact), answers each stdin line with
+// {"echo": line}, and logs to stderr as JSON. A few commands make it
+// misbehave on purpose:
 //   {"cmd":"stderr","text":T}           write T (plus "\n") to stderr
 //   {"cmd":"raw","text":T}              write T to stdout as is (no newline added)
 //   {"cmd":"big","bytes":N}             answer {"big":"xxx…"} with N x's
@@ -12,6 +13,7 @@
 // Flags: --ignore-eof (keep running after stdin ends), --ignore-term
 // (ignore SIGTERM), --exit-code-on-eof N.
 
+import os from "node:os";
 import process from "node:process";
 import readline from "node:readline";
 
@@ -31,7 +33,7 @@ function out(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
 }
 
-out({ hello: true, pid: process.pid, argv });
+out({ hello: true, host: os.hostname(), pid: process.pid, argv });
 log("echo agent started");
 
 const rl = readline.createInterface({ input: process.stdin, crlfDelay: Number.POSITIVE_INFINITY });

@@ -13,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import type { ParsedKey } from "ssh2";
 import ssh2 from "ssh2";
+import { describeProcesses, SERVER_MARKER, waitUntilNoneMarked } from "./test-processes.js";
 
 const { Server, utils } = ssh2;
 
@@ -67,6 +68,16 @@ export function generateEd25519KeyPair(options: { passphrase?: string } = {}): {
   }
 }
 
+/** SIGKILL to the process group of a child started with `detached: true`. */
+function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, "SIGKILL");
+  } catch {
+    // ESRCH: the whole group has exited already.
+  }
+}
+
 function publicKeyOf(text: string): ParsedKey {
   const parsed = utils.parseKey(text);
   if (parsed instanceof Error) throw parsed;
@@ -85,6 +96,8 @@ export async function startSsh2Server(
   const allowed = publicKeyOf(clientKey.public);
   const hostKeyBlob = hostKey.publicBlob;
 
+  // Every command run here carries this, so stop() can wait for all of them.
+  const env = { ...process.env, [SERVER_MARKER]: dir };
   const sockets = new Set<net.Socket>();
   const children = new Set<ChildProcess>();
   let sessions = 0;
@@ -125,13 +138,16 @@ export async function startSsh2Server(
         });
         session.on("exec", (acceptExec, _reject, info) => {
           const stream = acceptExec();
-          const proc = spawn("sh", ["-c", info.command], { stdio: "pipe" });
+          // In a process group of its own, like an sshd session, so that
+          // killing it reaches what sh started too: sh does not always exec
+          // its last command, and killing sh alone leaves that running.
+          const proc = spawn("sh", ["-c", info.command], { stdio: "pipe", detached: true, env });
           children.add(proc);
           // ssh2's Server refuses channel requests once exec has started, so
           // "signal" never arrives here (OpenSSH's sshd does act on it). A
-          // client that closes the channel gets its process killed instead,
-          // so tests leave nothing running.
-          stream.on("close", () => proc.kill("SIGKILL"));
+          // client that closes the channel gets its process group killed
+          // instead, so tests leave nothing running.
+          stream.on("close", () => killGroup(proc));
           proc.stdin.on("error", () => {});
           stream.on("data", (chunk: Buffer) => proc.stdin.write(chunk));
           stream.on("end", () => proc.stdin.end());
@@ -174,9 +190,15 @@ export async function startSsh2Server(
     },
     async stop() {
       for (const socket of sockets) socket.destroy();
-      for (const child of children) child.kill("SIGKILL");
+      for (const child of children) killGroup(child);
       await new Promise<void>((resolve) => listener.close(() => resolve()));
+      const left = await waitUntilNoneMarked(SERVER_MARKER, dir);
       fs.rmSync(dir, { recursive: true, force: true });
+      if (left.length > 0) {
+        throw new Error(
+          `commands run by the ssh2 test server still running after it stopped:\n${describeProcesses(left)}`,
+        );
+      }
     },
   };
 }

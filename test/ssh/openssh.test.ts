@@ -4,6 +4,7 @@
 
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +18,7 @@ import { connectSsh, type SshConnection } from "../../src/transport/ssh.js";
 import type { AgentChannel, HostConnection, SshHostSpec } from "../../src/transport/types.js";
 import { type SshdHandle, startSshd } from "../helpers/sshd.js";
 import { startTcpProxy } from "../helpers/tcp-proxy.js";
+import { endProcess, processGone } from "../helpers/test-processes.js";
 
 const ECHO_AGENT = fileURLToPath(new URL("../helpers/echo-agent.mjs", import.meta.url));
 // Absolute: sshd gives the session its own PATH, which need not hold node.
@@ -198,23 +200,36 @@ describe("ssh transport against OpenSSH sshd", () => {
     );
     const channel = await conn.openAgent();
     const rec = record(channel);
-    await rec.waitLines(1);
-    const started = Date.now();
-    await channel.close();
-    // 300 ms for the exit, 2 s after SIGTERM, 2 s after SIGKILL and closing the channel.
-    expect(Date.now() - started).toBeLessThan(6_000);
-    const err = await rec.closed;
-    if (sshd.user === "root") {
-      // sshd runs root's sessions without privilege separation and then
-      // refuses "signal" requests; the agent (which here ignores EOF) outlives it.
-      expect(sshd.log()).toContain("session signalling requires privilege separation");
-      expect(err!.message).toMatch(
-        /did not exit within 300 ms of its stdin closing; sent it SIGKILL over SSH and closed the channel, and it has still not exited; giving up on it/,
-      );
-    } else {
-      expect(err!.message).toMatch(
-        /did not exit within 300 ms of its stdin closing; sent it SIGTERM over SSH$/,
-      );
+    const hello = JSON.parse((await rec.waitLines(1))[0]!) as { host: string; pid: number };
+    try {
+      const started = Date.now();
+      await channel.close();
+      // 300 ms for the exit, 2 s after SIGTERM, 2 s after SIGKILL and closing the channel.
+      expect(Date.now() - started).toBeLessThan(6_000);
+      const err = await rec.closed;
+      if (sshd.user === "root") {
+        // sshd runs root's sessions without privilege separation and then
+        // refuses "signal" requests; the agent (which here ignores EOF)
+        // outlives the channel, and the message says where to find it.
+        expect(sshd.log()).toContain("session signalling requires privilege separation");
+        expect(hello.host).toBe(os.hostname());
+        expect(err!.message).toMatch(
+          /did not exit within 300 ms of its stdin closing; sent it SIGKILL over SSH and closed the channel, and it has still not exited; giving up on it: /,
+        );
+        expect(err!.message).toMatch(
+          new RegExp(
+            `giving up on it: process ${hello.pid} on ${hello.host} may still be running and holding mailbox locks; end it there \\(kill -KILL ${hello.pid}\\)$`,
+          ),
+        );
+        expect(processGone(hello.pid)).toBe(false);
+      } else {
+        expect(err!.message).toMatch(
+          /did not exit within 300 ms of its stdin closing; sent it SIGTERM over SSH$/,
+        );
+      }
+    } finally {
+      // The agent runs on this machine: end what the test started, whatever guidup managed.
+      await endProcess(hello.pid);
     }
   });
 

@@ -25,6 +25,7 @@ import {
   type Ssh2TestServer,
   startSsh2Server,
 } from "../helpers/ssh2-server.js";
+import { processGone } from "../helpers/test-processes.js";
 
 const ECHO_AGENT = fileURLToPath(new URL("../helpers/echo-agent.mjs", import.meta.url));
 const ECHO_COMMAND = `${process.execPath} ${ECHO_AGENT}`;
@@ -296,11 +297,13 @@ describe("ssh transport (in-process ssh2 server)", () => {
     );
     const channel = await conn.openAgent();
     const rec = record(channel);
-    await rec.waitLines(1);
+    const { pid } = JSON.parse((await rec.waitLines(1))[0]!) as { pid: number };
     await channel.close();
     expect((await rec.closed)!.message).toMatch(
       /did not exit within 200 ms of its stdin closing; sent it SIGKILL over SSH and closed the channel$/,
     );
+    // The server killed the whole session, not only the `sh -c` around the agent.
+    await expect.poll(() => processGone(pid), { timeout: 10_000 }).toBe(true);
   });
 
   it("reports an unreachable host in one line", async () => {

@@ -1,9 +1,11 @@
+import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { InternalError } from "../../src/errors.js";
 import { connectHost, TransportError } from "../../src/transport/index.js";
 import { defaultLocalCommand } from "../../src/transport/local.js";
 import type { AgentChannel, HostConnection } from "../../src/transport/types.js";
+import { endProcess, processGone } from "../helpers/test-processes.js";
 
 const ECHO_AGENT = fileURLToPath(new URL("../helpers/echo-agent.mjs", import.meta.url));
 
@@ -198,6 +200,49 @@ describe("local transport", () => {
     await stubborn.close();
     expect(Date.now() - started).toBeLessThan(5_000);
     expect((await stubbornRec.closed)!.message).toMatch(/sent it SIGKILL/);
+  });
+
+  it("gives up on an agent a wrapper left behind, naming its host and pid", async () => {
+    // A wrapper that does not exec: killing it leaves the agent it started
+    // holding the pipes, so the channel never closes. Only the hello knows
+    // the agent's own pid.
+    const conn = await connectHost({
+      transport: "local",
+      command: [
+        "sh",
+        "-c",
+        '"$@"; exit $?',
+        "sh",
+        process.execPath,
+        ECHO_AGENT,
+        "--ignore-eof",
+        "--ignore-term",
+      ],
+      config: "/etc/imapd.conf",
+      name: "imap-test",
+      closeTimeoutMs: 200,
+    });
+    connections.push(conn);
+    const rec = record(await conn.openAgent());
+    const hello = JSON.parse((await rec.waitLines(1))[0]!) as { host: string; pid: number };
+    try {
+      await conn.close();
+      const err = await rec.closed;
+      expect(err).toBeInstanceOf(TransportError);
+      expect(err!.message).toMatch(
+        /^the agent on imap-test \(pid \d+\) did not exit within 200 ms of its stdin closing; sent it SIGKILL, and it has still not exited; giving up on it: /,
+      );
+      expect(err!.message).toContain(
+        `giving up on it: process ${hello.pid} on ${os.hostname()} may still be running and holding mailbox locks; end it there (kill -KILL ${hello.pid})`,
+      );
+      expect((err as TransportError).detail).toMatchObject({
+        agentHost: os.hostname(),
+        agentPid: hello.pid,
+      });
+      expect(processGone(hello.pid)).toBe(false);
+    } finally {
+      await endProcess(hello.pid);
+    }
   });
 
   it("closes every agent of a connection and refuses new ones", async () => {
