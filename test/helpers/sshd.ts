@@ -9,6 +9,13 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import {
+  describeProcesses,
+  FILE_MARKER,
+  RUN_MARKER,
+  SERVER_MARKER,
+  waitUntilNoneMarked,
+} from "./test-processes.js";
 
 const SSHD = process.env.GUIDUP_TEST_SSHD ?? "/usr/sbin/sshd";
 /** Privilege separation directory sshd refuses to start without. */
@@ -50,6 +57,14 @@ function keygen(file: string, comment: string): void {
   });
 }
 
+/** A SetEnv line handing the process markers in env to every session. */
+function markerSetEnv(env: NodeJS.ProcessEnv): string {
+  const pairs = [RUN_MARKER, FILE_MARKER, SERVER_MARKER]
+    .filter((name) => env[name] !== undefined)
+    .map((name) => `"${name}=${env[name]!.replace(/["\\]/g, "_")}"`);
+  return `SetEnv ${pairs.join(" ")}`;
+}
+
 export async function startSshd(): Promise<SshdHandle> {
   if (!fs.existsSync(SSHD)) {
     throw new Error(
@@ -69,6 +84,9 @@ export async function startSshd(): Promise<SshdHandle> {
   fs.copyFileSync(`${clientKeyPath}.pub`, authorizedKeys);
 
   const port = await freePort();
+  // sshd, each connection's sshd and (through SetEnv) each session carry
+  // this, so stop() can wait for all of them.
+  const env = { ...process.env, [SERVER_MARKER]: dir };
   const config = path.join(dir, "sshd_config");
   fs.writeFileSync(
     config,
@@ -91,6 +109,9 @@ export async function startSshd(): Promise<SshdHandle> {
       // The OpenSSH default, written out because the session-limit test relies on it.
       "MaxSessions 10",
       "LogLevel VERBOSE",
+      // sshd gives sessions a clean environment: pass on the markers that
+      // let the run find any process a test left behind.
+      markerSetEnv(env),
       "",
     ].join("\n"),
   );
@@ -102,6 +123,7 @@ export async function startSshd(): Promise<SshdHandle> {
   let log = "";
   const child: ChildProcess = spawn(SSHD, ["-D", "-e", "-f", config], {
     stdio: ["ignore", "ignore", "pipe"],
+    env,
   });
   child.stderr?.on("data", (chunk: Buffer) => {
     log += chunk.toString("utf8");
@@ -152,7 +174,16 @@ export async function startSshd(): Promise<SshdHandle> {
         await exited;
         clearTimeout(timer);
       }
+      // Stopping the listener leaves each connection's sshd and its session
+      // to wind down on their own (the clients have closed by now); a
+      // session still running after that is one a test left behind.
+      const left = await waitUntilNoneMarked(SERVER_MARKER, dir);
       fs.rmSync(dir, { recursive: true, force: true });
+      if (left.length > 0) {
+        throw new Error(
+          `processes of the test sshd on port ${port} still running after it stopped:\n${describeProcesses(left)}`,
+        );
+      }
     },
   };
 }
