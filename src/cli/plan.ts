@@ -2,7 +2,9 @@
 // Scans master and replica of each pair and writes one plan per pair.
 
 import { randomBytes } from "node:crypto";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
+import { setStateAside, stateDirFor } from "../apply/state-store.js";
 import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { buildPlan } from "../plan/build.js";
@@ -18,8 +20,9 @@ import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
 import { withProgress } from "./progress.js";
 import { TOOL_VERSION } from "./version.js";
 
-const HELP = `usage: guidup plan --inventory FILE [--pair NAME] [--out FILE]
-                   [--target-version N] [--accept-new-host-keys]
+const HELP = `usage: guidup plan --inventory FILE [--pair NAME] [--out FILE] [--overwrite]
+                   [--target-version N] [--skip-sanity-checks]
+                   [--accept-new-host-keys]
 
 Scans master and replica of each pair (no locks, reads only) and writes a plan:
 which mailboxes need a version upgrade and/or new GUIDs, with fingerprints that
@@ -27,10 +30,16 @@ apply re-checks. Review it with guidup show / guidup diff, then guidup apply it.
   --inventory FILE        the pairs (see examples/inventory.yaml)
   --pair NAME             only this pair (default: every pair)
   --out FILE              where to write the plan (one pair only); default
-                          plans/<pair>-<UTC time>.yaml
+                          plans/<pair>-<UTC time>.yaml. An existing file is
+                          never replaced without --overwrite
+  --overwrite             replace an existing plan file; its apply state
+                          (FILE.state/) is moved aside to FILE.state.<old id>
   --target-version N      10 (default), or 6..9 to plan a downgrade
+  --skip-sanity-checks    plan even when a side lacks most of the listed
+                          mailboxes or most list lines are not mailbox names
   --accept-new-host-keys  record unknown SSH host keys instead of refusing them
-Exit codes: 0 plan written, 2 bad input (inventory, host unreachable, host key).
+Exit codes: 0 plan written, 2 bad input (inventory, host unreachable, host key,
+an existing --out file, a missing partition root, a suspicious list or side).
 `;
 
 export async function run(args: string[], io: Io): Promise<number> {
@@ -42,6 +51,8 @@ export async function run(args: string[], io: Io): Promise<number> {
       pair: { type: "string" },
       out: { type: "string", short: "o" },
       "target-version": { type: "string" },
+      overwrite: { type: "boolean" },
+      "skip-sanity-checks": { type: "boolean" },
       "accept-new-host-keys": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -63,6 +74,9 @@ export async function run(args: string[], io: Io): Promise<number> {
   const pairs = pairsToRun(inventory.pairs, values.pair);
   if (values.out && pairs.length > 1)
     throw new UsageError("--out needs --pair when the inventory has several pairs");
+  const overwrite = values.overwrite === true;
+  // Refused before any host is contacted; checked again before writing.
+  if (values.out) await refuseExistingPlan(values.out, overwrite);
 
   const plans = await withProgress(
     io,
@@ -84,6 +98,11 @@ export async function run(args: string[], io: Io): Promise<number> {
         "plans",
         `${plan.pair}-${plan.created.replace(/[:.]/g, "").replace(/\d{3}Z$/, "Z")}.yaml`,
       );
+    await refuseExistingPlan(out, overwrite);
+    if (overwrite) {
+      const aside = await setStateAside(out);
+      if (aside) io.out(`${out}: the replaced plan's apply state was moved to ${aside}\n`);
+    }
     await writePlan(out, plan);
     const s = plan.summary;
     io.out(
@@ -91,6 +110,28 @@ export async function run(args: string[], io: Io): Promise<number> {
     );
   }
   return ExitCode.ok;
+}
+
+/**
+ * A plan file is a reviewed contract and its state a record of what was done
+ * under it: writing a new plan over it silently would hand the old plan's
+ * progress to the new one. Refuses an existing file unless --overwrite.
+ */
+async function refuseExistingPlan(out: string, overwrite: boolean): Promise<void> {
+  if (overwrite || !(await pathExists(out))) return;
+  const state = stateDirFor(out);
+  const hasState = await pathExists(state);
+  throw new UsageError(
+    `${out} exists${hasState ? ` and has apply state (${state})` : ""}; write the new plan elsewhere (--out), or replace it with --overwrite${hasState ? " (the old state is then moved aside)" : ""}`,
+    { file: out },
+  );
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function planPair(
