@@ -27,6 +27,7 @@ import {
 import { hashMailboxes } from "./hash-op.js";
 import { HashPool } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
+import { PairLock } from "./pair-lock.js";
 import { MailboxSession, scanMailboxFiles } from "./session.js";
 import { isEntryValidFor, readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 import { verifyMailbox } from "./verify-op.js";
@@ -40,6 +41,7 @@ interface Context {
   conf: ImapdConf;
   pool: HashPool;
   session: MailboxSession;
+  pairLock: PairLock;
   progress: (p: Record<string, number | string>) => void;
   signal: AbortSignal;
 }
@@ -128,6 +130,11 @@ const handlers: { [K in Op]: Handler<K> } = {
     return { mailboxes: out };
   },
   status: (req, { session }) => session.status(req.mailbox),
+  "pair-lock": async (req, { conf, pairLock }) => {
+    if (typeof req.holder !== "object" || req.holder === null)
+      throw new ProtocolRequestError("pair-lock needs a holder");
+    return pairLock.take(conf, req.holder);
+  },
 };
 
 /** Progress lines at most this often: one per file would flood the channel. */
@@ -187,6 +194,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   const { input, output, log } = options;
   const pool = new HashPool();
   const session = new MailboxSession(options.conf, pool);
+  const pairLock = new PairLock();
   const abort = new AbortController();
   const send = (obj: unknown) => output.write(encodeLine(obj));
   const hello: Hello = {
@@ -236,7 +244,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       if (line.trim() === "") continue;
       await handleLine(
         line,
-        { conf: options.conf, pool, session, signal: abort.signal, progress: () => {} },
+        { conf: options.conf, pool, session, pairLock, signal: abort.signal, progress: () => {} },
         send,
         log,
       );
@@ -253,6 +261,7 @@ export async function serve(options: ServeOptions): Promise<void> {
         .catch((err) => log({ level: "error", msg: `rollback failed: ${errorMessage(err)}` }));
     }
     await pool.close();
+    await pairLock.release();
   }
 }
 

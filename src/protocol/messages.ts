@@ -92,6 +92,26 @@ export interface MailboxVerify {
   unreadable: { uid: number; reason: string }[];
 }
 
+/** Who asks for a pair lock: the apply that will work on the pair. */
+export interface PairLockHolder {
+  /** The plan's id. */
+  plan: string;
+  pair: string;
+  /** The controller's host name, pid and user. */
+  controller: string;
+  pid: number;
+  user: string;
+}
+
+/** What a host's pair lock file records about its holder (history once the holder is gone). */
+export interface PairLockRecord extends PairLockHolder {
+  /** The agent holding the lock: its host name and pid. */
+  host: string;
+  agentPid: number;
+  /** ISO time the lock was taken. */
+  since: string;
+}
+
 export type Requests = {
   scan: { args: { mailboxes: MailboxRef[] }; result: { mailboxes: MailboxScan[] } };
   discover: { args: Record<string, never>; result: { mailboxes: MailboxRef[] } };
@@ -160,6 +180,16 @@ export type Requests = {
     args: { mailboxes: MailboxRef[]; sample?: number };
     result: { mailboxes: MailboxVerify[] };
   };
+  "pair-lock": {
+    /**
+     * Takes this host's pair lock (an OFD write lock on `guidup.lock` in the
+     * Cyrus configdirectory) for the rest of this agent's life, and records
+     * the holder in the file. Refused (code "pair-locked", detail {lockFile,
+     * holder}) while another agent holds it. The lock dies with the agent.
+     */
+    args: { holder: PairLockHolder };
+    result: { lockFile: string; holder: PairLockRecord };
+  };
   status: {
     args: { mailbox?: MailboxRef };
     result: {
@@ -186,6 +216,7 @@ export const OPS: readonly Op[] = [
   "rollback",
   "verify",
   "status",
+  "pair-lock",
 ];
 
 export type Request<K extends Op = Op> = { id: number; op: K } & Requests[K]["args"];
