@@ -8,8 +8,9 @@ import { rm, stat } from "node:fs/promises";
 import { hostname } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
-import { discoverMailboxes } from "../cyrus/mailbox-list.js";
-import { validateMailboxName } from "../cyrus/mailbox-path.js";
+import { checkPartitionRoots } from "../cyrus/imapd-conf.js";
+import { discoverMailboxDirs } from "../cyrus/mailbox-list.js";
+import { MailboxNameError, validateMailboxName } from "../cyrus/mailbox-path.js";
 import { errorMessage, GuidupError } from "../errors.js";
 import { encodeLine, LineReader } from "../protocol/framing.js";
 import {
@@ -48,20 +49,27 @@ interface Context {
 
 /** Every op has exactly one handler: a missing one fails to compile. */
 const handlers: { [K in Op]: Handler<K> } = {
-  scan: async (req, { conf }) => ({
-    mailboxes: await Promise.all(
-      confined(conf, list(req.mailboxes)).map(async (ref) => {
-        try {
-          return await scanMailboxFiles(mailboxFiles(conf, ref));
-        } catch (err) {
-          if (err instanceof GuidupError)
-            return { name: String(ref?.name), status: "unreadable", reason: err.message };
-          throw err;
-        }
-      }),
-    ),
-  }),
-  discover: async (_req, { conf }) => ({ mailboxes: await discoverMailboxes(conf) }),
+  scan: async (req, { conf }) => {
+    const refs = list(req.mailboxes);
+    await checkPartitionRoots(conf, partitionsOf(conf, refs));
+    return {
+      mailboxes: await Promise.all(
+        refs.map(async (ref) => {
+          try {
+            return await scanMailboxFiles(mailboxFiles(conf, ref));
+          } catch (err) {
+            // Reported per mailbox, so that one bad name costs only itself.
+            if (err instanceof MailboxNameError)
+              return { name: String(ref?.name), status: "invalid-name", reason: err.message };
+            if (err instanceof GuidupError)
+              return { name: String(ref?.name), status: "unreadable", reason: err.message };
+            throw err;
+          }
+        }),
+      ),
+    };
+  },
+  discover: async (_req, { conf }) => await discoverMailboxDirs(conf),
   hash: (req, { conf, progress, signal }) =>
     hashMailboxes(
       conf,
@@ -149,6 +157,11 @@ function throttle<T>(ms: number, fn: (v: T) => void): (v: T) => void {
       fn(v);
     }
   };
+}
+
+/** The partitions a request's mailboxes are on (the default one where none is named). */
+function partitionsOf(conf: ImapdConf, refs: readonly MailboxRef[]): string[] {
+  return [...new Set(refs.map((r) => r?.partition ?? conf.defaultPartition))];
 }
 
 function list<T>(value: T[] | undefined): T[] {

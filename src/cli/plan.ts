@@ -11,6 +11,7 @@ import { buildPlan } from "../plan/build.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
 import type { Plan } from "../plan/model.js";
 import { writePlan } from "../plan/plan-file.js";
+import { lackingSides, SuspiciousInputError } from "../plan/sanity.js";
 import { listMailboxes, scanSide } from "../plan/scan-pair.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";
@@ -88,6 +89,7 @@ export async function run(args: string[], io: Io): Promise<number> {
           target,
           update,
           io,
+          values["skip-sanity-checks"] === true,
         ),
     })),
   );
@@ -139,6 +141,7 @@ async function planPair(
   target: number,
   update: (t: string) => void,
   io: Io,
+  skipSanityChecks: boolean,
 ): Promise<Plan> {
   const clientOptions = { onLog: agentLogger(io) };
   update("connecting");
@@ -150,7 +153,7 @@ async function planPair(
   ];
   try {
     update("listing mailboxes on the master");
-    const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    const list = await listMailboxes(pair.mailboxes, master, clientOptions, skipSanityChecks);
     const done = { master: 0, replica: 0 };
     const total = list.mailboxes.length;
     const show = () =>
@@ -164,6 +167,16 @@ async function planPair(
         }),
       ),
     );
+    const lacking = lackingSides(list.mailboxes, [
+      { side: "master", host: master.host, scans: m! },
+      { side: "replica", host: replica.host, scans: r! },
+    ]);
+    if (lacking.length > 0 && !skipSanityChecks) {
+      throw new SuspiciousInputError(
+        `pair ${pair.name}: ${lacking.join("; ")} No plan written; fix the inventory, or plan with --skip-sanity-checks if this is really so`,
+        { pair: pair.name },
+      );
+    }
     const created = new Date().toISOString();
     return buildPlan({
       id: `${pair.name}-${created.replace(/[-:.]/g, "").slice(0, 15)}Z-${randomBytes(3).toString("hex")}`,
@@ -174,6 +187,7 @@ async function planPair(
       hosts: { master: planHost(pair.master), replica: planHost(pair.replica) },
       mailboxes: list.mailboxes,
       excluded: list.excluded,
+      invalid: list.invalid,
       master: m!,
       replica: r!,
     });

@@ -47,7 +47,11 @@ export interface FileFacts {
 
 export interface MailboxScan {
   name: string;
-  status: "ok" | "missing" | "newer" | "unreadable";
+  /**
+   * corrupt: an index or expunge file that is damaged or not an index at all;
+   * invalid-name: a name Cyrus would not accept (nothing was read).
+   */
+  status: "ok" | "missing" | "newer" | "unreadable" | "corrupt" | "invalid-name";
   /** Why, when status is not ok: one line naming the file. */
   reason?: string;
   index?: FileFacts;
@@ -114,7 +118,14 @@ export interface PairLockRecord extends PairLockHolder {
 
 export type Requests = {
   scan: { args: { mailboxes: MailboxRef[] }; result: { mailboxes: MailboxScan[] } };
-  discover: { args: Record<string, never>; result: { mailboxes: MailboxRef[] } };
+  discover: {
+    args: Record<string, never>;
+    result: {
+      mailboxes: MailboxRef[];
+      /** Directories with a cyrus.header that are no valid mailbox's (name or path, and why). */
+      invalid?: { name: string; reason: string }[];
+    };
+  };
   hash: {
     args: { mailboxes: MailboxRef[]; maxBytesPerSec?: number; lowPriority?: boolean };
     result: {
