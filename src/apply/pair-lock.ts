@@ -40,9 +40,16 @@ export async function takePairLock(
   };
   const lockFiles: string[] = [];
   try {
-    for (const side of ["master", "replica"] as const) {
-      const agent = await AgentClient.start(connections[side], clientOptions);
-      agents.push(agent);
+    // Both agents start at once (a start is the slow part); the locks are
+    // then taken in a fixed order, master first.
+    const started = await Promise.allSettled(
+      (["master", "replica"] as const).map((side) =>
+        AgentClient.start(connections[side], clientOptions),
+      ),
+    );
+    for (const s of started) if (s.status === "fulfilled") agents.push(s.value);
+    for (const s of started) if (s.status === "rejected") throw s.reason;
+    for (const agent of agents) {
       const { lockFile } = await agent.request("pair-lock", { holder });
       lockFiles.push(`${agent.host}:${lockFile}`);
     }
