@@ -8,8 +8,9 @@ import { rm, stat } from "node:fs/promises";
 import { hostname } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
-import { discoverMailboxes } from "../cyrus/mailbox-list.js";
-import { validateMailboxName } from "../cyrus/mailbox-path.js";
+import { checkPartitionRoots } from "../cyrus/imapd-conf.js";
+import { discoverMailboxDirs } from "../cyrus/mailbox-list.js";
+import { MailboxNameError, validateMailboxName } from "../cyrus/mailbox-path.js";
 import { errorMessage, GuidupError } from "../errors.js";
 import { encodeLine, LineReader } from "../protocol/framing.js";
 import {
@@ -27,6 +28,7 @@ import {
 import { hashMailboxes } from "./hash-op.js";
 import { HashPool } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
+import { PairLock } from "./pair-lock.js";
 import { MailboxSession, scanMailboxFiles } from "./session.js";
 import { isEntryValidFor, readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 import { verifyMailbox } from "./verify-op.js";
@@ -40,26 +42,34 @@ interface Context {
   conf: ImapdConf;
   pool: HashPool;
   session: MailboxSession;
+  pairLock: PairLock;
   progress: (p: Record<string, number | string>) => void;
   signal: AbortSignal;
 }
 
 /** Every op has exactly one handler: a missing one fails to compile. */
 const handlers: { [K in Op]: Handler<K> } = {
-  scan: async (req, { conf }) => ({
-    mailboxes: await Promise.all(
-      confined(conf, list(req.mailboxes)).map(async (ref) => {
-        try {
-          return await scanMailboxFiles(mailboxFiles(conf, ref));
-        } catch (err) {
-          if (err instanceof GuidupError)
-            return { name: String(ref?.name), status: "unreadable", reason: err.message };
-          throw err;
-        }
-      }),
-    ),
-  }),
-  discover: async (_req, { conf }) => ({ mailboxes: await discoverMailboxes(conf) }),
+  scan: async (req, { conf }) => {
+    const refs = list(req.mailboxes);
+    await checkPartitionRoots(conf, partitionsOf(conf, refs));
+    return {
+      mailboxes: await Promise.all(
+        refs.map(async (ref) => {
+          try {
+            return await scanMailboxFiles(mailboxFiles(conf, ref));
+          } catch (err) {
+            // Reported per mailbox, so that one bad name costs only itself.
+            if (err instanceof MailboxNameError)
+              return { name: String(ref?.name), status: "invalid-name", reason: err.message };
+            if (err instanceof GuidupError)
+              return { name: String(ref?.name), status: "unreadable", reason: err.message };
+            throw err;
+          }
+        }),
+      ),
+    };
+  },
+  discover: async (_req, { conf }) => await discoverMailboxDirs(conf),
   hash: (req, { conf, progress, signal }) =>
     hashMailboxes(
       conf,
@@ -128,6 +138,11 @@ const handlers: { [K in Op]: Handler<K> } = {
     return { mailboxes: out };
   },
   status: (req, { session }) => session.status(req.mailbox),
+  "pair-lock": async (req, { conf, pairLock }) => {
+    if (typeof req.holder !== "object" || req.holder === null)
+      throw new ProtocolRequestError("pair-lock needs a holder");
+    return pairLock.take(conf, req.holder);
+  },
 };
 
 /** Progress lines at most this often: one per file would flood the channel. */
@@ -142,6 +157,11 @@ function throttle<T>(ms: number, fn: (v: T) => void): (v: T) => void {
       fn(v);
     }
   };
+}
+
+/** The partitions a request's mailboxes are on (the default one where none is named). */
+function partitionsOf(conf: ImapdConf, refs: readonly MailboxRef[]): string[] {
+  return [...new Set(refs.map((r) => r?.partition ?? conf.defaultPartition))];
 }
 
 function list<T>(value: T[] | undefined): T[] {
@@ -187,6 +207,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   const { input, output, log } = options;
   const pool = new HashPool();
   const session = new MailboxSession(options.conf, pool);
+  const pairLock = new PairLock();
   const abort = new AbortController();
   const send = (obj: unknown) => output.write(encodeLine(obj));
   const hello: Hello = {
@@ -236,7 +257,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       if (line.trim() === "") continue;
       await handleLine(
         line,
-        { conf: options.conf, pool, session, signal: abort.signal, progress: () => {} },
+        { conf: options.conf, pool, session, pairLock, signal: abort.signal, progress: () => {} },
         send,
         log,
       );
@@ -253,6 +274,7 @@ export async function serve(options: ServeOptions): Promise<void> {
         .catch((err) => log({ level: "error", msg: `rollback failed: ${errorMessage(err)}` }));
     }
     await pool.close();
+    await pairLock.release();
   }
 }
 

@@ -26,7 +26,7 @@ import { convertIndex } from "../cyrus/convert.js";
 import { writableFormat } from "../cyrus/formats/index.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { fileAccessError, IndexReader, UnsupportedVersionError } from "../cyrus/index-file.js";
-import { GuidupError, UsageError } from "../errors.js";
+import { CyrusFormatError, GuidupError, UsageError } from "../errors.js";
 import type { MailboxRef, MailboxScan, Requests, UpgradeCounts } from "../protocol/messages.js";
 import { type FileLock, lockFile } from "./fcntl-lock.js";
 import { type ResolvedGuids, resolveGuids } from "./guid-resolver.js";
@@ -503,6 +503,10 @@ async function loadMailbox(
     if (err instanceof UnsupportedVersionError && err.newer) {
       return { scan: { name: files.name, status: "newer", reason: err.message } };
     }
+    // Damaged or foreign files (run reconstruct) apart from files guidup
+    // cannot read (permissions, I/O).
+    if (err instanceof CyrusFormatError)
+      return { scan: { name: files.name, status: "corrupt", reason: err.message } };
     if (err instanceof GuidupError)
       return { scan: { name: files.name, status: "unreadable", reason: err.message } };
     throw err;

@@ -10,12 +10,16 @@ import type { HostConnection } from "../transport/types.js";
 import { nameFilter } from "./glob.js";
 import { Lane } from "./lanes.js";
 import { runMailbox } from "./mailbox-run.js";
+import { takePairLock } from "./pair-lock.js";
 import type { MailboxState, Phase } from "./state.js";
 import { FINAL_PHASES } from "./state.js";
 import type { StateStore } from "./state-store.js";
 
-/** OpenSSH's default MaxSessions is 10; one lane uses one channel per host. */
-export const MAX_CONCURRENCY = 10;
+/**
+ * OpenSSH's default MaxSessions is 10; one lane uses one channel per host,
+ * and the pair lock (src/apply/pair-lock.ts) one more.
+ */
+export const MAX_CONCURRENCY = 9;
 export const DEFAULT_CONCURRENCY = 4;
 
 export interface ApplyOptions {
@@ -71,7 +75,17 @@ interface WorkItem {
   retried?: boolean;
 }
 
+/** Runs the plan while holding the pair lock on both hosts (refused while another apply has it). */
 export async function runApply(options: ApplyOptions): Promise<ApplyReport> {
+  const pairLock = await takePairLock(options.connections, options.plan, options.clientOptions);
+  try {
+    return await runApplyLocked(options);
+  } finally {
+    await pairLock.release();
+  }
+}
+
+async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   const started = Date.now();
   const now = () => (options.now?.() ?? new Date()).toISOString();
   const emit = options.onEvent ?? (() => {});

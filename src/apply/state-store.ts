@@ -5,10 +5,17 @@
 // temp file, fsync, rename, fsync of the directory. A `.lock` file held with
 // an OFD fcntl lock keeps two applies of one plan apart; it dies with the
 // process, so a killed apply never leaves a stale lock behind.
+//
+// A state directory belongs to one plan (its id): `plan-id` in the directory
+// names it, written when apply first takes the directory, and every state
+// file carries `planId`. A plan written over an old plan's path must never
+// inherit the old plan's progress ("done" for a mailbox the new plan still
+// has to change), so a store bound to one plan refuses a directory or a file
+// of another (StateOwnerError) instead of reading it.
 
 import { createHash } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from "node:fs";
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type FileLock, tryLockFile } from "../agent/fcntl-lock.js";
 import { FileAccessError, GuidupError } from "../errors.js";
@@ -23,6 +30,14 @@ export class StateFileError extends GuidupError {
   readonly code: string = "state-file";
 }
 
+/** The state directory of another plan: apply refuses it rather than read it as its own. */
+export class StateOwnerError extends GuidupError {
+  readonly code: string = "state-owner";
+}
+
+/** The file in a state directory naming the plan it belongs to. */
+export const PLAN_ID_FILE = "plan-id";
+
 export function stateDirFor(planPath: string): string {
   return `${planPath}.state`;
 }
@@ -35,10 +50,35 @@ export class StateStore {
   #lock: FileLock | undefined;
   readonly #dirsMade = new Set<string>();
 
-  constructor(readonly dir: string) {}
+  #ownerChecked = false;
+  #planId: string | undefined;
 
-  /** Takes the store's lock; refuses when another apply holds it. */
+  /**
+   * `planId`: the plan this store serves (acquire sets it too). With it, a
+   * directory or state file of another plan is refused (StateOwnerError);
+   * without it (tools that only look), nothing is checked.
+   */
+  constructor(
+    readonly dir: string,
+    planId?: string,
+  ) {
+    this.#planId = planId;
+  }
+
+  get planId(): string | undefined {
+    return this.#planId;
+  }
+
+  /**
+   * Takes the store's lock, refusing when another apply holds it, then binds
+   * the directory to `planId` (refusing one that belongs to another plan).
+   */
   async acquire(planId: string): Promise<void> {
+    if (this.#planId !== undefined && this.#planId !== planId)
+      throw new StateOwnerError(
+        `state store of plan ${this.#planId} asked to serve plan ${planId}`,
+      );
+    this.#planId = planId;
     await mkdir(this.dir, { recursive: true });
     const lockPath = join(this.dir, ".lock");
     await writeFile(lockPath, "", { flag: "a" });
@@ -55,10 +95,61 @@ export class StateStore {
       );
     }
     this.#lock = lock;
+    try {
+      const owner = await this.#recordedOwner();
+      if (owner !== undefined && owner !== planId) throw this.#ownerError(owner, planId);
+      if (owner === undefined) await writeFile(join(this.dir, PLAN_ID_FILE), `${planId}\n`);
+    } catch (err) {
+      await this.release();
+      throw err;
+    }
+    this.#ownerChecked = true;
     await writeFile(
       join(this.dir, ".owner"),
       `pid ${process.pid}, plan ${planId}, since ${new Date().toISOString()}\n`,
     );
+  }
+
+  /**
+   * The plan the directory belongs to: its `plan-id` file; for a directory
+   * of guidup 0.1.0 (no `plan-id`), the plan its `.owner` note names; for a
+   * new or empty directory, undefined.
+   */
+  async #recordedOwner(): Promise<string | undefined> {
+    const recorded = await readOptional(join(this.dir, PLAN_ID_FILE));
+    if (recorded !== undefined) return recorded.trim();
+    if (!(await this.#hasStateFiles())) return undefined;
+    const note = await readOptional(join(this.dir, ".owner"));
+    const fromNote = note === undefined ? undefined : /\bplan (\S+?),/.exec(note)?.[1];
+    if (fromNote !== undefined) return fromNote;
+    throw new StateOwnerError(
+      `${this.dir} holds apply state but does not say which plan it belongs to; move it away (or delete it) before applying this plan`,
+      { dir: this.dir },
+    );
+  }
+
+  async #hasStateFiles(): Promise<boolean> {
+    try {
+      return (await readdir(this.dir)).some((d) => /^[0-9a-f]{2}$/.test(d));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+      throw err;
+    }
+  }
+
+  #ownerError(owner: string, planId: string): StateOwnerError {
+    return new StateOwnerError(
+      `${this.dir} belongs to plan ${owner}, not to this plan (${planId}): the plan file was replaced after an apply; apply the old plan from its own file, or move ${this.dir} away to start this plan afresh`,
+      { dir: this.dir, statePlan: owner, plan: planId },
+    );
+  }
+
+  /** Refuses (once per store) a directory of another plan; a no-op for a store without a plan id. */
+  async #checkOwner(): Promise<void> {
+    if (this.planId === undefined || this.#ownerChecked) return;
+    const owner = await this.#recordedOwner();
+    if (owner !== undefined && owner !== this.planId) throw this.#ownerError(owner, this.planId);
+    this.#ownerChecked = true;
   }
 
   async release(): Promise<void> {
@@ -72,6 +163,7 @@ export class StateStore {
   }
 
   async read(name: string): Promise<MailboxState | undefined> {
+    await this.#checkOwner();
     const path = this.pathFor(name);
     let text: string;
     try {
@@ -80,7 +172,18 @@ export class StateStore {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw new FileAccessError(`${path}: ${(err as Error).message}`);
     }
-    return parseState(text, path, name);
+    return this.#own(parseState(text, path, name), path);
+  }
+
+  /** A state file of another plan (copied in by hand) is refused, never read as this plan's. */
+  #own(state: MailboxState, path: string): MailboxState {
+    if (this.#planId !== undefined && state.planId !== undefined && state.planId !== this.#planId) {
+      throw new StateOwnerError(
+        `${path} belongs to plan ${state.planId}, not to this plan (${this.planId}); move it away`,
+        { file: path, statePlan: state.planId, plan: this.planId },
+      );
+    }
+    return state;
   }
 
   /**
@@ -101,7 +204,7 @@ export class StateStore {
       const tmp = `${path}.tmp`;
       const fd = openSync(tmp, "w", 0o644);
       try {
-        writeSync(fd, `${JSON.stringify(state, null, 1)}\n`);
+        writeSync(fd, `${JSON.stringify(this.#stamped(state), null, 1)}\n`);
         fsyncSync(fd);
       } finally {
         closeSync(fd);
@@ -118,8 +221,16 @@ export class StateStore {
     }
   }
 
+  /** The state with this store's plan id right after the name (the writer need not know it). */
+  #stamped(state: MailboxState): MailboxState {
+    if (this.planId === undefined) return state;
+    const { name, planId: _planId, ...rest } = state;
+    return { name, planId: this.planId, ...rest };
+  }
+
   /** Every state file (for status): one directory at a time, never all names at once in memory twice. */
   async *all(): AsyncGenerator<MailboxState> {
+    await this.#checkOwner();
     let subdirs: string[];
     try {
       subdirs = (await readdir(this.dir)).filter((d) => /^[0-9a-f]{2}$/.test(d)).sort();
@@ -131,9 +242,18 @@ export class StateStore {
       const files = (await readdir(join(this.dir, sub))).filter((f) => f.endsWith(".json")).sort();
       for (const f of files) {
         const path = join(this.dir, sub, f);
-        yield parseState(await readFile(path, "utf8"), path);
+        yield this.#own(parseState(await readFile(path, "utf8"), path), path);
       }
     }
+  }
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new FileAccessError(`${path}: ${(err as Error).message}`);
   }
 }
 
@@ -156,4 +276,49 @@ function parseState(text: string, path: string, expectName?: string): MailboxSta
     );
   }
   return obj;
+}
+
+/**
+ * Before a new plan replaces the plan file at `planPath`: moves that plan's
+ * state directory aside to `<planPath>.state.<old plan id>` (a record for
+ * the operator, and so the new plan starts with no state), and returns where
+ * it went; undefined when there was none. Refuses while an apply of the old
+ * plan holds the directory's lock.
+ */
+export async function setStateAside(planPath: string): Promise<string | undefined> {
+  const dir = stateDirFor(planPath);
+  if (!(await pathExists(dir))) return undefined;
+  const lockPath = join(dir, ".lock");
+  await writeFile(lockPath, "", { flag: "a" });
+  const lock = await tryLockFile(lockPath);
+  if (!lock) {
+    throw new StateLockedError(
+      `an apply of the plan at ${planPath} is running (${dir} is locked); let it finish before replacing that plan`,
+    );
+  }
+  try {
+    const recorded = await readOptional(join(dir, PLAN_ID_FILE));
+    const note = await readOptional(join(dir, ".owner"));
+    const owner =
+      recorded?.trim() ||
+      (note === undefined ? undefined : /\bplan (\S+?),/.exec(note)?.[1]) ||
+      "unknown-plan";
+    const base = `${dir}.${owner.replace(/[^A-Za-z0-9._:+-]/g, "_")}`;
+    let aside = base;
+    for (let n = 2; await pathExists(aside); n++) aside = `${base}-${n}`;
+    await rename(dir, aside);
+    return aside;
+  } finally {
+    await lock.unlock();
+  }
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw new FileAccessError(`${path}: ${(err as Error).message}`);
+  }
 }

@@ -40,6 +40,8 @@ export interface StateError {
 
 export interface MailboxState {
   name: string;
+  /** The plan this state belongs to (stamped by the state store; absent in 0.1.0 files). */
+  planId?: string;
   phase: Phase;
   step?: Step;
   /** Runs of the protocol for this mailbox (0 for a mailbox found done). */

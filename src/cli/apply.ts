@@ -86,7 +86,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     : 30_000;
   const plan = await readPlan(planPath);
   const hosts = withHostKeyPolicy(plan.hosts, values["accept-new-host-keys"] === true);
-  const store = new StateStore(stateDirFor(planPath));
+  const store = new StateStore(stateDirFor(planPath), plan.id);
   const only = values.only ?? [];
   const exclude = values.exclude ?? [];
 

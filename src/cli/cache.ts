@@ -92,7 +92,7 @@ async function unfinished(
   const plan = await readPlan(path);
   if (plan.pair !== pair)
     throw new UsageError(`${path} is a plan of pair ${plan.pair}, not ${pair}`);
-  const store = new StateStore(stateDirFor(path));
+  const store = new StateStore(stateDirFor(path), plan.id);
   let left = 0;
   for (const mb of plan.mailboxes) {
     const st = await store.read(mb.name);

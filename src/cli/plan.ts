@@ -2,13 +2,16 @@
 // Scans master and replica of each pair and writes one plan per pair.
 
 import { randomBytes } from "node:crypto";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
+import { setStateAside, stateDirFor } from "../apply/state-store.js";
 import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { buildPlan } from "../plan/build.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
 import type { Plan } from "../plan/model.js";
 import { writePlan } from "../plan/plan-file.js";
+import { lackingSides, SuspiciousInputError } from "../plan/sanity.js";
 import { listMailboxes, scanSide } from "../plan/scan-pair.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";
@@ -18,8 +21,9 @@ import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
 import { withProgress } from "./progress.js";
 import { TOOL_VERSION } from "./version.js";
 
-const HELP = `usage: guidup plan --inventory FILE [--pair NAME] [--out FILE]
-                   [--target-version N] [--accept-new-host-keys]
+const HELP = `usage: guidup plan --inventory FILE [--pair NAME] [--out FILE] [--overwrite]
+                   [--target-version N] [--skip-sanity-checks]
+                   [--accept-new-host-keys]
 
 Scans master and replica of each pair (no locks, reads only) and writes a plan:
 which mailboxes need a version upgrade and/or new GUIDs, with fingerprints that
@@ -27,10 +31,16 @@ apply re-checks. Review it with guidup show / guidup diff, then guidup apply it.
   --inventory FILE        the pairs (see examples/inventory.yaml)
   --pair NAME             only this pair (default: every pair)
   --out FILE              where to write the plan (one pair only); default
-                          plans/<pair>-<UTC time>.yaml
+                          plans/<pair>-<UTC time>.yaml. An existing file is
+                          never replaced without --overwrite
+  --overwrite             replace an existing plan file; its apply state
+                          (FILE.state/) is moved aside to FILE.state.<old id>
   --target-version N      10 (default), or 6..9 to plan a downgrade
+  --skip-sanity-checks    plan even when a side lacks most of the listed
+                          mailboxes or most list lines are not mailbox names
   --accept-new-host-keys  record unknown SSH host keys instead of refusing them
-Exit codes: 0 plan written, 2 bad input (inventory, host unreachable, host key).
+Exit codes: 0 plan written, 2 bad input (inventory, host unreachable, host key,
+an existing --out file, a missing partition root, a suspicious list or side).
 `;
 
 export async function run(args: string[], io: Io): Promise<number> {
@@ -42,6 +52,8 @@ export async function run(args: string[], io: Io): Promise<number> {
       pair: { type: "string" },
       out: { type: "string", short: "o" },
       "target-version": { type: "string" },
+      overwrite: { type: "boolean" },
+      "skip-sanity-checks": { type: "boolean" },
       "accept-new-host-keys": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -63,6 +75,9 @@ export async function run(args: string[], io: Io): Promise<number> {
   const pairs = pairsToRun(inventory.pairs, values.pair);
   if (values.out && pairs.length > 1)
     throw new UsageError("--out needs --pair when the inventory has several pairs");
+  const overwrite = values.overwrite === true;
+  // Refused before any host is contacted; checked again before writing.
+  if (values.out) await refuseExistingPlan(values.out, overwrite);
 
   const plans = await withProgress(
     io,
@@ -74,6 +89,7 @@ export async function run(args: string[], io: Io): Promise<number> {
           target,
           update,
           io,
+          values["skip-sanity-checks"] === true,
         ),
     })),
   );
@@ -84,6 +100,11 @@ export async function run(args: string[], io: Io): Promise<number> {
         "plans",
         `${plan.pair}-${plan.created.replace(/[:.]/g, "").replace(/\d{3}Z$/, "Z")}.yaml`,
       );
+    await refuseExistingPlan(out, overwrite);
+    if (overwrite) {
+      const aside = await setStateAside(out);
+      if (aside) io.out(`${out}: the replaced plan's apply state was moved to ${aside}\n`);
+    }
     await writePlan(out, plan);
     const s = plan.summary;
     io.out(
@@ -93,11 +114,34 @@ export async function run(args: string[], io: Io): Promise<number> {
   return ExitCode.ok;
 }
 
+/**
+ * A plan file is a reviewed contract and its state a record of what was done
+ * under it: writing a new plan over it silently would hand the old plan's
+ * progress to the new one. Refuses an existing file unless --overwrite.
+ */
+async function refuseExistingPlan(out: string, overwrite: boolean): Promise<void> {
+  if (overwrite || !(await pathExists(out))) return;
+  const state = stateDirFor(out);
+  const hasState = await pathExists(state);
+  throw new UsageError(
+    `${out} exists${hasState ? ` and has apply state (${state})` : ""}; write the new plan elsewhere (--out), or replace it with --overwrite${hasState ? " (the old state is then moved aside)" : ""}`,
+    { file: out },
+  );
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
 async function planPair(
   pair: PairSpec,
   target: number,
   update: (t: string) => void,
   io: Io,
+  skipSanityChecks: boolean,
 ): Promise<Plan> {
   const clientOptions = { onLog: agentLogger(io) };
   update("connecting");
@@ -109,7 +153,7 @@ async function planPair(
   ];
   try {
     update("listing mailboxes on the master");
-    const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    const list = await listMailboxes(pair.mailboxes, master, clientOptions, skipSanityChecks);
     const done = { master: 0, replica: 0 };
     const total = list.mailboxes.length;
     const show = () =>
@@ -123,6 +167,16 @@ async function planPair(
         }),
       ),
     );
+    const lacking = lackingSides(list.mailboxes, [
+      { side: "master", host: master.host, scans: m! },
+      { side: "replica", host: replica.host, scans: r! },
+    ]);
+    if (lacking.length > 0 && !skipSanityChecks) {
+      throw new SuspiciousInputError(
+        `pair ${pair.name}: ${lacking.join("; ")} No plan written; fix the inventory, or plan with --skip-sanity-checks if this is really so`,
+        { pair: pair.name },
+      );
+    }
     const created = new Date().toISOString();
     return buildPlan({
       id: `${pair.name}-${created.replace(/[-:.]/g, "").slice(0, 15)}Z-${randomBytes(3).toString("hex")}`,
@@ -133,6 +187,7 @@ async function planPair(
       hosts: { master: planHost(pair.master), replica: planHost(pair.replica) },
       mailboxes: list.mailboxes,
       excluded: list.excluded,
+      invalid: list.invalid,
       master: m!,
       replica: r!,
     });

@@ -29,7 +29,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   const planPath = positionals[0];
   if (!planPath || positionals.length > 1) throw new UsageError("status takes one PLAN file");
   const plan = await readPlan(planPath);
-  const store = new StateStore(stateDirFor(planPath));
+  const store = new StateStore(stateDirFor(planPath), plan.id);
   const counts = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
   const attention: {
     name: string;

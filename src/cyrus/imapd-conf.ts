@@ -11,7 +11,7 @@
 // Not modelled: `<service>_<option>` overrides (a per-service spool layout
 // would make no sense) — such keys are simply not the options read here.
 
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import { CyrusFormatError, errorMessage, FileAccessError } from "../errors.js";
 
@@ -279,4 +279,50 @@ async function readConfLines(path: string, includedBy: string[]): Promise<ConfLi
 /** Reads and parses an imapd.conf, following `@include` directives. */
 export async function readImapdConf(path: string): Promise<ImapdConf> {
   return buildImapdConf(await readConfLines(path, []), path);
+}
+
+/**
+ * Refuses, naming the option, the path and the file, when one of
+ * `partitions` is not defined in `conf` or its root (data, or metadata when
+ * a metapartition is set) is not a directory: a mistyped partition-<name>
+ * or another host's imapd.conf would otherwise make every mailbox look
+ * missing. Reads only.
+ */
+export async function checkPartitionRoots(
+  conf: ImapdConf,
+  partitions: readonly string[],
+): Promise<void> {
+  for (const partition of partitions) {
+    const data = conf.partitions.get(partition);
+    if (data === undefined) {
+      throw new CyrusFormatError(
+        `${conf.file} defines no partition-${partition}, which mailboxes are listed on; is this the right imapd.conf?`,
+        { file: conf.file, partition },
+      );
+    }
+    const roots: [string, string][] = [[`partition-${partition}`, data]];
+    const meta = conf.metaPartitions.get(partition);
+    if (meta !== undefined) roots.push([`metapartition-${partition}`, meta]);
+    for (const [option, root] of roots) {
+      let isDir: boolean;
+      try {
+        isDir = (await stat(root)).isDirectory();
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new FileAccessError(
+          code === "ENOENT"
+            ? `${option} ${root} (in ${conf.file}) does not exist: is it spelt right, and is this the host's own imapd.conf?`
+            : `${option} ${root} (in ${conf.file}): ${errorMessage(err)}`,
+          { file: conf.file, option, root },
+        );
+      }
+      if (!isDir) {
+        throw new FileAccessError(`${option} ${root} (in ${conf.file}) is not a directory`, {
+          file: conf.file,
+          option,
+          root,
+        });
+      }
+    }
+  }
 }

@@ -1,6 +1,8 @@
 // Reading cyrus.index and cyrus.expunge files (cyrus-2.3-spool.md 1.5).
 //
-// Version first: the minor version at offset 8 picks the table, then the
+// Version first: the minor version at offset 8 picks the table (a version
+// past 10 is called newer only when its header geometry is what that Cyrus
+// writes; otherwise the file is corrupt or not an index), then the
 // header is checked against it (START_OFFSET, RECORD_SIZE, file length ≥
 // START_OFFSET + EXISTS × RECORD_SIZE) before any record is read. Records are
 // streamed in large chunks, so a mailbox of a million messages never needs the
@@ -49,6 +51,89 @@ export type IndexKind = "index" | "expunge";
  */
 const FIRST_NEWER_MINOR = 12;
 
+/**
+ * START_OFFSET and RECORD_SIZE of each index version Cyrus 2.4 and later
+ * write (the format tables of Cyrus::IndexFile, versions 12–20). A header
+ * claiming one of these versions with other geometry is damaged, not newer.
+ */
+const NEWER_GEOMETRY: ReadonlyMap<number, { startOffset: number; recordSize: number }> = new Map([
+  [12, { startOffset: 128, recordSize: 96 }],
+  [13, { startOffset: 128, recordSize: 104 }],
+  [14, { startOffset: 160, recordSize: 104 }],
+  [15, { startOffset: 160, recordSize: 104 }],
+  [16, { startOffset: 160, recordSize: 112 }],
+  [17, { startOffset: 160, recordSize: 112 }],
+  [18, { startOffset: 160, recordSize: 112 }],
+  [19, { startOffset: 160, recordSize: 112 }],
+  [20, { startOffset: 192, recordSize: 144 }],
+]);
+const LAST_KNOWN_NEWER_MINOR = 20;
+/**
+ * Versions past the last known one that a later Cyrus could still have
+ * written; anything above is not a version at all (text, a cyrus.header, a
+ * message file, overwritten bytes).
+ */
+const MAX_PLAUSIBLE_MINOR = 99;
+/** Geometry a version after 20 could plausibly have: at least v20's, 4-aligned, not absurd. */
+const MAX_PLAUSIBLE_SIZE = 4096;
+
+/**
+ * A file that is not a Cyrus index at all, or an index whose header is
+ * damaged: what to do is the same (look at the file; run reconstruct), and it
+ * must never be taken for an index a newer Cyrus wrote.
+ */
+export class CorruptIndexError extends CyrusFormatError {
+  override readonly code = "cyrus-corrupt";
+}
+
+/**
+ * Checks the header of a version guidup does not read before it may be
+ * called newer (minor ≥ 12): a known version's exact START_OFFSET and
+ * RECORD_SIZE, a later one's plausible geometry, and a file long enough for
+ * the records the header counts. Throws CorruptIndexError, else returns.
+ */
+function checkNewerHeader(head: Buffer, fileSize: number, file: string, minor: number): void {
+  if (minor > MAX_PLAUSIBLE_MINOR) {
+    const text = JSON.stringify(
+      head.subarray(MINOR_VERSION_AT, MINOR_VERSION_AT + 4).toString("latin1"),
+    );
+    throw new CorruptIndexError(
+      `${file}: not a Cyrus index file: its version field (bytes 8–11, ${text}) reads ${minor}, which no Cyrus writes; if this is a mailbox's cyrus.index it is damaged: run reconstruct`,
+      { file, minor },
+    );
+  }
+  const startOffset = head.readUInt32BE(START_OFFSET_AT);
+  const recordSize = head.readUInt32BE(RECORD_SIZE_AT);
+  const known = NEWER_GEOMETRY.get(minor);
+  const last = NEWER_GEOMETRY.get(LAST_KNOWN_NEWER_MINOR) as {
+    startOffset: number;
+    recordSize: number;
+  };
+  const plausible = (value: number, least: number) =>
+    value >= least && value <= MAX_PLAUSIBLE_SIZE && value % 4 === 0;
+  const geometryOk = known
+    ? startOffset === known.startOffset && recordSize === known.recordSize
+    : plausible(startOffset, last.startOffset) && plausible(recordSize, last.recordSize);
+  if (!geometryOk) {
+    const expected = known
+      ? `version ${minor} has start offset ${known.startOffset} and record size ${known.recordSize}`
+      : `a version after ${LAST_KNOWN_NEWER_MINOR} would have at least ${last.startOffset} and ${last.recordSize}`;
+    throw new CorruptIndexError(
+      `${file}: corrupt index header: it says version ${minor} (Cyrus 2.4 or later) with start offset ${startOffset} and record size ${recordSize}, but ${expected}; run reconstruct`,
+      { file, minor, startOffset, recordSize },
+    );
+  }
+  // From version 12 on, offset 20 counts every record in the file (NUM_RECORDS).
+  const records = head.readUInt32BE(EXISTS_AT);
+  const needed = startOffset + records * recordSize;
+  if (fileSize < needed) {
+    throw new CorruptIndexError(
+      `${file}: corrupt index: its version ${minor} header counts ${records} records (${needed} bytes) but the file has ${fileSize} bytes; run reconstruct`,
+      { file, minor },
+    );
+  }
+}
+
 /** A minor version guidup does not read: unknown, or written by Cyrus 2.4+. */
 export class UnsupportedVersionError extends CyrusFormatError {
   override readonly code = "cyrus-version";
@@ -92,7 +177,10 @@ export function parseIndexHeader(head: Buffer, fileSize: number, file: string): 
   }
   const minor = head.readUInt32BE(MINOR_VERSION_AT);
   const format = formatFor(minor);
-  if (format === undefined) throw new UnsupportedVersionError(file, minor);
+  if (format === undefined) {
+    if (minor >= FIRST_NEWER_MINOR) checkNewerHeader(head, fileSize, file, minor);
+    throw new UnsupportedVersionError(file, minor);
+  }
   const startOffset = head.readUInt32BE(START_OFFSET_AT);
   const recordSize = head.readUInt32BE(RECORD_SIZE_AT);
   const exists = head.readUInt32BE(EXISTS_AT);

@@ -11,7 +11,7 @@ import { opendir } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { CyrusFormatError, errorMessage, FileAccessError } from "../errors.js";
 import type { ImapdConf } from "./imapd-conf.js";
-import { MailboxNameError, mailboxMetaDir } from "./mailbox-path.js";
+import { MailboxNameError, mailboxMetaDir, validateMailboxName } from "./mailbox-path.js";
 
 export interface MailboxListEntry {
   name: string;
@@ -25,14 +25,46 @@ export interface ExcludedMailbox {
   reason: string;
 }
 
+/** A list line or spool directory whose name Cyrus would not accept. */
+export interface InvalidMailbox {
+  /** The name as written (or, for a directory that maps to no name, its path). */
+  name: string;
+  /** Where it was found and why it is refused, one line. */
+  reason: string;
+}
+
 export interface MailboxList {
   mailboxes: MailboxListEntry[];
   excluded: ExcludedMailbox[];
+  /** Entries whose names Cyrus would not accept: reported, never scanned. */
+  invalid: InvalidMailbox[];
 }
+
+export interface ParseListOptions {
+  /**
+   * Read a list even when most of its lines are not mailbox names (then
+   * every such line is an invalid entry); without it such a list is refused
+   * as not being a mailbox list at all.
+   */
+  acceptSuspicious?: boolean;
+}
+
+/**
+ * A list is taken for something else (a JSON dump, a config file, a log)
+ * when no line holds a mailbox name, or when more than half do not and they
+ * are more than a handful.
+ */
+const SUSPICIOUS_MIN_BAD_LINES = 3;
 
 export interface DiscoveredMailbox {
   name: string;
   partition: string;
+}
+
+export interface Discovery {
+  mailboxes: DiscoveredMailbox[];
+  /** Directories holding a cyrus.header that are not the directory of a valid name. */
+  invalid: InvalidMailbox[];
 }
 
 /** mbtype bits of mboxlist.h@2.3.16; any of them makes an entry non-local. */
@@ -95,31 +127,87 @@ function parseDumpLine(text: string, source: string, line: number): ParsedLine {
 }
 
 /**
- * Parses a mailbox list: either `ctl_mboxlist -d` output (lines containing a
- * TAB) or one internal name per line (blank lines and `#` comments ignored,
- * surrounding whitespace trimmed). A file must be one or the other.
- * Entries with a non-zero mbtype are returned in `excluded`, with the reason.
- * Identical duplicates are dropped; the same name with two different
- * partitions or types is an error, since one of them must be wrong.
+ * Name checks that need no imapd.conf: the agent repeats them with the
+ * host's virtdomains setting, so a `!` name is let through here.
  */
-export function parseMailboxList(text: string, source: string): MailboxList {
+const LIST_NAME_POLICY = { virtDomains: "userid" } as const;
+
+/**
+ * Parses a mailbox list: either `ctl_mboxlist -d` output (lines containing a
+ * TAB) or one internal name per line. A line is taken exactly as written:
+ * only its terminator (LF or CRLF) is removed, so `user.bob.trail ` keeps its
+ * space. Empty and whitespace-only lines and plain lines starting with `#`
+ * are skipped. A file must be one format or the other.
+ * Entries with a non-zero mbtype are returned in `excluded`, names Cyrus
+ * would not accept in `invalid` (each with its line and reason). A list
+ * whose lines mostly are not mailbox names is refused as "not a mailbox list
+ * in a known format" unless `acceptSuspicious`. Identical duplicates are
+ * dropped; the same name with two different partitions or types is an
+ * error, since one of them must be wrong.
+ */
+export function parseMailboxList(
+  text: string,
+  source: string,
+  options: ParseListOptions = {},
+): MailboxList {
   const parsed: ParsedLine[] = [];
+  const malformed: CyrusFormatError[] = [];
+  const invalid: (InvalidMailbox & { line: number })[] = [];
   let dumpFormat: boolean | undefined;
+  let mixedAt: number | undefined;
   const rawLines = text.split("\n");
   for (let i = 0; i < rawLines.length; i++) {
     const lineNo = i + 1;
     const raw = (rawLines[i] ?? "").replace(/\r$/, "");
     if (raw.trim() === "") continue;
     const isDump = raw.includes("\t");
-    if (!isDump && raw.trim().startsWith("#")) continue;
+    if (!isDump && raw.startsWith("#")) continue;
     if (dumpFormat === undefined) dumpFormat = isDump;
-    if (dumpFormat !== isDump) {
-      throw new CyrusFormatError(
-        `${source}:${lineNo}: mixes ctl_mboxlist -d lines and plain mailbox names`,
-        { source, line: lineNo },
-      );
+    if (dumpFormat !== isDump) mixedAt ??= lineNo;
+    let entry: ParsedLine;
+    try {
+      entry = isDump ? parseDumpLine(raw, source, lineNo) : { name: raw, line: lineNo };
+    } catch (err) {
+      if (!(err instanceof CyrusFormatError)) throw err;
+      malformed.push(err);
+      continue;
     }
-    parsed.push(isDump ? parseDumpLine(raw, source, lineNo) : { name: raw.trim(), line: lineNo });
+    try {
+      validateMailboxName(entry.name, LIST_NAME_POLICY);
+    } catch (err) {
+      if (!(err instanceof MailboxNameError)) throw err;
+      invalid.push({
+        name: entry.name,
+        line: lineNo,
+        reason: `${source}:${lineNo}: ${err.message}`,
+      });
+      continue;
+    }
+    parsed.push(entry);
+  }
+
+  const bad = malformed.length + invalid.length;
+  const suspicious =
+    bad > 0 && (parsed.length === 0 || (bad > parsed.length && bad >= SUSPICIOUS_MIN_BAD_LINES));
+  if (suspicious && !options.acceptSuspicious) {
+    const first = malformed[0]?.message ?? invalid[0]?.reason ?? "";
+    throw new CyrusFormatError(
+      `${source}: not a mailbox list in a known format (ctl_mboxlist -d output or one mailbox name per line): ${bad} of ${bad + parsed.length} lines are neither, the first: ${first.startsWith(`${source}:`) ? `line ${first.slice(source.length + 1)}` : first}`,
+      { source },
+    );
+  }
+  if (mixedAt !== undefined) {
+    throw new CyrusFormatError(
+      `${source}:${mixedAt}: mixes ctl_mboxlist -d lines and plain mailbox names`,
+      { source, line: mixedAt },
+    );
+  }
+  if (malformed.length > 0) {
+    const shown = malformed.slice(0, 3).map((e) => e.message);
+    throw new CyrusFormatError(
+      `${shown.join("; ")}${malformed.length > 3 ? `; and ${malformed.length - 3} more` : ""}`,
+      { source },
+    );
   }
 
   const byName = new Map<string, ParsedLine>();
@@ -148,7 +236,14 @@ export function parseMailboxList(text: string, source: string): MailboxList {
       mailboxes.push({ name: entry.name });
     }
   }
-  return { mailboxes, excluded };
+  const invalidByName = new Map<string, InvalidMailbox>();
+  for (const { name, reason } of invalid)
+    if (!invalidByName.has(name)) invalidByName.set(name, { name, reason });
+  return {
+    mailboxes,
+    excluded,
+    invalid: [...invalidByName.values()].sort((a, b) => compareStrings(a.name, b.name)),
+  };
 }
 
 /** Staging directories Cyrus keeps in partitions; never mailboxes (section 8.3). */
@@ -210,10 +305,12 @@ async function findHeaderDirs(root: string): Promise<string[]> {
  * `cyrus.header` (under the metapartition when `header` is in
  * `metapartition_files`). A directory whose name does not map back to that
  * same directory (a stray copy, a `lost+found`, a name Cyrus would refuse) is
- * ignored. Reads only, takes no lock.
+ * not a mailbox guidup may touch; `invalid` reports each, so that none stays
+ * behind unnoticed. Reads only, takes no lock.
  */
-export async function discoverMailboxes(conf: ImapdConf): Promise<DiscoveredMailbox[]> {
+export async function discoverMailboxDirs(conf: ImapdConf): Promise<Discovery> {
   const found: DiscoveredMailbox[] = [];
+  const invalid: InvalidMailbox[] = [];
   const partitions = [...conf.partitions.keys()].sort(compareStrings);
   for (const partition of partitions) {
     const metaRoot = conf.metaPartitions.get(partition);
@@ -222,20 +319,44 @@ export async function discoverMailboxes(conf: ImapdConf): Promise<DiscoveredMail
         ? metaRoot
         : (conf.partitions.get(partition) as string);
     for (const relativeDir of await findHeaderDirs(headerRoot)) {
+      const dir = join(headerRoot, relativeDir);
       const name = nameFromRelativeDir(conf, relativeDir);
-      if (name === undefined) continue;
+      if (name === undefined) {
+        invalid.push({
+          name: dir,
+          reason: `${dir} holds a cyrus.header but is no mailbox directory of partition ${partition}`,
+        });
+        continue;
+      }
       let expectedDir: string;
       try {
         expectedDir = mailboxMetaDir(conf, name, partition, "header");
       } catch (err) {
-        if (err instanceof MailboxNameError) continue;
-        throw err;
+        if (!(err instanceof MailboxNameError)) throw err;
+        invalid.push({ name, reason: `${dir}: ${err.message}` });
+        continue;
       }
-      if (expectedDir !== join(headerRoot, relativeDir)) continue;
+      if (expectedDir !== dir) {
+        // A valid name elsewhere: reported by its directory, since the
+        // name may belong to a real mailbox too.
+        invalid.push({
+          name: dir,
+          reason: `${dir} holds a cyrus.header, but mailbox ${JSON.stringify(name)} lives at ${expectedDir} (a stray copy?)`,
+        });
+        continue;
+      }
       found.push({ name, partition });
     }
   }
-  return found.sort(
-    (a, b) => compareStrings(a.name, b.name) || compareStrings(a.partition, b.partition),
-  );
+  return {
+    mailboxes: found.sort(
+      (a, b) => compareStrings(a.name, b.name) || compareStrings(a.partition, b.partition),
+    ),
+    invalid: invalid.sort((a, b) => compareStrings(a.name, b.name)),
+  };
+}
+
+/** The valid mailboxes of discoverMailboxDirs, without the report of invalid directories. */
+export async function discoverMailboxes(conf: ImapdConf): Promise<DiscoveredMailbox[]> {
+  return (await discoverMailboxDirs(conf)).mailboxes;
 }

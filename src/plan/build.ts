@@ -24,6 +24,8 @@ export interface BuildPlanInput {
   mailboxes: readonly MailboxRef[];
   /** Entries of the list that are not local mailboxes (remote, reserved, …). */
   excluded?: readonly { name: string; reason: string }[];
+  /** Names (or directories) Cyrus would not accept, with where and why: skipped as invalid-name. */
+  invalid?: readonly { name: string; reason: string }[];
   master: ReadonlyMap<string, MailboxScan>;
   replica: ReadonlyMap<string, MailboxScan>;
 }
@@ -46,6 +48,9 @@ export function buildPlan(input: BuildPlanInput): Plan {
   for (const ex of input.excluded ?? []) {
     skipped.push({ name: ex.name, reason: "excluded", detail: ex.reason });
   }
+  const invalid = new Map((input.invalid ?? []).map((i) => [i.name, i.reason]));
+  for (const [name, reason] of invalid)
+    skipped.push({ name, reason: "invalid-name", detail: reason });
   skipped.sort((a, b) => compareNames(a.name, b.name));
   return {
     format: PLAN_FORMAT,
@@ -56,7 +61,7 @@ export function buildPlan(input: BuildPlanInput): Plan {
     target: input.target,
     hosts: input.hosts,
     summary: summarize(
-      input.mailboxes.length + (input.excluded?.length ?? 0),
+      input.mailboxes.length + (input.excluded?.length ?? 0) + invalid.size,
       mailboxes,
       skipped,
       upToDate,
@@ -87,7 +92,9 @@ function decide(
     ["master", m],
     ["replica", r],
   ] as const) {
-    if (scan.status === "unreadable") return skip("unreadable", `${side}: ${scan.reason}`);
+    if (scan.status === "invalid-name") return skip("invalid-name", `${side}: ${scan.reason}`);
+    if (scan.status === "unreadable" || scan.status === "corrupt")
+      return skip(scan.status, `${side}: ${scan.reason}`);
   }
   if (m.status === "missing")
     return skip("missing-on-master", `master: ${m.reason ?? "no cyrus.index"}`);

@@ -17,6 +17,8 @@ export type SkipReason =
   | "uids-differ"
   | "newer-than-target"
   | "unreadable"
+  | "corrupt"
+  | "invalid-name"
   | "excluded";
 
 /** One side of a planned mailbox, as scanned. */

@@ -203,6 +203,8 @@ const SKIP_REASONS = [
   "uids-differ",
   "newer-than-target",
   "unreadable",
+  "corrupt",
+  "invalid-name",
   "excluded",
 ] as const satisfies readonly SkipReason[];
 const LOCAL_HOST_KEYS = ["transport", "command", "config", "name", "closeTimeoutMs"] as const;

@@ -20,6 +20,7 @@ export const SCAN_AGENTS = 4;
 export interface PairScan {
   mailboxes: MailboxRef[];
   excluded: { name: string; reason: string }[];
+  invalid: { name: string; reason: string }[];
   master: Map<string, MailboxScan>;
   replica: Map<string, MailboxScan>;
 }
@@ -30,11 +31,17 @@ export interface ScanProgress {
   total: number;
 }
 
+/**
+ * The mailbox list, with the entries that are not local mailboxes
+ * (`excluded`) and those whose names Cyrus would not accept (`invalid`).
+ * `acceptSuspicious`: read a list even when most lines are not names.
+ */
 export async function listMailboxes(
   source: MailboxSource,
   master: HostConnection,
   clientOptions: AgentClientOptions,
-): Promise<{ mailboxes: MailboxRef[]; excluded: { name: string; reason: string }[] }> {
+  acceptSuspicious = false,
+): Promise<Omit<PairScan, "master" | "replica">> {
   if ("file" in source) {
     let text: string;
     try {
@@ -42,19 +49,26 @@ export async function listMailboxes(
     } catch (err) {
       throw new FileAccessError(`mailbox list ${source.file}: ${(err as Error).message}`);
     }
-    return parseMailboxList(text, source.file);
+    return parseMailboxList(text, source.file, { acceptSuspicious });
   }
   if ("discover" in source) {
     const agent = await AgentClient.start(master, clientOptions);
     try {
-      const { mailboxes } = await agent.request("discover", {});
-      return { mailboxes, excluded: [] };
+      const { mailboxes, invalid } = await agent.request("discover", {});
+      return {
+        mailboxes,
+        excluded: [],
+        invalid: (invalid ?? []).map((i) => ({
+          name: i.name,
+          reason: `${agent.host}: ${i.reason}`,
+        })),
+      };
     } finally {
       await agent.close();
     }
   }
   const { stdout } = await master.runCommand(source.command);
-  return parseMailboxList(stdout, `${master.host}: ${source.command}`);
+  return parseMailboxList(stdout, `${master.host}: ${source.command}`, { acceptSuspicious });
 }
 
 export async function scanSide(

@@ -58,6 +58,8 @@ const SKIP_REASON_ORDER: readonly SkipReason[] = [
   "uids-differ",
   "newer-than-target",
   "unreadable",
+  "corrupt",
+  "invalid-name",
   "excluded",
 ];
 

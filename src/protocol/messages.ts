@@ -47,7 +47,11 @@ export interface FileFacts {
 
 export interface MailboxScan {
   name: string;
-  status: "ok" | "missing" | "newer" | "unreadable";
+  /**
+   * corrupt: an index or expunge file that is damaged or not an index at all;
+   * invalid-name: a name Cyrus would not accept (nothing was read).
+   */
+  status: "ok" | "missing" | "newer" | "unreadable" | "corrupt" | "invalid-name";
   /** Why, when status is not ok: one line naming the file. */
   reason?: string;
   index?: FileFacts;
@@ -92,9 +96,36 @@ export interface MailboxVerify {
   unreadable: { uid: number; reason: string }[];
 }
 
+/** Who asks for a pair lock: the apply that will work on the pair. */
+export interface PairLockHolder {
+  /** The plan's id. */
+  plan: string;
+  pair: string;
+  /** The controller's host name, pid and user. */
+  controller: string;
+  pid: number;
+  user: string;
+}
+
+/** What a host's pair lock file records about its holder (history once the holder is gone). */
+export interface PairLockRecord extends PairLockHolder {
+  /** The agent holding the lock: its host name and pid. */
+  host: string;
+  agentPid: number;
+  /** ISO time the lock was taken. */
+  since: string;
+}
+
 export type Requests = {
   scan: { args: { mailboxes: MailboxRef[] }; result: { mailboxes: MailboxScan[] } };
-  discover: { args: Record<string, never>; result: { mailboxes: MailboxRef[] } };
+  discover: {
+    args: Record<string, never>;
+    result: {
+      mailboxes: MailboxRef[];
+      /** Directories with a cyrus.header that are no valid mailbox's (name or path, and why). */
+      invalid?: { name: string; reason: string }[];
+    };
+  };
   hash: {
     args: { mailboxes: MailboxRef[]; maxBytesPerSec?: number; lowPriority?: boolean };
     result: {
@@ -160,6 +191,16 @@ export type Requests = {
     args: { mailboxes: MailboxRef[]; sample?: number };
     result: { mailboxes: MailboxVerify[] };
   };
+  "pair-lock": {
+    /**
+     * Takes this host's pair lock (an OFD write lock on `guidup.lock` in the
+     * Cyrus configdirectory) for the rest of this agent's life, and records
+     * the holder in the file. Refused (code "pair-locked", detail {lockFile,
+     * holder}) while another agent holds it. The lock dies with the agent.
+     */
+    args: { holder: PairLockHolder };
+    result: { lockFile: string; holder: PairLockRecord };
+  };
   status: {
     args: { mailbox?: MailboxRef };
     result: {
@@ -186,6 +227,7 @@ export const OPS: readonly Op[] = [
   "rollback",
   "verify",
   "status",
+  "pair-lock",
 ];
 
 export type Request<K extends Op = Op> = { id: number; op: K } & Requests[K]["args"];

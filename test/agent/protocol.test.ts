@@ -82,7 +82,7 @@ describe("guidup serve over stdio", () => {
       ],
     });
     const [alice, nobody, trash, cut] = scan.mailboxes;
-    expect(cut).toMatchObject({ name: "user.bob.Some Folder", status: "unreadable" });
+    expect(cut).toMatchObject({ name: "user.bob.Some Folder", status: "corrupt" });
     expect(cut?.reason).toContain(folder);
     expect(alice).toMatchObject({
       name: "user.alice",

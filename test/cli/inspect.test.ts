@@ -75,4 +75,18 @@ describe("guidup inspect", () => {
     }
     await cleanup();
   });
+
+  // Issue #10 item 6: a cyrus.header or a message file was "newer than 10".
+  it("says a cyrus.header or a message file is not an index file (exit 2, one line)", () => {
+    const mailbox = join(fixturesDir(), "v09", "spool/a/user/alice");
+    for (const file of [join(mailbox, "cyrus.header"), join(mailbox, "1.")]) {
+      const r = inspect(file);
+      expect(r.code).toBe(2);
+      expect(r.out).toBe("");
+      expect(r.err.trim().split("\n")).toHaveLength(1);
+      expect(r.err).toContain(`${file}: not a Cyrus index file`);
+      expect(r.err).toContain("run reconstruct");
+      expect(r.err).not.toContain("newer");
+    }
+  });
 });

@@ -8,6 +8,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatFor, type IndexFormat } from "../../src/cyrus/formats/index.js";
 import {
+  CorruptIndexError,
   type IndexKind,
   IndexReader,
   type IndexRecord,
@@ -90,7 +91,10 @@ async function readAll(reader: IndexReader): Promise<IndexRecord[]> {
 async function expectRefused(
   file: string,
   what: RegExp,
-  errorClass: typeof CyrusFormatError | typeof FileAccessError = CyrusFormatError,
+  errorClass:
+    | typeof CyrusFormatError
+    | typeof FileAccessError
+    | typeof CorruptIndexError = CyrusFormatError,
   kind: IndexKind = "index",
 ): Promise<Error> {
   const listing = await readdir(dir);
@@ -152,17 +156,72 @@ describe("IndexReader refuses bad input", () => {
     expect((err as UnsupportedVersionError).code).toBe("cyrus-version");
   });
 
-  it.each([12, 13, 14, 15, 16, 17])("newer version %i", async (minor) => {
-    const file = await writeTemp(encodeHeader(V10, { minorVersion: minor }, 0));
+  /** A header as Cyrus 2.4+ writes it for `minor`: its START_OFFSET and RECORD_SIZE, `records` zeroed records. */
+  function newerIndex(minor: number, startOffset: number, recordSize: number, records = 2): Buffer {
+    const head = encodeHeader(V10, { minorVersion: minor, startOffset, recordSize }, records);
+    return Buffer.concat([head, Buffer.alloc(startOffset - head.length + records * recordSize)]);
+  }
+
+  it.each([
+    [12, 128, 96],
+    [13, 128, 104],
+    [14, 160, 104],
+    [15, 160, 104],
+    [16, 160, 112],
+    [17, 160, 112],
+    [19, 160, 112],
+    [20, 192, 144],
+    [23, 200, 152],
+  ])("newer version %i (start offset %i, record size %i)", async (minor, start, size) => {
+    const file = await writeTemp(newerIndex(minor, start, size));
     const err = await expectRefused(file, new RegExp(`index version ${minor} is newer than 10`));
     expect(err).toBeInstanceOf(UnsupportedVersionError);
     expect((err as UnsupportedVersionError).newer).toBe(true);
   });
 
-  it("a huge minor version is newer, not a crash", async () => {
+  // Issue #10 item 6: damage and foreign files were reported as "newer".
+  it("a version 12 header with another version's geometry is corrupt, not newer", async () => {
+    const file = await writeTemp(encodeHeader(V10, { minorVersion: 12 }, 0));
+    const err = await expectRefused(
+      file,
+      /corrupt index header: it says version 12 \(Cyrus 2\.4 or later\) with start offset 96 and record size 88, but version 12 has start offset 128 and record size 96; run reconstruct/,
+    );
+    expect(err).toBeInstanceOf(CorruptIndexError);
+    expect(err).not.toBeInstanceOf(UnsupportedVersionError);
+  });
+
+  it("a version 13 file shorter than its records is corrupt", async () => {
+    const file = await writeTemp(newerIndex(13, 128, 104, 3).subarray(0, 128 + 104));
+    await expectRefused(
+      file,
+      /corrupt index: its version 13 header counts 3 records \(440 bytes\) but the file has 232 bytes; run reconstruct/,
+      CorruptIndexError,
+    );
+  });
+
+  it("eight overwritten header bytes (version and start offset) make a corrupt file, not a newer one", async () => {
+    const bytes = encodeIndexFile(V10, { lastUid: 2 }, records([1, 2]));
+    Buffer.from("deadbeefcafef00d", "hex").copy(bytes, 8);
+    const file = await writeTemp(bytes);
+    const err = await expectRefused(
+      file,
+      /not a Cyrus index file: its version field \(bytes 8–11, .*\) reads 3735928559, which no Cyrus writes; .*run reconstruct/,
+      CorruptIndexError,
+    );
+    expect(err.message).not.toContain("newer");
+  });
+
+  it("a huge minor version is not an index, not a crash", async () => {
     const file = await writeTemp(encodeHeader(V10, { minorVersion: 0xffffffff }, 0));
-    const err = await expectRefused(file, /index version 4294967295 is newer/);
-    expect((err as UnsupportedVersionError).newer).toBe(true);
+    await expectRefused(file, /not a Cyrus index file: .* reads 4294967295/, CorruptIndexError);
+  });
+
+  it.each([
+    ["a v20 version with v12 geometry", 20, 128, 96],
+    ["a later version with absurd geometry", 40, 96, 8],
+  ])("%s is corrupt", async (_what, minor, start, size) => {
+    const file = await writeTemp(newerIndex(minor, start, size));
+    await expectRefused(file, /corrupt index header/, CorruptIndexError);
   });
 
   it("wrong RECORD_SIZE for the version", async () => {

@@ -3,7 +3,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseImapdConf } from "../../src/cyrus/imapd-conf.js";
-import { discoverMailboxes, parseMailboxList } from "../../src/cyrus/mailbox-list.js";
+import {
+  discoverMailboxDirs,
+  discoverMailboxes,
+  parseMailboxList,
+} from "../../src/cyrus/mailbox-list.js";
 import { CyrusFormatError, FileAccessError } from "../../src/errors.js";
 
 const FIXTURE = "/work/shared/fixtures/cyrus-3.6";
@@ -17,6 +21,7 @@ describe("parseMailboxList: ctl_mboxlist -d", () => {
         { name: "user.bob", partition: "default" },
       ],
       excluded: [],
+      invalid: [],
     });
   });
 
@@ -82,20 +87,20 @@ describe("parseMailboxList: ctl_mboxlist -d", () => {
   });
 
   it.each([
-    ["\t0 default acl", "d:1: not a ctl_mboxlist -d line: empty mailbox name"],
-    ["user.bob\t0\tdefault", "d:1: not a ctl_mboxlist -d line: mbtype not followed by a SPACE"],
-    ["user.bob\t0  acl", "d:1: not a ctl_mboxlist -d line: empty partition"],
-    ["user.bob\t", "d:1: not a ctl_mboxlist -d line: empty partition"],
-  ])("refuses the malformed line %j", (line, message) => {
-    expect(() => parseMailboxList(line, "d")).toThrow(CyrusFormatError);
-    expect(() => parseMailboxList(line, "d")).toThrow(message);
+    ["\t0 default acl", "d:3: not a ctl_mboxlist -d line: empty mailbox name"],
+    ["user.bob\t0\tdefault", "d:3: not a ctl_mboxlist -d line: mbtype not followed by a SPACE"],
+    ["user.bob\t0  acl", "d:3: not a ctl_mboxlist -d line: empty partition"],
+    ["user.bob\t", "d:3: not a ctl_mboxlist -d line: empty partition"],
+  ])("refuses the malformed line %j among good ones", (line, message) => {
+    const text = `user.a\t0 default a\tlrs\t\nuser.b\t0 default b\tlrs\t\n${line}\n`;
+    expect(() => parseMailboxList(text, "d")).toThrow(CyrusFormatError);
+    expect(() => parseMailboxList(text, "d")).toThrow(message);
   });
 });
 
 describe("parseMailboxList: plain names", () => {
-  it("reads one name per line, skipping blanks and comments, sorted and deduplicated", () => {
-    const text =
-      "# master\nuser.bob\n\n  user.alice.Sent  \r\nuser.bob\n   # indented\nuser.bob.Some Folder\n";
+  it("reads one name per line, skipping blank lines and # comments, sorted and deduplicated", () => {
+    const text = "# master\nuser.bob\n\n   \nuser.alice.Sent\r\nuser.bob\nuser.bob.Some Folder\n";
     expect(parseMailboxList(text, "names.txt")).toEqual({
       mailboxes: [
         { name: "user.alice.Sent" },
@@ -103,7 +108,60 @@ describe("parseMailboxList: plain names", () => {
         { name: "user.bob.Some Folder" },
       ],
       excluded: [],
+      invalid: [],
     });
+  });
+
+  // Issue #10 item 7: trimming turned `user.bob.trail ` into `user.bob.trail`.
+  it("takes each line exactly as written: only LF or CRLF is removed", () => {
+    const text = "user.bob.trail \n user.lead\r\nuser.tab\r\n";
+    expect(parseMailboxList(text, "n").mailboxes).toEqual([
+      { name: " user.lead" },
+      { name: "user.bob.trail " },
+      { name: "user.tab" },
+    ]);
+  });
+
+  // Issue #10 item 7: one invalid name aborted the whole list, naming only the first.
+  it("reports every invalid name with its line and reason, and keeps the rest", () => {
+    const text = "user.a\nuser.b..c\nuser.c\nuser/d\nuser.e\nuser.f\nuser.g\n";
+    const list = parseMailboxList(text, "names.txt");
+    expect(list.mailboxes.map((m) => m.name)).toEqual([
+      "user.a",
+      "user.c",
+      "user.e",
+      "user.f",
+      "user.g",
+    ]);
+    expect(list.invalid).toEqual([
+      {
+        name: "user.b..c",
+        reason:
+          "names.txt:2: invalid mailbox name \"user.b..c\": empty hierarchy component (leading, trailing or double '.')",
+      },
+      { name: "user/d", reason: "names.txt:4: invalid mailbox name \"user/d\": contains '/'" },
+    ]);
+  });
+
+  // Issue #10 items 5 and 7: a JSON dump was read as names ("invalid mailbox name \"\\\"acl\\\": {\"").
+  it("refuses a list whose lines are mostly not mailbox names, unless asked to read it anyway", () => {
+    const json = JSON.stringify(
+      [
+        { name: "user.alice", acl: { alice: "lrs" } },
+        { name: "user.bob", acl: {} },
+      ],
+      null,
+      2,
+    );
+    expect(() => parseMailboxList(json, "list.json")).toThrow(
+      /^list\.json: not a mailbox list in a known format \(ctl_mboxlist -d output or one mailbox name per line\): \d+ of \d+ lines are neither, the first: line 1: invalid mailbox name "\[": /,
+    );
+    const read = parseMailboxList(json, "list.json", { acceptSuspicious: true });
+    expect(read.invalid.length).toBeGreaterThan(5);
+    const tabs = '{\n\t"mailboxes": [\n\t\t"user.a"\n\t]\n}\n';
+    expect(() => parseMailboxList(tabs, "t.json")).toThrow(
+      /^t\.json: not a mailbox list in a known format/,
+    );
   });
 
   it("sorts by code unit, not by locale", () => {
@@ -122,7 +180,7 @@ describe("parseMailboxList: plain names", () => {
   });
 
   it("returns nothing for an empty list", () => {
-    expect(parseMailboxList("", "n")).toEqual({ mailboxes: [], excluded: [] });
+    expect(parseMailboxList("", "n")).toEqual({ mailboxes: [], excluded: [], invalid: [] });
   });
 });
 
@@ -187,6 +245,23 @@ describe("discoverMailboxes", () => {
         { name: "example.com!user.bob.Sent", partition: "default" },
         { name: "user.bob", partition: "default" },
         { name: "user.bob.Some Folder", partition: "default" },
+      ]);
+      // Issue #10 item 7: the directories that are not mailboxes were
+      // skipped silently; each is reported now, with its reason.
+      const { invalid } = await discoverMailboxDirs(conf);
+      expect(invalid).toEqual([
+        {
+          name: join(root, "b/user/bob"),
+          reason: `${join(root, "b/user/bob")} holds a cyrus.header, but mailbox "user.bob" lives at ${join(root, "E/user/bob")} (a stray copy?)`,
+        },
+        {
+          name: join(root, "lost+found"),
+          reason: `${join(root, "lost+found")} holds a cyrus.header but is no mailbox directory of partition default`,
+        },
+        {
+          name: "user.b\\ad",
+          reason: `${join(root, "E/user/b\\ad")}: invalid mailbox name "user.b\\\\ad": character U+005c not allowed`,
+        },
       ]);
     });
 
