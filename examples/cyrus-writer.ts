@@ -31,6 +31,14 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type ImapdConf, readImapdConf } from "../src/cyrus/imapd-conf.js";
 import {
+  type JournalEntry,
+  OP_NAMES,
+  type OpEntry,
+  type OpName,
+  parseJournal,
+  type Side,
+} from "./cyrus-writer/journal.js";
+import {
   type DeliverResult,
   deliver,
   type ExpungeResult,
@@ -41,14 +49,6 @@ import {
   OpRefused,
   setFlags,
 } from "./cyrus-writer/mailbox-ops.js";
-import {
-  type JournalEntry,
-  OP_NAMES,
-  type OpEntry,
-  type OpName,
-  parseJournal,
-  type Side,
-} from "./cyrus-writer/journal.js";
 import { Prng } from "./spool-generator/prng.js";
 
 class UsageError extends Error {}
@@ -116,7 +116,13 @@ function perform(
 }
 
 /** The master side's choice of op, all from one seeded PRNG. */
-function masterAttempt(prng: Prng, names: string[], mix: [OpName, number][], seed: number, ignoreLocks: boolean): Attempt {
+function masterAttempt(
+  prng: Prng,
+  names: string[],
+  mix: [OpName, number][],
+  seed: number,
+  ignoreLocks: boolean,
+): Attempt {
   const mailbox = prng.pick(names);
   const op = prng.weighted(mix);
   const choice = prng.fork();
@@ -131,7 +137,8 @@ function masterAttempt(prng: Prng, names: string[], mix: [OpName, number][], see
           expunge(f, {
             ignoreLocks,
             // One or two records, always leaving one: mailboxes stay non-empty.
-            pick: (uids) => choice.shuffle([...uids]).slice(0, Math.min(choice.int(1, 2), uids.length - 1)),
+            pick: (uids) =>
+              choice.shuffle([...uids]).slice(0, Math.min(choice.int(1, 2), uids.length - 1)),
           }),
       };
     case "flag":
@@ -170,7 +177,15 @@ async function runMaster(v: Record<string, string | boolean | undefined>): Promi
   const mix = parseMix(String(v.mix ?? "deliver=5,flag=3,expunge=2"));
   const ignoreLocks = v["ignore-locks"] === true;
   const prng = new Prng(seed);
-  journalLine(journal, { kind: "start", side: "master", pid: process.pid, t: Date.now(), ignoreLocks, seed, rate });
+  journalLine(journal, {
+    kind: "start",
+    side: "master",
+    pid: process.pid,
+    t: Date.now(),
+    ignoreLocks,
+    seed,
+    rate,
+  });
   const start = performance.now();
   let seq = 0;
   while (!stopping && (duration === 0 || performance.now() - start < duration * 1000)) {
@@ -220,12 +235,21 @@ function replicaAttempt(m: OpEntry, seed: number, ignoreLocks: boolean): Attempt
       return {
         op: m.op,
         mailbox: m.mailbox,
-        run: (f) => deliver(f, m.mailbox, { seed, ignoreLocks, uid: m.uid, internalDate: m.internalDate }),
+        run: (f) =>
+          deliver(f, m.mailbox, { seed, ignoreLocks, uid: m.uid, internalDate: m.internalDate }),
       };
     case "expunge":
-      return { op: m.op, mailbox: m.mailbox, run: (f) => expunge(f, { ignoreLocks, uids: m.uids }) };
+      return {
+        op: m.op,
+        mailbox: m.mailbox,
+        run: (f) => expunge(f, { ignoreLocks, uids: m.uids }),
+      };
     case "flag":
-      return { op: m.op, mailbox: m.mailbox, run: (f) => setFlags(f, { ignoreLocks, uid: m.uid, flags: m.flags }) };
+      return {
+        op: m.op,
+        mailbox: m.mailbox,
+        run: (f) => setFlags(f, { ignoreLocks, uid: m.uid, flags: m.flags }),
+      };
   }
 }
 
@@ -247,7 +271,15 @@ async function runReplay(v: Record<string, string | boolean | undefined>): Promi
         seed = e.seed;
         if (!started) {
           started = true;
-          journalLine(journal, { kind: "start", side: "replica", pid: process.pid, t: Date.now(), ignoreLocks, seed, delayMs });
+          journalLine(journal, {
+            kind: "start",
+            side: "replica",
+            pid: process.pid,
+            t: Date.now(),
+            ignoreLocks,
+            seed,
+            delayMs,
+          });
         }
       } else if (e.kind === "end") ended = true;
       else if (e.kind === "op") {
@@ -269,13 +301,22 @@ async function runOnce(v: Record<string, string | boolean | undefined>): Promise
   const journal = required(v, "journal");
   const mailbox = required(v, "mailbox");
   const op = required(v, "op") as OpName;
-  if (!OP_NAMES.includes(op)) throw new UsageError(`--op: ${op} is not one of ${OP_NAMES.join(", ")}`);
+  if (!OP_NAMES.includes(op))
+    throw new UsageError(`--op: ${op} is not one of ${OP_NAMES.join(", ")}`);
   const seed = Number(v.seed ?? 1);
   const ignoreLocks = v["ignore-locks"] === true;
   const prng = new Prng(seed);
-  journalLine(journal, { kind: "start", side: "master", pid: process.pid, t: Date.now(), ignoreLocks, seed });
+  journalLine(journal, {
+    kind: "start",
+    side: "master",
+    pid: process.pid,
+    t: Date.now(),
+    ignoreLocks,
+    seed,
+  });
   let attempt: Attempt;
-  if (op === "deliver") attempt = { op, mailbox, run: (f) => deliver(f, mailbox, { seed, ignoreLocks }) };
+  if (op === "deliver")
+    attempt = { op, mailbox, run: (f) => deliver(f, mailbox, { seed, ignoreLocks }) };
   else if (op === "expunge") {
     const uids = v.uids === undefined ? undefined : String(v.uids).split(",").map(Number);
     attempt = {
@@ -284,7 +325,9 @@ async function runOnce(v: Record<string, string | boolean | undefined>): Promise
       run: (f) =>
         expunge(f, {
           ignoreLocks,
-          ...(uids ? { uids } : { pick: (all) => prng.shuffle([...all]).slice(0, Math.min(1, all.length - 1)) }),
+          ...(uids
+            ? { uids }
+            : { pick: (all) => prng.shuffle([...all]).slice(0, Math.min(1, all.length - 1)) }),
         }),
     };
   } else {
@@ -345,11 +388,17 @@ export async function main(argv: string[]): Promise<number> {
     if (mode === "run") await runMaster(values);
     else if (mode === "replay") await runReplay(values);
     else if (mode === "once") await runOnce(values);
-    else throw new UsageError("usage: cyrus-writer run|replay|once [options] (see the header of examples/cyrus-writer.ts)");
+    else
+      throw new UsageError(
+        "usage: cyrus-writer run|replay|once [options] (see the header of examples/cyrus-writer.ts)",
+      );
     return process.exitCode === undefined ? 0 : Number(process.exitCode);
   } catch (err) {
     process.stderr.write(`cyrus-writer: ${(err as Error).message}\n`);
-    return err instanceof UsageError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS") ? 2 : 1;
+    return err instanceof UsageError ||
+      (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
+      ? 2
+      : 1;
   }
 }
 

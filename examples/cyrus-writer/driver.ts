@@ -18,7 +18,9 @@ import { type JournalEntry, opsOf, readJournal } from "./journal.js";
 export const WRITER_JS: string = (() => {
   const here = fileURLToPath(new URL(".", import.meta.url));
   const beside = join(here, "..", "cyrus-writer.js");
-  return existsSync(beside) ? beside : join(here, "..", "..", "dist", "examples", "cyrus-writer.js");
+  return existsSync(beside)
+    ? beside
+    : join(here, "..", "..", "dist", "examples", "cyrus-writer.js");
 })();
 
 function requireBuilt(): void {
@@ -135,7 +137,8 @@ export function startTraffic(o: TrafficOptions): Traffic {
       const deadline = Date.now() + timeoutMs;
       while (opsOf(readJournal(masterJournal)).length < base + n) {
         if (master.exitCode !== null) throw new Error("cyrus-writer run exited early");
-        if (Date.now() > deadline) throw new Error(`the writer did not journal ${n} ops within ${timeoutMs} ms`);
+        if (Date.now() > deadline)
+          throw new Error(`the writer did not journal ${n} ops within ${timeoutMs} ms`);
         await sleep(50);
       }
     },
@@ -179,7 +182,12 @@ export function onceArgv(o: OnceOptions): string[] {
 }
 
 /** argv (after node) of `cyrus-writer replay …` with no delay, for a journal that has ended. */
-export function replayArgv(conf: string, from: string, journal: string, ignoreLocks = false): string[] {
+export function replayArgv(
+  conf: string,
+  from: string,
+  journal: string,
+  ignoreLocks = false,
+): string[] {
   return [
     WRITER_JS,
     "replay",

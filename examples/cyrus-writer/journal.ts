@@ -123,6 +123,7 @@ export interface WaitStats {
 /** Nearest-rank percentiles of the ops' total lock waits, in ms. */
 export function waitStats(ops: readonly OpEntry[]): WaitStats {
   const w = ops.map(totalWaitMs).sort((a, b) => a - b);
-  const rank = (p: number) => w[Math.min(w.length - 1, Math.max(0, Math.ceil(p * w.length) - 1))] ?? 0;
+  const rank = (p: number) =>
+    w[Math.min(w.length - 1, Math.max(0, Math.ceil(p * w.length) - 1))] ?? 0;
   return { count: w.length, p50: rank(0.5), p99: rank(0.99), max: w[w.length - 1] ?? 0 };
 }

@@ -34,7 +34,11 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { encodeField, type FieldValue } from "../../src/cyrus/field-codec.js";
-import type { HeaderFieldName, IndexFormat, RecordFieldName } from "../../src/cyrus/formats/index.js";
+import type {
+  HeaderFieldName,
+  IndexFormat,
+  RecordFieldName,
+} from "../../src/cyrus/formats/index.js";
 import type { ImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { type IndexHeader, parseIndexHeader } from "../../src/cyrus/index-file.js";
 import { encodeRecord, type RecordValues } from "../../src/cyrus/index-writer.js";
@@ -278,8 +282,7 @@ export function deliver(files: MailboxFiles, mailbox: string, o: DeliverOptions)
     const format = h.format;
     const lastUid = num(h.values.get("lastUid"));
     const uid = o.uid ?? lastUid + 1;
-    if (uid <= lastUid)
-      throw new OpRefused(`uid ${uid} is not above LAST_UID ${lastUid}`);
+    if (uid <= lastUid) throw new OpRefused(`uid ${uid} is not above LAST_UID ${lastUid}`);
     const internalDate = o.internalDate ?? Math.floor(Date.now() / 1000);
     const msg = messageFor(o.seed, mailbox, uid, internalDate);
     writeFileSync(join(files.dataDir, `${uid}.`), msg.bytes, { mode: 0o600 });
@@ -359,7 +362,8 @@ export function expunge(files: MailboxFiles, o: ExpungeOptions): ExpungeResult {
     const uids = o.uids ?? o.pick?.(all) ?? [];
     if (uids.length === 0) throw new OpRefused("nothing to expunge");
     const gone = new Set(uids);
-    for (const u of uids) if (!all.includes(u)) throw new OpRefused(`uid ${u} is not in cyrus.index`);
+    for (const u of uids)
+      if (!all.includes(u)) throw new OpRefused(`uid ${u} is not in cyrus.index`);
     const now = Math.floor(Date.now() / 1000);
     // mailbox_expunge opens (creating) cyrus.expunge before the lock, then lock_reopen.
     if (!existsSync(files.expunge)) closeSync(openSync(files.expunge, "a", 0o600));
@@ -385,7 +389,11 @@ export function expunge(files: MailboxFiles, o: ExpungeOptions): ExpungeResult {
       eExists = eHeader.readUInt32BE(20);
       const fields = (n: HeaderFieldName) => {
         const f = format.headerField(n);
-        return f ? (f.type === "u64" ? eHeader.readBigUInt64BE(f.offset) : eHeader.readUInt32BE(f.offset)) : 0;
+        return f
+          ? f.type === "u64"
+            ? eHeader.readBigUInt64BE(f.offset)
+            : eHeader.readUInt32BE(f.offset)
+          : 0;
       };
       eQuota = big(fields("quotaUsed"));
       eCounts = {

@@ -24,11 +24,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import {
-  type JournalEntry,
-  type OpEntry,
-  opsOf,
-} from "../../examples/cyrus-writer/journal.js";
+import { type JournalEntry, type OpEntry, opsOf } from "../../examples/cyrus-writer/journal.js";
 import { isOldStyleGuid, NULL_GUID } from "../../src/cyrus/guid.js";
 import { IndexReader } from "../../src/cyrus/index-file.js";
 
@@ -105,7 +101,10 @@ export async function takeBaseline(layout: SpoolLayout): Promise<Baseline> {
   for (const side of SIDES)
     for (const name of layout.names) {
       const m = await readDiskMailbox(layout.mailboxDir(side, name));
-      out[side].set(name, { index: m.index.map((r) => r.uid), expunge: m.expunge.map((r) => r.uid) });
+      out[side].set(name, {
+        index: m.index.map((r) => r.uid),
+        expunge: m.expunge.map((r) => r.uid),
+      });
     }
   return out;
 }
@@ -132,7 +131,12 @@ function expectedOf(
   ops: readonly OpEntry[],
   problems: Problem[],
 ): Expected {
-  const e: Expected = { index: counts(base.index), expunge: counts(base.expunge), sha1: new Map(), flags: new Map() };
+  const e: Expected = {
+    index: counts(base.index),
+    expunge: counts(base.expunge),
+    sha1: new Map(),
+    flags: new Map(),
+  };
   for (const op of ops) {
     if (op.op === "deliver") {
       if (e.index.has(op.uid) || e.sha1.has(op.uid) || e.expunge.has(op.uid))
@@ -148,7 +152,12 @@ function expectedOf(
       for (const u of op.uids) {
         const n = e.index.get(u) ?? 0;
         if (n === 0)
-          problems.push({ mailbox: name, side: "master", uid: u, message: `journal: expunged uid ${u} (seq ${op.seq}) that should not have been in cyrus.index` });
+          problems.push({
+            mailbox: name,
+            side: "master",
+            uid: u,
+            message: `journal: expunged uid ${u} (seq ${op.seq}) that should not have been in cyrus.index`,
+          });
         if (n <= 1) e.index.delete(u);
         else e.index.set(u, n - 1);
         e.expunge.set(u, (e.expunge.get(u) ?? 0) + 1);
@@ -202,10 +211,17 @@ export async function checkSpools(
   const masterOps = opsOf(master);
   const byMailbox = new Map<string, OpEntry[]>();
   for (const op of masterOps) byMailbox.set(op.mailbox, [...(byMailbox.get(op.mailbox) ?? []), op]);
-  for (const [side, entries] of [["master", master], ["replica", replica ?? []]] as const)
+  for (const [side, entries] of [
+    ["master", master],
+    ["replica", replica ?? []],
+  ] as const)
     for (const e of entries)
       if (e.kind === "error" && !e.refused)
-        problems.push({ mailbox: e.mailbox, side, message: `writer op ${e.op} (seq ${e.seq}) failed: ${e.message}` });
+        problems.push({
+          mailbox: e.mailbox,
+          side,
+          message: `writer op ${e.op} (seq ${e.seq}) failed: ${e.message}`,
+        });
   if (replica !== undefined) {
     const replayed = new Set(opsOf(replica).map((e) => e.seq));
     for (const op of masterOps)
@@ -235,17 +251,40 @@ export async function checkSpools(
       try {
         m = await readDiskMailbox(dir);
       } catch (err) {
-        problems.push({ mailbox: name, side, message: `does not parse: ${(err as Error).message}` });
+        problems.push({
+          mailbox: name,
+          side,
+          message: `does not parse: ${(err as Error).message}`,
+        });
         continue;
       }
       disk[side] = m;
-      compareCounts(name, side, "cyrus.index", expected.index, counts(m.index.map((r) => r.uid)), problems);
-      compareCounts(name, side, "cyrus.expunge", expected.expunge, counts(m.expunge.map((r) => r.uid)), problems);
+      compareCounts(
+        name,
+        side,
+        "cyrus.index",
+        expected.index,
+        counts(m.index.map((r) => r.uid)),
+        problems,
+      );
+      compareCounts(
+        name,
+        side,
+        "cyrus.expunge",
+        expected.expunge,
+        counts(m.expunge.map((r) => r.uid)),
+        problems,
+      );
       const all = [...m.index, ...m.expunge];
       for (const [uid, flags] of expected.flags) {
         const r = all.find((x) => x.uid === uid);
         if (r && r.flags !== flags)
-          problems.push({ mailbox: name, side, uid, message: `uid ${uid} has SYSTEM_FLAGS ${r.flags}; the journal set ${flags}` });
+          problems.push({
+            mailbox: name,
+            side,
+            uid,
+            message: `uid ${uid} has SYSTEM_FLAGS ${r.flags}; the journal set ${flags}`,
+          });
       }
       const fileSha1 = new Map<number, string>();
       const sha1Of = (uid: number): string | undefined => {
@@ -263,18 +302,35 @@ export async function checkSpools(
             mailbox: name,
             side,
             uid,
-            message: got === undefined ? `message file ${uid}. is missing` : `message file ${uid}. is not the one the journal delivered`,
+            message:
+              got === undefined
+                ? `message file ${uid}. is missing`
+                : `message file ${uid}. is not the one the journal delivered`,
           });
       }
       if (m.expungeMinor !== undefined && m.expungeMinor !== m.indexMinor)
-        problems.push({ mailbox: name, side, message: `cyrus.expunge is at version ${m.expungeMinor}, cyrus.index at ${m.indexMinor}` });
+        problems.push({
+          mailbox: name,
+          side,
+          message: `cyrus.expunge is at version ${m.expungeMinor}, cyrus.index at ${m.indexMinor}`,
+        });
       if (upgraded.has(name) && m.indexMinor !== 10)
-        problems.push({ mailbox: name, side, message: `not upgraded: cyrus.index is at version ${m.indexMinor}` });
+        problems.push({
+          mailbox: name,
+          side,
+          message: `not upgraded: cyrus.index is at version ${m.indexMinor}`,
+        });
       if (m.indexMinor === 10)
         for (const r of all) {
           if (!upgraded.has(name) && isOldStyleGuid(r.guid)) continue;
           const got = sha1Of(r.uid);
-          if (got === undefined) problems.push({ mailbox: name, side, uid: r.uid, message: `message file ${r.uid}. is missing` });
+          if (got === undefined)
+            problems.push({
+              mailbox: name,
+              side,
+              uid: r.uid,
+              message: `message file ${r.uid}. is missing`,
+            });
           else if (r.guid.toString("hex") !== got)
             problems.push({
               mailbox: name,
@@ -287,13 +343,18 @@ export async function checkSpools(
     const [m, r] = [disk.master, disk.replica];
     if (m && r) {
       if (m.indexMinor !== r.indexMinor)
-        problems.push({ mailbox: name, message: `index version differs: master ${m.indexMinor}, replica ${r.indexMinor}` });
+        problems.push({
+          mailbox: name,
+          message: `index version differs: master ${m.indexMinor}, replica ${r.indexMinor}`,
+        });
       else
         for (const file of ["index", "expunge"] as const) {
           const key = (x: DiskRecord) => `${x.uid}:${x.guid.toString("hex")}`;
           const mk = counts(m[file].map(key));
           const rk = counts(r[file].map(key));
-          const differing = [...new Set([...mk.keys(), ...rk.keys()])].filter((k) => mk.get(k) !== rk.get(k));
+          const differing = [...new Set([...mk.keys(), ...rk.keys()])].filter(
+            (k) => mk.get(k) !== rk.get(k),
+          );
           if (differing.length > 0)
             problems.push({
               mailbox: name,
@@ -313,7 +374,10 @@ export async function checkSpools(
 export function describeProblems(problems: readonly Problem[], max = 40): string {
   const lines = problems
     .slice(0, max)
-    .map((p) => `${p.mailbox}${p.side ? ` ${p.side}` : ""}${p.uid !== undefined ? ` uid ${p.uid}` : ""}: ${p.message}`);
+    .map(
+      (p) =>
+        `${p.mailbox}${p.side ? ` ${p.side}` : ""}${p.uid !== undefined ? ` uid ${p.uid}` : ""}: ${p.message}`,
+    );
   if (problems.length > max) lines.push(`… and ${problems.length - max} more`);
   return lines.join("\n");
 }

@@ -94,15 +94,23 @@ describe("apply under live traffic with replication lag", () => {
       .map((m) => `  ${m.phase} ${m.name}: ${m.error ?? ""}`)
       .join("\n");
     // Soft: the checker below runs (and reports) whatever the phases say.
-    expect.soft(
-      notDone.map(([phase, n]) => `${phase} ${n}`).join(", "),
-      `after the rerun (exit ${rerun.code}) not every planned mailbox is done; for example:\n${examples}`,
-    ).toBe("");
+    expect
+      .soft(
+        notDone.map(([phase, n]) => `${phase} ${n}`).join(", "),
+        `after the rerun (exit ${rerun.code}) not every planned mailbox is done; for example:\n${examples}`,
+      )
+      .toBe("");
     expect.soft(status.counts.done).toBe(planned.length);
 
-    const problems = await checkSpools(pair, baseline, traffic.masterEntries(), traffic.replicaEntries(), {
-      upgraded: planned,
-    });
+    const problems = await checkSpools(
+      pair,
+      baseline,
+      traffic.masterEntries(),
+      traffic.replicaEntries(),
+      {
+        upgraded: planned,
+      },
+    );
     expect(describeProblems(problems)).toBe("");
   }, 240_000);
 });

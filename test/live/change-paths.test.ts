@@ -67,8 +67,16 @@ beforeAll(async () => {
   const faults = await faultDirs(faultBase);
   await writeFile(hookFile(), "exit 0\n");
   const hosts = {
-    master: localHost(pair, "master", proxyCommand(faults.master, "request:lock:1:hook", `sh '${hookFile()}'`)),
-    replica: localHost(pair, "replica", proxyCommand(faults.replica, "request:lock:1:hook", `sh '${hookFile()}'`)),
+    master: localHost(
+      pair,
+      "master",
+      proxyCommand(faults.master, "request:lock:1:hook", `sh '${hookFile()}'`),
+    ),
+    replica: localHost(
+      pair,
+      "replica",
+      proxyCommand(faults.replica, "request:lock:1:hook", `sh '${hookFile()}'`),
+    ),
   };
   const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), hosts);
   plan = path.join(pair.dir, "plan.yaml");
@@ -102,21 +110,32 @@ describe("each change path during apply ends byte for byte as a conversion from 
       ];
       if (op)
         lines.push(
-          sh([process.execPath, ...onceArgv({ conf: pair.master.imapdConf, mailbox: name, op, journal, seed: 20 + i })]),
-          sh([process.execPath, ...replayArgv(pair.replica.imapdConf, journal, path.join(caseDir, "replica.journal"))]),
+          sh([
+            process.execPath,
+            ...onceArgv({ conf: pair.master.imapdConf, mailbox: name, op, journal, seed: 20 + i }),
+          ]),
+          sh([
+            process.execPath,
+            ...replayArgv(pair.replica.imapdConf, journal, path.join(caseDir, "replica.journal")),
+          ]),
         );
-      for (const side of SIDES) lines.push(`cp -a '${pair.mailboxDir(side, name)}' '${snap(side)}'`);
+      for (const side of SIDES)
+        lines.push(`cp -a '${pair.mailboxDir(side, name)}' '${snap(side)}'`);
       await writeFile(hookFile(), `${lines.join("\n")}\n`);
 
       const r = await runCli(["apply", plan, "--only", name]);
-      expect(existsSync(marker), "the hook never ran: no `lock` request reached either agent").toBe(true);
+      expect(existsSync(marker), "the hook never ran: no `lock` request reached either agent").toBe(
+        true,
+      );
       if (op) {
         const [done] = opsOf(readJournal(journal));
         // The change went into the old (pre-upgrade) files, before any lock.
         expect(done).toMatchObject({ op, mailbox: name });
         expect(done?.minor).toBeLessThan(10);
       }
-      expect.soft((await stateOf(plan, name))?.phase, `apply exit ${r.code}:\n${r.out}`).toBe("done");
+      expect
+        .soft((await stateOf(plan, name))?.phase, `apply exit ${r.code}:\n${r.out}`)
+        .toBe("done");
       for (const side of SIDES)
         for (const kind of ["index", "expunge"] as const) {
           const before = path.join(snap(side), `cyrus.${kind}`);

@@ -67,7 +67,11 @@ async function planWithCommitHook(pair: TestPair, hook: string) {
   const hookFile = path.join(pair.dir, "hook.sh");
   await writeFile(hookFile, `set -e\n${hook}\n`);
   const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-    master: localHost(pair, "master", proxyCommand(faults.master, "request:commit:1:hook", `sh '${hookFile}'`)),
+    master: localHost(
+      pair,
+      "master",
+      proxyCommand(faults.master, "request:commit:1:hook", `sh '${hookFile}'`),
+    ),
     replica: localHost(pair, "replica"),
   });
   const plan = path.join(pair.dir, "plan.yaml");
@@ -97,7 +101,12 @@ describe("the spool checker", () => {
     expect(new Set(ops.map((o) => o.op))).toEqual(new Set(["deliver", "expunge", "flag"]));
     expect(new Set(ops.map((o) => o.minor))).toEqual(new Set([6, 7, 8, 9, 10]));
     expect(opsOf(traffic.replicaEntries()).length).toBe(ops.length);
-    const problems = await checkSpools(pair, baseline, traffic.masterEntries(), traffic.replicaEntries());
+    const problems = await checkSpools(
+      pair,
+      baseline,
+      traffic.masterEntries(),
+      traffic.replicaEntries(),
+    );
     expect(describeProblems(problems)).toBe("");
   });
 
@@ -109,7 +118,16 @@ describe("the spool checker", () => {
     const { plan, faults, planned } = await planWithCommitHook(
       pair,
       [
-        sh([process.execPath, ...onceArgv({ conf: pair.master.imapdConf, mailbox: target, op: "deliver", journal, ignoreLocks: true })]),
+        sh([
+          process.execPath,
+          ...onceArgv({
+            conf: pair.master.imapdConf,
+            mailbox: target,
+            op: "deliver",
+            journal,
+            ignoreLocks: true,
+          }),
+        ]),
         // Replication copies it; the replica already committed its upgrade.
         sh([process.execPath, ...replayArgv(pair.replica.imapdConf, journal, replicaJournal)]),
       ].join("\n"),
@@ -121,12 +139,22 @@ describe("the spool checker", () => {
     const [delivered] = opsOf(readJournal(journal));
     expect(delivered).toMatchObject({ op: "deliver", mailbox: target });
     const uid = (delivered as { uid: number }).uid;
-    const problems = await checkSpools(pair, baseline, readJournal(journal), readJournal(replicaJournal), {
-      upgraded: [target],
-    });
+    const problems = await checkSpools(
+      pair,
+      baseline,
+      readJournal(journal),
+      readJournal(replicaJournal),
+      {
+        upgraded: [target],
+      },
+    );
     const text = describeProblems(problems);
     expect(text).toContain(`${target} master uid ${uid}: uid ${uid} missing from cyrus.index`);
-    expect(text).toMatch(new RegExp(`${target.replaceAll(".", "\\.")}( uid ${uid})?: master and replica cyrus.index differ`));
+    expect(text).toMatch(
+      new RegExp(
+        `${target.replaceAll(".", "\\.")}( uid ${uid})?: master and replica cyrus.index differ`,
+      ),
+    );
     // Nothing else is wrong: the lost append is the whole story.
     expect(problems.every((p) => p.mailbox === target)).toBe(true);
   });
@@ -137,7 +165,10 @@ describe("the spool checker", () => {
     const journal = path.join(pair.dir, "locking.journal");
     const replicaJournal = path.join(pair.dir, "locking.replica.journal");
     const pidFile = path.join(pair.dir, "writer.pid");
-    const writer = sh([process.execPath, ...onceArgv({ conf: pair.master.imapdConf, mailbox: target, op: "deliver", journal })]);
+    const writer = sh([
+      process.execPath,
+      ...onceArgv({ conf: pair.master.imapdConf, mailbox: target, op: "deliver", journal }),
+    ]);
     // Start it in the background and return once /proc/locks shows its
     // request blocked behind guidup's lock (a "->" line with its pid).
     const { plan, faults } = await planWithCommitHook(
@@ -158,11 +189,22 @@ describe("the spool checker", () => {
     }
     await runWriter(replayArgv(pair.replica.imapdConf, journal, replicaJournal));
     const [op] = opsOf(readJournal(journal));
-    expect(op).toMatchObject({ op: "deliver", mailbox: target, minor: 10, reopened: ["cyrus.index"] });
-    expect(op?.waitMs.header).toBeGreaterThan(0);
-    const problems = await checkSpools(pair, baseline, readJournal(journal), readJournal(replicaJournal), {
-      upgraded: [target],
+    expect(op).toMatchObject({
+      op: "deliver",
+      mailbox: target,
+      minor: 10,
+      reopened: ["cyrus.index"],
     });
+    expect(op?.waitMs.header).toBeGreaterThan(0);
+    const problems = await checkSpools(
+      pair,
+      baseline,
+      readJournal(journal),
+      readJournal(replicaJournal),
+      {
+        upgraded: [target],
+      },
+    );
     expect(describeProblems(problems)).toBe("");
   });
 });

@@ -52,7 +52,9 @@ function holdLock(file: string, seconds: number) {
         resolve(releasedAt);
       }
     });
-    child.once("exit", (code) => (code === 0 ? undefined : reject(new Error(`foreign-locker exited ${code}`))));
+    child.once("exit", (code) =>
+      code === 0 ? undefined : reject(new Error(`foreign-locker exited ${code}`)),
+    );
   });
   const locked = new Promise<number>((resolve, reject) => {
     child.stdout?.on("data", (d: Buffer) => {
