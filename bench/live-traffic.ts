@@ -4,13 +4,18 @@
 // op 0.5 s later) waits for its locks on the MASTER, at 40 ops/s,
 //   1. alone (the baseline, same spool, same run), and
 //   2. while `guidup apply PLAN` runs at its default concurrency over the
-//      same mailboxes (only the ops that started during the apply count).
+//      same mailboxes (only the ops that started during the apply count),
+//      with half of the ops (--focus-share) aimed at apply's frontier: the
+//      mailboxes it has most recently started, in plan order, as counted
+//      from its state files every 100 ms. Live mail goes to active
+//      mailboxes; uniform traffic over a thousand mailboxes would almost
+//      never meet a locked one and would measure nothing.
 // Prints p50 / p99 / max of the per-op lock wait (header + index + expunge)
 // for both runs, their ratio, and whether the issue's goal (p99 ≤ 25 ms
 // during apply) is met, with the machine it ran on.
 //
-// Run: `node dist/bench/live-traffic.js [--mailboxes 1000] [--rate 40]
-// [--baseline-seconds 10] [--delay-ms 500] [--dir D] [--keep]`
+// Run: `node dist/bench/live-traffic.js [--mailboxes 500] [--rate 40]
+// [--baseline-seconds 10] [--delay-ms 500] [--focus-share 0.5] [--dir D] [--keep]`
 // (build first: `npx tsc -p tsconfig.json`), or `npm run bench -- --only live`.
 //
 // The spool lives under os.tmpdir() by default (a real disk: the writer
@@ -19,7 +24,7 @@
 // printed but is not what is measured here.
 
 import { spawn } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,10 +34,14 @@ import { startTraffic } from "../examples/cyrus-writer/driver.js";
 import {
   type OpEntry,
   opsOf,
+  totalWaitMs,
   type WaitStats,
   waitStats,
 } from "../examples/cyrus-writer/journal.js";
 import { generateSpool } from "../examples/spool-generator.js";
+import { DEFAULT_CONCURRENCY } from "../src/apply/engine.js";
+import { stateDirFor } from "../src/apply/state-store.js";
+import { readPlan } from "../src/plan/plan-file.js";
 
 const MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 const GOAL_P99_MS = 25;
@@ -42,6 +51,7 @@ export interface LiveTrafficOptions {
   rate?: number;
   baselineSeconds?: number;
   delayMs?: number;
+  focusShare?: number;
   dir?: string;
   keep?: boolean;
   log?: (line: string) => void;
@@ -79,7 +89,8 @@ const row = (label: string, s: WaitStats) =>
 
 export async function runLiveTrafficBench(o: LiveTrafficOptions = {}): Promise<LiveTrafficResult> {
   const log = o.log ?? console.log;
-  const mailboxes = o.mailboxes ?? 1000;
+  const mailboxes = o.mailboxes ?? 500;
+  const focusShare = o.focusShare ?? 0.5;
   const rate = o.rate ?? 40;
   const baselineSeconds = o.baselineSeconds ?? 10;
   const delayMs = o.delayMs ?? 500;
@@ -103,10 +114,13 @@ export async function runLiveTrafficBench(o: LiveTrafficOptions = {}): Promise<L
     log(
       `spool: ${mailboxes} mailboxes (master + replica) in ${((performance.now() - t) / 1000).toFixed(1)} s at ${root}`,
     );
+    const focusFile = join(root, "frontier.txt");
     const traffic = (name: string, durationS = 0) => {
       const dir = join(root, name);
       mkdirSync(dir);
       return startTraffic({
+        focusFile,
+        focusShare,
         masterConf: spool.master.imapdConf,
         replicaConf: (spool.replica as { imapdConf: string }).imapdConf,
         mailboxesFile: spool.plainList,
@@ -148,13 +162,28 @@ export async function runLiveTrafficBench(o: LiveTrafficOptions = {}): Promise<L
     if (planned.code !== 0)
       throw new Error(`guidup plan exited ${planned.code}:\n${planned.stderr}`);
     log(
-      `\nwith apply: the writer at ${rate} ops/s while \`guidup apply PLAN\` runs (default concurrency)`,
+      `\nwith apply: the writer at ${rate} ops/s while \`guidup apply PLAN\` runs (default concurrency ${DEFAULT_CONCURRENCY}), ${Math.round(focusShare * 100)} % of the ops on its frontier`,
     );
+    const order = (await readPlan(plan)).mailboxes.map((m) => m.name);
+    const stateDir = stateDirFor(plan);
+    const startedCount = () => {
+      if (!existsSync(stateDir)) return 0;
+      let n = 0;
+      for (const sub of readdirSync(stateDir, { withFileTypes: true }))
+        if (sub.isDirectory())
+          n += readdirSync(join(stateDir, sub.name)).filter((f) => f.endsWith(".json")).length;
+      return n;
+    };
+    const frontier = setInterval(() => {
+      const n = startedCount();
+      const names = order.slice(Math.max(0, n - DEFAULT_CONCURRENCY), n + 1);
+      writeFileSync(focusFile, names.map((x) => `${x}\n`).join(""));
+    }, 100);
     const busy = traffic("with-apply");
     await busy.waitForOps(Math.ceil(rate / 2));
     t = performance.now();
     const applyStart = Date.now();
-    const applied = await runGuidup(["apply", plan]);
+    const applied = await runGuidup(["apply", plan]).finally(() => clearInterval(frontier));
     const applyEnd = Date.now();
     const applySeconds = (performance.now() - t) / 1000;
     await busy.stop();
@@ -166,6 +195,10 @@ export async function runLiveTrafficBench(o: LiveTrafficOptions = {}): Promise<L
       applied.stdout.split("\n").find((l) => l.startsWith("apply ")) ?? "(no summary)";
     log(`  apply exit ${applied.code} in ${applySeconds.toFixed(1)} s: ${summary}`);
 
+    const waited = during.filter((e) => totalWaitMs(e) > 1);
+    log(
+      `  ${waited.length} of ${during.length} ops during apply waited more than 1 ms for their locks`,
+    );
     log("\nwriter's master-side lock wait per op (header + index + expunge):");
     log(row("baseline (no guidup)", baseline));
     log(row("during guidup apply", duringApply));
@@ -191,6 +224,7 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
       rate: { type: "string" },
       "baseline-seconds": { type: "string" },
       "delay-ms": { type: "string" },
+      "focus-share": { type: "string" },
       dir: { type: "string" },
       keep: { type: "boolean" },
     },
@@ -200,6 +234,7 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
     ...(values.rate ? { rate: Number(values.rate) } : {}),
     ...(values["baseline-seconds"] ? { baselineSeconds: Number(values["baseline-seconds"]) } : {}),
     ...(values["delay-ms"] ? { delayMs: Number(values["delay-ms"]) } : {}),
+    ...(values["focus-share"] ? { focusShare: Number(values["focus-share"]) } : {}),
     ...(values.dir ? { dir: values.dir } : {}),
     ...(values.keep ? { keep: true } : {}),
   });

@@ -8,9 +8,12 @@
 //   cyrus-writer run    --config IMAPD.CONF --mailboxes FILE --journal J
 //                       [--rate 40] [--duration SECONDS (0: until SIGTERM)]
 //                       [--seed 1] [--mix deliver=5,flag=3,expunge=2]
-//                       [--ignore-locks]
+//                       [--ignore-locks] [--focus-file F [--focus-share 0.5]]
 //       The master's traffic: at RATE ops/s, a seeded random op on a seeded
 //       random mailbox of FILE (one name per line, or `ctl_mboxlist -d` form).
+//       With --focus-file, that share of the ops goes to the names F lists
+//       now (re-read before each op; empty or missing: no focus), so a
+//       benchmark can aim the traffic at the mailboxes apply is working on.
 //   cyrus-writer replay --config REPLICA.CONF --from J --journal J2
 //                       [--delay-ms 500] [--ignore-locks]
 //       Rolling replication: follows the master's journal J and applies each
@@ -25,7 +28,15 @@
 // after the op in progress; the journal then ends with {"kind":"end"}.
 // Exit codes: 0 done, 2 bad arguments, 1 anything else.
 
-import { appendFileSync, closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import {
+  appendFileSync,
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  readSync,
+  statSync,
+} from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -118,7 +129,7 @@ function perform(
 /** The master side's choice of op, all from one seeded PRNG. */
 function masterAttempt(
   prng: Prng,
-  names: string[],
+  names: readonly string[],
   mix: [OpName, number][],
   seed: number,
   ignoreLocks: boolean,
@@ -177,6 +188,15 @@ async function runMaster(v: Record<string, string | boolean | undefined>): Promi
   const mix = parseMix(String(v.mix ?? "deliver=5,flag=3,expunge=2"));
   const ignoreLocks = v["ignore-locks"] === true;
   const prng = new Prng(seed);
+  const focusFile = typeof v["focus-file"] === "string" ? v["focus-file"] : undefined;
+  const focusShare = Number(v["focus-share"] ?? 0.5);
+  if (!(focusShare >= 0 && focusShare <= 1))
+    throw new UsageError("--focus-share must be in [0, 1]");
+  const focused = (): readonly string[] => {
+    if (focusFile === undefined || !existsSync(focusFile)) return names;
+    const focus = readMailboxNames(focusFile);
+    return focus.length > 0 && prng.chance(focusShare) ? focus : names;
+  };
   journalLine(journal, {
     kind: "start",
     side: "master",
@@ -195,7 +215,7 @@ async function runMaster(v: Record<string, string | boolean | undefined>): Promi
     if (wait > 0) await sleep(wait);
     if (stopping) break;
     seq++;
-    perform(conf, journal, "master", seq, masterAttempt(prng, names, mix, seed, ignoreLocks));
+    perform(conf, journal, "master", seq, masterAttempt(prng, focused(), mix, seed, ignoreLocks));
   }
   journalLine(journal, { kind: "end", side: "master", t: Date.now(), lastSeq: seq });
 }
@@ -383,6 +403,8 @@ export async function main(argv: string[]): Promise<number> {
         flags: { type: "string" },
         "delay-ms": { type: "string" },
         "ignore-locks": { type: "boolean" },
+        "focus-file": { type: "string" },
+        "focus-share": { type: "string" },
       },
     });
     if (mode === "run") await runMaster(values);

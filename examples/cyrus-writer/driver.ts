@@ -44,6 +44,9 @@ export interface TrafficOptions {
   ignoreLocks?: boolean;
   /** Seconds; default 0 = until stop(). */
   durationS?: number;
+  /** A file of mailbox names that gets `focusShare` of the ops (see the writer's --focus-file). */
+  focusFile?: string;
+  focusShare?: number;
 }
 
 export interface Traffic {
@@ -93,6 +96,8 @@ export function startTraffic(o: TrafficOptions): Traffic {
       "--duration",
       String(o.durationS ?? 0),
       ...(o.mix ? ["--mix", o.mix] : []),
+      ...(o.focusFile ? ["--focus-file", o.focusFile] : []),
+      ...(o.focusShare !== undefined ? ["--focus-share", String(o.focusShare)] : []),
       ...lockArg,
     ],
     { stdio: ["ignore", "inherit", "inherit"] },
