@@ -55,6 +55,13 @@ async function pairOf(seed: number, mailboxes: number): Promise<TestPair> {
   return pair;
 }
 
+/**
+ * The master's request during which it holds the mailbox's locks and its
+ * upgraded files wait to be renamed in (guidup 0.1.0: `commit`). If the
+ * cut-over protocol renames that op, move the hook here.
+ */
+const SWAP_OP = "commit";
+
 const sh = (argv: string[]) => argv.map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(" ");
 
 /**
@@ -70,7 +77,7 @@ async function planWithCommitHook(pair: TestPair, hook: string) {
     master: localHost(
       pair,
       "master",
-      proxyCommand(faults.master, "request:commit:1:hook", `sh '${hookFile}'`),
+      proxyCommand(faults.master, `request:${SWAP_OP}:1:hook`, `sh '${hookFile}'`),
     ),
     replica: localHost(pair, "replica"),
   });
@@ -135,7 +142,10 @@ describe("the spool checker", () => {
     expect(planned).toContain(target);
     const baseline = await takeBaseline(pair);
     await cli(["apply", plan, "--only", target], 0);
-    expect(firedFault(faults.master)).toMatchObject({ op: "commit", mailbox: target });
+    expect(
+      firedFault(faults.master),
+      `the master's \`${SWAP_OP}\` request never came: move SWAP_OP to the protocol's swap op`,
+    ).toMatchObject({ op: SWAP_OP, mailbox: target });
     const [delivered] = opsOf(readJournal(journal));
     expect(delivered).toMatchObject({ op: "deliver", mailbox: target });
     const uid = (delivered as { uid: number }).uid;
@@ -181,7 +191,10 @@ describe("the spool checker", () => {
     );
     const baseline = await takeBaseline(pair);
     await cli(["apply", plan, "--only", target], 0);
-    expect(firedFault(faults.master)).toMatchObject({ op: "commit", mailbox: target });
+    expect(
+      firedFault(faults.master),
+      `the master's \`${SWAP_OP}\` request never came: move SWAP_OP to the protocol's swap op`,
+    ).toMatchObject({ op: SWAP_OP, mailbox: target });
     // The writer finishes on its own once guidup lets go.
     for (let i = 0; !readJournal(journal).some((e) => e.kind === "end"); i++) {
       if (i > 600) throw new Error("the locking writer never finished");
