@@ -56,6 +56,8 @@ export interface Problem {
   side?: Side;
   uid?: number;
   message: string;
+  /** The mailbox should have been upgraded and was not (nothing lost, just not done). */
+  notUpgraded?: true;
 }
 
 async function readFileRecords(file: string, kind: "index" | "expunge") {
@@ -277,7 +279,10 @@ export async function checkSpools(
       );
       const all = [...m.index, ...m.expunge];
       for (const [uid, flags] of expected.flags) {
-        const r = all.find((x) => x.uid === uid);
+        // The record the journal flagged: in the index, or (expunged since)
+        // the last one appended to cyrus.expunge — an older expunged copy of
+        // the same UID may sit before it.
+        const r = m.index.find((x) => x.uid === uid) ?? m.expunge.findLast((x) => x.uid === uid);
         if (r && r.flags !== flags)
           problems.push({
             mailbox: name,
@@ -319,10 +324,23 @@ export async function checkSpools(
           mailbox: name,
           side,
           message: `not upgraded: cyrus.index is at version ${m.indexMinor}`,
+          notUpgraded: true,
+        });
+      const oldStyle = m.indexMinor === 10 ? all.filter((r) => isOldStyleGuid(r.guid)) : [];
+      if (upgraded.has(name) && oldStyle.length > 0)
+        problems.push({
+          mailbox: name,
+          side,
+          uid: (oldStyle[0] as DiskRecord).uid,
+          message: `not upgraded: ${oldStyle.length} of ${all.length} records still have old-style GUIDs (uid ${oldStyle
+            .slice(0, 5)
+            .map((r) => r.uid)
+            .join(", ")}${oldStyle.length > 5 ? ", …" : ""})`,
+          notUpgraded: true,
         });
       if (m.indexMinor === 10)
         for (const r of all) {
-          if (!upgraded.has(name) && isOldStyleGuid(r.guid)) continue;
+          if (isOldStyleGuid(r.guid)) continue; // reported above for upgraded mailboxes
           const got = sha1Of(r.uid);
           if (got === undefined)
             problems.push({

@@ -111,6 +111,10 @@ describe("apply under live traffic with replication lag", () => {
         upgraded: planned,
       },
     );
+    const content = problems.filter((p) => !p.notUpgraded);
+    console.log(
+      `checker: ${problems.length} problems: ${problems.length - content.length} about mailboxes not upgraded, ${content.length} about content (lost, duplicated, corrupted, diverged)`,
+    );
     expect(describeProblems(problems)).toBe("");
   }, 240_000);
 });
