@@ -11,7 +11,10 @@
 //   - flags the journal set are the flags on disk; a delivered message file
 //     holds the bytes the journal hashed;
 //   - an upgraded mailbox (one the caller names) is at version 10 with GUID =
-//     SHA1(message file) for every record of index and expunge; in any v10
+//     SHA1(message file) for every record of index and expunge, and each of
+//     its files is byte for byte what the project's converter makes of it
+//     (convertIndex to 10 with SHA1 GUIDs: a correct v10 file is a fixed
+//     point, so any stray byte — a spare, a count, a MODSEQ 0 — shows); in any v10
 //     file a GUID that is not old-style (NULL or padded, which Cyrus itself
 //     still writes) is the SHA1 of its file; cyrus.expunge has the index's
 //     version;
@@ -27,6 +30,7 @@ import path from "node:path";
 import { type JournalEntry, type OpEntry, opsOf } from "../../examples/cyrus-writer/journal.js";
 import { isOldStyleGuid, NULL_GUID } from "../../src/cyrus/guid.js";
 import { IndexReader } from "../../src/cyrus/index-file.js";
+import { expectedV10 } from "./apply-harness.js";
 
 export type Side = "master" | "replica";
 const SIDES: readonly Side[] = ["master", "replica"];
@@ -326,6 +330,22 @@ export async function checkSpools(
           message: `not upgraded: cyrus.index is at version ${m.indexMinor}`,
           notUpgraded: true,
         });
+      if (upgraded.has(name) && m.indexMinor === 10)
+        for (const kind of ["index", "expunge"] as const) {
+          const file = path.join(dir, `cyrus.${kind}`);
+          if (!existsSync(file) || readFileSync(file).length === 0) continue;
+          const now = readFileSync(file);
+          const converted = await expectedV10(file, kind, dir);
+          if (!now.equals(converted)) {
+            let at = 0;
+            while (at < now.length && now[at] === converted[at]) at++;
+            problems.push({
+              mailbox: name,
+              side,
+              message: `cyrus.${kind} is not what the converter makes of it (first difference at byte ${at} of ${now.length}, converted ${converted.length})`,
+            });
+          }
+        }
       const oldStyle = m.indexMinor === 10 ? all.filter((r) => isOldStyleGuid(r.guid)) : [];
       if (upgraded.has(name) && oldStyle.length > 0)
         problems.push({
