@@ -6,7 +6,10 @@
 //   - A writer that IGNORES locks, run at the exact moment guidup holds the
 //     mailbox's locks (the master's commit request, held by the fault proxy's
 //     hook): its append lands in the old cyrus.index that the commit then
-//     renames over, and the checker reports that UID missing on the master.
+//     renames over, and the checker reports that UID missing on the master;
+//     its flag change in place is lost the same way; its delayed expunge
+//     (cyrus.index.NEW, the very temp name guidup's .NEW file has) loses the
+//     record and leaves index and expunge at different versions.
 //   - The same moment with a LOCKING writer: it blocks on cyrus.header (seen
 //     in /proc/locks), and after the swap re-checks the inode, re-opens the
 //     renamed-over cyrus.index and appends to the upgraded file; the checker
@@ -23,10 +26,12 @@ import {
   localHost,
   planMailboxes,
   proxyCommand,
+  runCli,
   type TestPair,
   writeInventory,
 } from "../helpers/apply-harness.js";
 import {
+  type OpEntry,
   onceArgv,
   opsOf,
   readJournal,
@@ -41,11 +46,15 @@ afterAll(async () => {
   await Promise.all(pairs.map((p) => p.cleanup()));
 });
 
-async function pairOf(seed: number, mailboxes: number): Promise<TestPair> {
+async function pairOf(
+  seed: number,
+  mailboxes: number,
+  versions = [6, 7, 8, 9, 10],
+): Promise<TestPair> {
   const pair = await generatedPair({
     seed,
     mailboxes,
-    versions: [6, 7, 8, 9, 10],
+    versions,
     expungeFraction: 0.4,
     largeMailboxes: 0,
     messagesPerMailbox: [2, 8],
@@ -166,6 +175,64 @@ describe("the spool checker", () => {
       ),
     );
     // Nothing else is wrong: the lost append is the whole story.
+    expect(problems.every((p) => p.mailbox === target)).toBe(true);
+  });
+
+  /** A lock-ignoring `op` on the master at the swap, replayed on the replica; the checker's verdict. */
+  async function ignoringOpAtSwap(seed: number, op: "flag" | "expunge") {
+    // Versions 7..9 only: every mailbox is planned, the target included.
+    const pair = await pairOf(seed, 6, [7, 8, 9]);
+    const target = pair.names[2] as string;
+    const journal = path.join(pair.dir, `ignoring-${op}.journal`);
+    const replicaJournal = path.join(pair.dir, `ignoring-${op}.replica.journal`);
+    const { plan, faults } = await planWithCommitHook(
+      pair,
+      [
+        sh([
+          process.execPath,
+          ...onceArgv({
+            conf: pair.master.imapdConf,
+            mailbox: target,
+            op,
+            journal,
+            ignoreLocks: true,
+          }),
+        ]),
+        sh([process.execPath, ...replayArgv(pair.replica.imapdConf, journal, replicaJournal)]),
+      ].join("\n"),
+    );
+    const baseline = await takeBaseline(pair);
+    const applied = await runCli(["apply", plan, "--only", target]);
+    expect(firedFault(faults.master)).toMatchObject({ op: SWAP_OP, mailbox: target });
+    const [done] = opsOf(readJournal(journal));
+    expect(done, `the ${op} did not happen`).toMatchObject({ op, mailbox: target });
+    const problems = await checkSpools(
+      pair,
+      baseline,
+      readJournal(journal),
+      readJournal(replicaJournal),
+    );
+    return { target, done: done as OpEntry, problems, applied };
+  }
+
+  it("catches a writer that ignores locks: its flag change in place while guidup holds the mailbox is lost in the swap", async () => {
+    const { target, done, problems } = await ignoringOpAtSwap(74, "flag");
+    const uid = (done as { uid: number }).uid;
+    const flags = (done as { flags: number }).flags;
+    expect(describeProblems(problems)).toContain(
+      `${target} master uid ${uid}: uid ${uid} has SYSTEM_FLAGS ${flags ^ 2}; the journal set ${flags}`,
+    );
+    expect(problems.every((p) => p.mailbox === target && p.side !== "replica")).toBe(true);
+  });
+
+  it("catches a writer that ignores locks: its expunge while guidup holds the mailbox (it rewrites cyrus.index.NEW, guidup's own temp name) loses the record", async () => {
+    const { target, done, problems, applied } = await ignoringOpAtSwap(75, "expunge");
+    const [uid] = (done as { uids: number[] }).uids;
+    const text = describeProblems(problems);
+    console.log(`apply exit ${applied.code}; checker:\n${text}`);
+    expect(problems.some((p) => p.mailbox === target && p.side === "master" && p.uid === uid)).toBe(
+      true,
+    );
     expect(problems.every((p) => p.mailbox === target)).toBe(true);
   });
 
