@@ -30,7 +30,7 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { startTraffic } from "../examples/cyrus-writer/driver.js";
+import { startTraffic, type Traffic } from "../examples/cyrus-writer/driver.js";
 import {
   type OpEntry,
   opsOf,
@@ -97,6 +97,7 @@ export async function runLiveTrafficBench(o: LiveTrafficOptions = {}): Promise<L
   const cpu = cpus();
   log(`machine: ${cpu.length} cores, ${cpu[0]?.model ?? "unknown CPU"}; node ${process.version}`);
   const root = await mkdtemp(join(o.dir ?? tmpdir(), "guidup-bench-live-"));
+  const started: Traffic[] = [];
   try {
     let t = performance.now();
     const spool = await generateSpool({
@@ -118,7 +119,7 @@ export async function runLiveTrafficBench(o: LiveTrafficOptions = {}): Promise<L
     const traffic = (name: string, durationS = 0) => {
       const dir = join(root, name);
       mkdirSync(dir);
-      return startTraffic({
+      const t = startTraffic({
         focusFile,
         focusShare,
         masterConf: spool.master.imapdConf,
@@ -130,6 +131,8 @@ export async function runLiveTrafficBench(o: LiveTrafficOptions = {}): Promise<L
         delayMs,
         durationS,
       });
+      started.push(t);
+      return t;
     };
 
     // 1. The writer alone.
@@ -212,6 +215,7 @@ export async function runLiveTrafficBench(o: LiveTrafficOptions = {}): Promise<L
     );
     return { baseline, duringApply, applySeconds, applyExit: applied.code, goalMet };
   } finally {
+    for (const t of started) t.kill();
     if (o.keep) log(`kept ${root}`);
     else rmSync(root, { recursive: true, force: true });
   }

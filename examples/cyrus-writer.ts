@@ -281,6 +281,7 @@ async function runReplay(v: Record<string, string | boolean | undefined>): Promi
   if (!(delayMs >= 0)) throw new UsageError("--delay-ms must be >= 0");
   const ignoreLocks = v["ignore-locks"] === true;
   let seed: number | undefined;
+  let masterPid: number | undefined;
   let lastSeq = 0;
   let started = false;
   for (;;) {
@@ -289,6 +290,7 @@ async function runReplay(v: Record<string, string | boolean | undefined>): Promi
     for (const e of batch) {
       if (e.kind === "start") {
         seed = e.seed;
+        masterPid = e.pid;
         if (!started) {
           started = true;
           journalLine(journal, {
@@ -311,7 +313,14 @@ async function runReplay(v: Record<string, string | boolean | undefined>): Promi
       }
     }
     if (ended) break;
-    if (batch.length === 0) await sleep(20);
+    if (batch.length === 0) {
+      // A master killed before its end line would leave us waiting forever.
+      if (masterPid !== undefined && !isAlive(masterPid) && from.next().length === 0) {
+        journalLine(journal, { kind: "end", side: "replica", t: Date.now(), lastSeq });
+        throw new Error(`the master writer (pid ${masterPid}) is gone without ending its journal`);
+      }
+      await sleep(20);
+    }
   }
   journalLine(journal, { kind: "end", side: "replica", t: Date.now(), lastSeq });
 }
@@ -374,6 +383,15 @@ async function runOnce(v: Record<string, string | boolean | undefined>): Promise
   const done = perform(conf, journal, "master", 1, attempt);
   journalLine(journal, { kind: "end", side: "master", t: Date.now(), lastSeq: done ? 1 : 0 });
   if (!done) process.exitCode = 1;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 function required(v: Record<string, string | boolean | undefined>, name: string): string {

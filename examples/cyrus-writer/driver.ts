@@ -58,6 +58,8 @@ export interface Traffic {
   exited: Promise<void>;
   /** SIGTERM to the master writer; resolves once the replayer has caught up and both exited. */
   stop(): Promise<void>;
+  /** SIGKILL to both (cleanup after a failure). */
+  kill(): void;
   /** Waits until the master journal holds `n` more ops than it held when called (or at `from`). */
   waitForOps(n: number, timeoutMs?: number): Promise<void>;
   masterEntries(): JournalEntry[];
@@ -136,6 +138,10 @@ export function startTraffic(o: TrafficOptions): Traffic {
     async stop() {
       if (master.exitCode === null && master.signalCode === null) master.kill("SIGTERM");
       await exited;
+    },
+    kill() {
+      master.kill("SIGKILL");
+      replica?.kill("SIGKILL");
     },
     async waitForOps(n, timeoutMs = 60_000) {
       const base = opsOf(readJournal(masterJournal)).length;

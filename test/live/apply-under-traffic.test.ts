@@ -30,7 +30,7 @@ import { checkSpools, describeProblems, takeBaseline } from "../helpers/spool-ch
 const pairs: TestPair[] = [];
 const traffics: Traffic[] = [];
 afterAll(async () => {
-  for (const t of traffics) t.master.kill("SIGKILL");
+  for (const t of traffics) t.kill();
   await Promise.all(pairs.map((p) => p.cleanup()));
 });
 

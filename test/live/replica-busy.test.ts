@@ -34,7 +34,7 @@ const children: ChildProcess[] = [];
 const traffics: Traffic[] = [];
 afterAll(async () => {
   for (const c of children) c.kill("SIGKILL");
-  for (const t of traffics) t.master.kill("SIGKILL");
+  for (const t of traffics) t.kill();
   await Promise.all(pairs.map((p) => p.cleanup()));
 });
 
