@@ -330,7 +330,20 @@ export async function checkSpools(
           message: `not upgraded: cyrus.index is at version ${m.indexMinor}`,
           notUpgraded: true,
         });
-      if (upgraded.has(name) && m.indexMinor === 10)
+      const oldStyle = m.indexMinor === 10 ? all.filter((r) => isOldStyleGuid(r.guid)) : [];
+      if (upgraded.has(name) && oldStyle.length > 0)
+        problems.push({
+          mailbox: name,
+          side,
+          uid: (oldStyle[0] as DiskRecord).uid,
+          message: `not upgraded: ${oldStyle.length} of ${all.length} records still have old-style GUIDs (uid ${oldStyle
+            .slice(0, 5)
+            .map((r) => r.uid)
+            .join(", ")}${oldStyle.length > 5 ? ", …" : ""})`,
+          notUpgraded: true,
+        });
+      // Only once the GUIDs are done: old-style ones are reported above, once.
+      if (upgraded.has(name) && m.indexMinor === 10 && oldStyle.length === 0)
         for (const kind of ["index", "expunge"] as const) {
           const file = path.join(dir, `cyrus.${kind}`);
           if (!existsSync(file) || readFileSync(file).length === 0) continue;
@@ -346,18 +359,6 @@ export async function checkSpools(
             });
           }
         }
-      const oldStyle = m.indexMinor === 10 ? all.filter((r) => isOldStyleGuid(r.guid)) : [];
-      if (upgraded.has(name) && oldStyle.length > 0)
-        problems.push({
-          mailbox: name,
-          side,
-          uid: (oldStyle[0] as DiskRecord).uid,
-          message: `not upgraded: ${oldStyle.length} of ${all.length} records still have old-style GUIDs (uid ${oldStyle
-            .slice(0, 5)
-            .map((r) => r.uid)
-            .join(", ")}${oldStyle.length > 5 ? ", …" : ""})`,
-          notUpgraded: true,
-        });
       if (m.indexMinor === 10)
         for (const r of all) {
           if (isOldStyleGuid(r.guid)) continue; // reported above for upgraded mailboxes
