@@ -3,7 +3,7 @@
 // source (bench/<name>.ts) is not in the repository is skipped with a note.
 //
 // Run: `node dist/bench/run.js [--only NAME]` (NAME: codec, hash, lock-hold,
-// hash-apply, plan, apply). Exit code 1 when any benchmark run failed.
+// hash-apply, plan, apply, live). Exit code 1 when any benchmark run failed.
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -11,7 +11,18 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 /** In the order they run. */
-export const BENCHES = ["codec", "hash", "lock-hold", "hash-apply", "plan", "apply"] as const;
+export const BENCHES = [
+  "codec",
+  "hash",
+  "lock-hold",
+  "hash-apply",
+  "plan",
+  "apply",
+  "live",
+] as const;
+
+/** A benchmark's source file when it is not bench/<name>.ts. */
+const SOURCE_OF: Partial<Record<(typeof BENCHES)[number], string>> = { live: "live-traffic" };
 
 interface Outcome {
   name: string;
@@ -34,10 +45,11 @@ export async function runBenches(only?: string): Promise<Outcome[]> {
   for (const name of names) {
     // This file is dist/bench/run.js: the sources are ../../bench/, the
     // compiled benchmarks sit beside it.
-    const source = fileURLToPath(new URL(`../../bench/${name}.ts`, import.meta.url));
-    const compiled = fileURLToPath(new URL(`./${name}.js`, import.meta.url));
+    const file = SOURCE_OF[name as (typeof BENCHES)[number]] ?? name;
+    const source = fileURLToPath(new URL(`../../bench/${file}.ts`, import.meta.url));
+    const compiled = fileURLToPath(new URL(`./${file}.js`, import.meta.url));
     if (!existsSync(source)) {
-      console.log(`\n=== ${name}: skipped (bench/${name}.ts is not in this repository)`);
+      console.log(`\n=== ${name}: skipped (bench/${file}.ts is not in this repository)`);
       outcomes.push({ name, status: "skipped", seconds: 0, note: "no source" });
       continue;
     }
