@@ -1,7 +1,7 @@
 // Classic POSIX record locks, exactly as Cyrus 2.3's lib/lock_fcntl.c takes
 // them (cyrus-2.3-spool.md 9.1): fcntl(F_SETLKW) with an exclusive F_WRLCK
 // over the whole file (SEEK_SET, start 0, len 0), retried on EINTR. Not the
-// OFD locks guidup itself takes (src/agent/fcntl-lock.ts): the point of the
+// OFD locks guidup itself takes (src/fsutil/fcntl-lock.ts): the point of the
 // test writer is to behave like Cyrus, so guidup's locks are tested against
 // the kind of lock Cyrus holds.
 //

@@ -12,8 +12,8 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { FileAccessError, GuidupError, UsageError } from "../errors.js";
+import { type FileLock, tryLockFile } from "../fsutil/fcntl-lock.js";
 import type { PairLockHolder, PairLockRecord } from "../protocol/messages.js";
-import { type FileLock, tryLockFile } from "./fcntl-lock.js";
 
 export const PAIR_LOCK_FILE = "guidup.lock";
 

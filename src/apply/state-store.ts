@@ -1,10 +1,11 @@
 // Where apply keeps its per-mailbox state: `<plan>.state/`, one JSON file per
 // mailbox, fanned out into 256 subdirectories by the first byte of the SHA1 of
 // the mailbox name (so a million mailboxes do not share one directory, and a
-// 490-byte mailbox name never becomes a file name). Every write is atomic:
-// temp file, fsync, rename, fsync of the directory. A `.lock` file held with
-// an OFD fcntl lock keeps two applies of one plan apart; it dies with the
-// process, so a killed apply never leaves a stale lock behind.
+// 490-byte mailbox name never becomes a file name). Every write is atomic
+// (src/fsutil/atomic-file.ts: temp file, fsync, rename, fsync of the
+// directory). A `.lock` file held with an OFD fcntl lock keeps two applies of
+// one plan apart; it dies with the process, so a killed apply never leaves a
+// stale lock behind.
 //
 // A state directory belongs to one plan (its id): `plan-id` in the directory
 // names it, written when apply first takes the directory, and every state
@@ -14,11 +15,12 @@
 // of another (StateOwnerError) instead of reading it.
 
 import { createHash } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type FileLock, tryLockFile } from "../agent/fcntl-lock.js";
 import { FileAccessError, GuidupError } from "../errors.js";
+import { replaceFileSync } from "../fsutil/atomic-file.js";
+import { type FileLock, tryLockFile } from "../fsutil/fcntl-lock.js";
 import { schemaProblems } from "../plan/schema-check.js";
 import type { MailboxState } from "./state.js";
 
@@ -187,8 +189,8 @@ export class StateStore {
   }
 
   /**
-   * Writes one state file atomically: temp file, fsync, rename, fsync of the
-   * directory. Synchronous on purpose: the file is a few hundred bytes, and
+   * Writes one state file atomically (replaceFileSync). Synchronous on
+   * purpose: the file is a few hundred bytes, and
    * each of its eight file-system calls would otherwise be a round trip
    * through libuv's thread pool — measured as the controller's main cost
    * per mailbox. The wait is the fsync, which an async call waits for too.
@@ -201,21 +203,7 @@ export class StateStore {
         mkdirSync(dir, { recursive: true });
         this.#dirsMade.add(dir);
       }
-      const tmp = `${path}.tmp`;
-      const fd = openSync(tmp, "w", 0o644);
-      try {
-        writeSync(fd, `${JSON.stringify(this.#stamped(state), null, 1)}\n`);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, path);
-      const d = openSync(dir, "r");
-      try {
-        fsyncSync(d);
-      } finally {
-        closeSync(d);
-      }
+      replaceFileSync(path, `${JSON.stringify(this.#stamped(state), null, 1)}\n`);
     } catch (err) {
       throw new FileAccessError(`cannot write state ${path}: ${(err as Error).message}`);
     }

@@ -9,14 +9,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FileAccessError } from "../../src/errors.js";
 import {
   type FileLock,
   LockTimeoutError,
   lockFile,
   lockHolderPid,
   tryLockFile,
-} from "../../src/agent/fcntl-lock.js";
-import { FileAccessError } from "../../src/errors.js";
+} from "../../src/fsutil/fcntl-lock.js";
 
 const lockerScript = fileURLToPath(new URL("../helpers/foreign-locker.py", import.meta.url));
 
