@@ -28,12 +28,12 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { generateSpool } from "../examples/spool-generator.js";
 import { HashPool, isHashFailure } from "../src/agent/hash-pool.js";
 import { mailboxFiles } from "../src/agent/mailbox-files.js";
 import { readMailbox } from "../src/agent/mailbox-scan.js";
 import type { MailboxState } from "../src/apply/state.js";
 import { readImapdConf } from "../src/cyrus/imapd-conf.js";
+import { generateSpool } from "../src/spoolgen/spool-generator.js";
 
 export interface HashApplyBenchOptions {
   /** Message bytes to generate for part A, in MiB (default 1024; at least that many are made). */

@@ -38,10 +38,10 @@ import {
   type WaitStats,
   waitStats,
 } from "../examples/cyrus-writer/journal.js";
-import { generateSpool } from "../examples/spool-generator.js";
 import { DEFAULT_CONCURRENCY } from "../src/apply/engine.js";
 import { stateDirFor } from "../src/apply/state-store.js";
 import { readPlan } from "../src/plan/plan-file.js";
+import { generateSpool } from "../src/spoolgen/spool-generator.js";
 
 const MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 const GOAL_P99_MS = 25;

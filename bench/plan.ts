@@ -16,7 +16,7 @@
 // user sshd lets in). Everything runs on one machine: the "remote" agents
 // compete with the controller and sshd for the same cores.
 //
-// Why not examples/spool-generator.ts: it makes realistic mailboxes
+// Why not src/spoolgen/spool-generator.ts: it makes realistic mailboxes
 // (messages, caches, COPY links found by scanning earlier mailboxes), and
 // that search grows with the spool: 2,000 mailboxes took 1.6 s and 8,000
 // took 13 s here, so 100,000 would take far beyond the budget. This

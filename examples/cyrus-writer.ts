@@ -41,6 +41,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type ImapdConf, readImapdConf } from "../src/cyrus/imapd-conf.js";
+import { Prng } from "../src/spoolgen/prng.js";
 import {
   type JournalEntry,
   OP_NAMES,
@@ -60,7 +61,6 @@ import {
   OpRefused,
   setFlags,
 } from "./cyrus-writer/mailbox-ops.js";
-import { Prng } from "./spool-generator/prng.js";
 
 class UsageError extends Error {}
 

@@ -43,8 +43,8 @@ import type { ImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { type IndexHeader, parseIndexHeader } from "../../src/cyrus/index-file.js";
 import { encodeRecord, type RecordValues } from "../../src/cyrus/index-writer.js";
 import { mailboxDataDir, mailboxMetaDir } from "../../src/cyrus/mailbox-path.js";
-import { buildMessage } from "../spool-generator/messages.js";
-import { hashString, Prng } from "../spool-generator/prng.js";
+import { buildMessage } from "../../src/spoolgen/messages.js";
+import { hashString, Prng } from "../../src/spoolgen/prng.js";
 import { type LockedFile, lockReopen, release } from "./posix-lock.js";
 
 export interface MailboxFiles {

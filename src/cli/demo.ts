@@ -9,8 +9,8 @@ import { mkdir, mkdtemp, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import YAML from "yaml";
-import { generateSpool } from "../../examples/spool-generator.js";
 import { ExitCode, UsageError } from "../errors.js";
+import { generateSpool } from "../spoolgen/spool-generator.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";
 

@@ -13,7 +13,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { appendMessage } from "../../examples/spool-generator.js";
+import { appendMessage } from "../../src/spoolgen/spool-generator.js";
 import { FOREIGN_LOCKER } from "../helpers/agent-process.js";
 import {
   classifyPair,

@@ -17,9 +17,9 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { replaceMessageFile } from "../../examples/spool-generator.js";
 import { mailboxFiles } from "../../src/agent/mailbox-files.js";
 import { readImapdConf } from "../../src/cyrus/imapd-conf.js";
+import { replaceMessageFile } from "../../src/spoolgen/spool-generator.js";
 import {
   cacheEntryTotal,
   distinctOldStyle,

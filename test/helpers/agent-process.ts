@@ -22,12 +22,6 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, cp, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import {
-  type GeneratedSpool,
-  type GenerateOptions,
-  generateSpool,
-  removeMailbox,
-} from "../../examples/spool-generator.js";
 import { encodeCyrusHeader23 } from "../../src/cyrus/cyrus-header.js";
 import { formatFor } from "../../src/cyrus/formats/index.js";
 import { type ImapdConf, parseImapdConf, readImapdConf } from "../../src/cyrus/imapd-conf.js";
@@ -42,6 +36,12 @@ import type {
   Response,
   WireError,
 } from "../../src/protocol/messages.js";
+import {
+  type GeneratedSpool,
+  type GenerateOptions,
+  generateSpool,
+  removeMailbox,
+} from "../../src/spoolgen/spool-generator.js";
 import {
   type FixtureVersion,
   fixtureMailboxes,
@@ -318,7 +318,7 @@ export async function makeEmptySpool(prefix = "guidup-spool-"): Promise<TempSpoo
 }
 
 /**
- * A spool from examples/spool-generator.ts (master only) in a temp dir: 2.3
+ * A spool from src/spoolgen/spool-generator.ts (master only) in a temp dir: 2.3
  * files Cyrus 3.6 cannot write — cyrus.expunge, padded UUIDs, 2.3 headers.
  */
 export async function makeGeneratedSpool(

@@ -14,21 +14,18 @@ import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promi
 import path from "node:path";
 import { expect } from "vitest";
 import { stringify } from "yaml";
-import {
-  cyrusCheckAvailable,
-  runCyrusGuidCheck,
-} from "../../examples/spool-generator/cyrus-check.js";
-import {
-  type GeneratedMailbox,
-  type GenerateOptions,
-  generateSpool,
-} from "../../examples/spool-generator.js";
 import { convertIndex } from "../../src/cyrus/convert.js";
 import { formatFor } from "../../src/cyrus/formats/index.js";
 import { isOldStyleGuid } from "../../src/cyrus/guid.js";
 import { readImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { IndexReader } from "../../src/cyrus/index-file.js";
 import { mailboxDataDir } from "../../src/cyrus/mailbox-path.js";
+import { cyrusCheckAvailable, runCyrusGuidCheck } from "../../src/spoolgen/cyrus-check.js";
+import {
+  type GeneratedMailbox,
+  type GenerateOptions,
+  generateSpool,
+} from "../../src/spoolgen/spool-generator.js";
 import type { HostSpec } from "../../src/transport/types.js";
 import { ensureCyrusTools, imapdConfText, MAIN_JS } from "./agent-process.js";
 import {

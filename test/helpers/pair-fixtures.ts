@@ -4,7 +4,7 @@
 //   makeFixturePair("09")     a copy of the real-Cyrus fixture tree
 //                             ../shared/fixtures/cyrus-3.6/v09 as master and as
 //                             replica, each with its own imapd.conf
-//   makeGeneratedPair(opts)   examples/spool-generator.ts's generateSpool
+//   makeGeneratedPair(opts)   src/spoolgen/spool-generator.ts's generateSpool
 //   writeInventory(pair, …)   an inventory.yaml for the pair: transport local,
 //                             or SSH to a test sshd (startSshd) or ssh2 server
 //   runCli(argv)              guidup's main() in this process, output captured
@@ -19,16 +19,16 @@ import { execFile } from "node:child_process";
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import type { Io } from "../../src/cli/io.js";
+import { main } from "../../src/cli/main.js";
+import type { Plan } from "../../src/plan/model.js";
+import { readPlan } from "../../src/plan/plan-file.js";
 import {
   type GeneratedHost,
   type GeneratedMailbox,
   type GenerateOptions,
   generateSpool,
-} from "../../examples/spool-generator.js";
-import type { Io } from "../../src/cli/io.js";
-import { main } from "../../src/cli/main.js";
-import type { Plan } from "../../src/plan/model.js";
-import { readPlan } from "../../src/plan/plan-file.js";
+} from "../../src/spoolgen/spool-generator.js";
 import { shellQuote } from "../../src/transport/ssh.js";
 import { type FixtureVersion, fixtureMailboxes, fixturesDir, REPO_ROOT } from "./fixtures.js";
 

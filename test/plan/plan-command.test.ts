@@ -11,11 +11,11 @@ import { existsSync } from "node:fs";
 import { readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { appendMessage, removeMailbox } from "../../examples/spool-generator.js";
 import { readImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { mailboxDataDir, mailboxMetaDir } from "../../src/cyrus/mailbox-path.js";
 import type { Plan } from "../../src/plan/model.js";
 import { readPlan } from "../../src/plan/plan-file.js";
+import { appendMessage, removeMailbox } from "../../src/spoolgen/spool-generator.js";
 import { FIXTURE_VERSIONS, type FixtureVersion } from "../helpers/fixtures.js";
 import {
   DIST_MAIN,

@@ -4,18 +4,6 @@ import { open, rename } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  cyrusCheckAvailable,
-  runCyrusGuidCheck,
-} from "../../examples/spool-generator/cyrus-check.js";
-import {
-  appendMessage,
-  type GeneratedHost,
-  type GeneratedSpool,
-  generateSpool,
-  removeMailbox,
-  replaceMessageFile,
-} from "../../examples/spool-generator.js";
 import { convertIndex } from "../../src/cyrus/convert.js";
 import { parseCyrusHeader } from "../../src/cyrus/cyrus-header.js";
 import { formatFor } from "../../src/cyrus/formats/index.js";
@@ -23,6 +11,15 @@ import { isNullGuid, isOldStyleGuid, sha1File } from "../../src/cyrus/guid.js";
 import { type ImapdConf, readImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { type IndexKind, IndexReader, type IndexRecord } from "../../src/cyrus/index-file.js";
 import { mailboxDataDir, mailboxMetaDir } from "../../src/cyrus/mailbox-path.js";
+import { cyrusCheckAvailable, runCyrusGuidCheck } from "../../src/spoolgen/cyrus-check.js";
+import {
+  appendMessage,
+  type GeneratedHost,
+  type GeneratedSpool,
+  generateSpool,
+  removeMailbox,
+  replaceMessageFile,
+} from "../../src/spoolgen/spool-generator.js";
 
 const scratch: string[] = [];
 function tempDir(): string {
