@@ -1,0 +1,86 @@
+// The layout's import rules (npm run lint). Each says which way knowledge
+// flows; shared/docs/design.md has the layers. A rule broken here means a
+// module reaches into a layer it must not know: move the shared piece down
+// (src/fsutil/, src/errors.ts) instead of adding an exception.
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: "cyrus-knows-only-cyrus",
+      comment: "src/cyrus is the on-disk format: it knows no transport, plan, engine, agent or CLI.",
+      severity: "error",
+      from: { path: "^src/cyrus/" },
+      to: { path: "^src/(transport|plan|apply|agent|cli)/" },
+    },
+    {
+      name: "agent-knows-no-plan-or-engine",
+      comment: "The agent serves requests; it knows nothing of plans, the engine or the CLI.",
+      severity: "error",
+      from: { path: "^src/agent/" },
+      to: { path: "^src/(plan|apply|cli)/" },
+    },
+    {
+      name: "protocol-depends-on-neither-end",
+      comment: "src/protocol is shared by the agent and the controller: it knows neither.",
+      severity: "error",
+      from: { path: "^src/protocol/" },
+      to: { path: "^src/(agent|apply|transport|plan|cli)/" },
+    },
+    {
+      name: "plan-is-data",
+      comment:
+        "A plan is data: plan/ does not reach hosts (transport), the engine or the agent. " +
+        "Exceptions: type-only imports of the host descriptions in transport/types.ts " +
+        "(HostSpec is part of the inventory and the plan; it moves out of transport/ " +
+        "once the branch rewriting it is merged), and the old-path re-export " +
+        "src/plan/scan-pair.ts (delete it once nothing imports it).",
+      severity: "error",
+      from: { path: "^src/plan/", pathNot: "^src/plan/scan-pair\\.ts$" },
+      to: {
+        path: "^src/(transport|apply|agent)/",
+        pathNot: "^src/transport/types\\.ts$",
+      },
+    },
+    {
+      name: "plan-uses-only-host-types",
+      comment: "plan/ may name the host description types of transport/types.ts, nothing at run time.",
+      severity: "error",
+      from: { path: "^src/plan/" },
+      to: { path: "^src/transport/types\\.ts$", dependencyTypesNot: ["type-only"] },
+    },
+    {
+      name: "engine-reaches-hosts-through-transport",
+      comment: "apply/ (the engine) talks to agents only through transport/, never by importing the agent.",
+      severity: "error",
+      from: { path: "^src/apply/" },
+      to: { path: "^src/agent/" },
+    },
+    {
+      name: "src-is-self-contained",
+      comment: "What ships (src/) never imports the examples, tests or benchmarks.",
+      severity: "error",
+      from: { path: "^src/" },
+      to: { path: "^(examples|test|bench)/" },
+    },
+    {
+      name: "fsutil-is-a-leaf",
+      comment: "src/fsutil (atomic files, locks) is used by every layer, so it knows none of them.",
+      severity: "error",
+      from: { path: "^src/fsutil/" },
+      to: { path: "^src/", pathNot: "^src/(fsutil/|errors\\.ts$)" },
+    },
+    {
+      name: "not-to-unresolvable",
+      comment: "An import that resolves to nothing is a typo or a moved file.",
+      severity: "error",
+      from: {},
+      to: { couldNotResolve: true },
+    },
+  ],
+  options: {
+    doNotFollow: { path: "node_modules" },
+    exclude: { path: "^(dist|node_modules)/" },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: "tsconfig.json" },
+  },
+};
