@@ -4,18 +4,7 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import {
-  mkdtemp,
-  open,
-  readdir,
-  readFile,
-  readlink,
-  rename,
-  rm,
-  stat,
-  unlink,
-  writeFile,
-} from "node:fs/promises";
+import { mkdtemp, open, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,6 +17,7 @@ import {
   lockHolderPid,
   tryLockFile,
 } from "../../src/fsutil/fcntl-lock.js";
+import { untilBlockedOnLock, untilOpen } from "../helpers/proc-wait.js";
 
 const lockerScript = fileURLToPath(new URL("../helpers/foreign-locker.py", import.meta.url));
 
@@ -97,25 +87,6 @@ async function foreignHold(path: string, seconds: number): Promise<Foreign> {
   const f = new Foreign(["hold", path, String(seconds)]);
   await f.line("locked");
   return f;
-}
-
-/** Resolves once this process has `path` open: lockFile has opened the file it waits on. */
-async function ownFdOpenOn(path: string): Promise<void> {
-  for (;;) {
-    for (const fd of await readdir("/proc/self/fd")) {
-      const target = await readlink(`/proc/self/fd/${fd}`).catch(() => "");
-      if (target === path) return;
-    }
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** Resolves once /proc/locks shows `pid` blocked waiting for a lock ("->" lines). */
-async function blockedInProcLocks(pid: number): Promise<void> {
-  const blocked = new RegExp(`^\\d+: -> \\S+\\s+\\S+\\s+\\S+\\s+${pid} `, "m");
-  while (!blocked.test(await readFile("/proc/locks", "utf8"))) {
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 let dir: string;
@@ -214,7 +185,7 @@ describe("lockFile against a foreign classic-lock holder", () => {
   it("fails with FileAccessError when the file vanishes while we wait", async () => {
     const holder = track(await foreignHold(file, 30));
     const pending = lockFile(file, { timeoutMs: 30_000 }).catch((e: unknown) => e);
-    await ownFdOpenOn(file);
+    await untilOpen("self", file);
     await unlink(file);
     await holder.kill();
     const err = await pending;
@@ -230,7 +201,7 @@ describe("lockFile against a foreign classic-lock holder", () => {
     const pending = lockFile(file, { timeoutMs: 30_000, signal: ac.signal }).catch(
       (e: unknown) => e,
     );
-    await ownFdOpenOn(file);
+    await untilOpen("self", file);
     ac.abort(reason);
     expect(await pending).toBe(reason);
   });
@@ -243,7 +214,7 @@ describe("inode re-check (Cyrus lock_reopen)", () => {
     const pending = lockFile(file, { timeoutMs: 30_000 });
     // Replace the file only once lockFile has the old one open, so the lock it
     // gets first is on the old inode and only the re-check can move it.
-    await ownFdOpenOn(file);
+    await untilOpen("self", file);
     const newIno = await replaceByRename(file, "new index");
     expect(newIno).not.toBe(oldIno);
     await holder.kill();
@@ -262,7 +233,7 @@ describe("inode re-check (Cyrus lock_reopen)", () => {
     const opened = await waiter.line("opened ino=", "stderr");
     expect(BigInt(opened.split("=")[1]!)).toBe(lock.ino);
     // it is blocked in F_SETLKW on the old file once the kernel lists it waiting
-    await blockedInProcLocks(waiter.child.pid!);
+    await untilBlockedOnLock(waiter.child.pid!);
     expect(waiter.stdout).toEqual([]);
     const newIno = await replaceByRename(file, "new index");
     await lock.unlock();
