@@ -166,9 +166,12 @@ describe("guidup serve over stdio", () => {
     const index = path.join(dir, "cyrus.index");
     expect(await agent.call("status", {})).toEqual({ session: "idle" });
 
+    const asked = Date.now();
     const lock = await agent.call("lock", { mailbox: BOB, timeoutMs: 2000 });
+    const lockedSeen = Date.now();
     expect(lock.removedStale).toEqual([]);
-    expect(lock.waitedMs).toBeGreaterThanOrEqual(0);
+    // The wait lies inside the round trip (both Date.now() in ms on this machine).
+    expect(lock.waitedMs).toBeLessThanOrEqual(lockedSeen - asked);
     expect(lock.scan).toMatchObject({ name: "user.bob", status: "ok", index: { minor: 9 } });
     expect(await agent.call("status", {})).toMatchObject({
       session: "locked",
@@ -195,9 +198,11 @@ describe("guidup serve over stdio", () => {
     });
     expect(st.scan?.index?.minor).toBe(9);
 
+    const commitAsked = Date.now();
     const commit = await agent.call("commit", {});
     expect(commit.renamed).toEqual([index]);
-    expect(commit.lockHeldMs).toBeGreaterThanOrEqual(0);
+    // Held at least from the lock's reply to the commit request.
+    expect(commit.lockHeldMs).toBeGreaterThanOrEqual(commitAsked - lockedSeen);
     expect(await exists(`${index}.NEW`)).toBe(false);
     expect(await minorOf(index)).toBe(10);
     await expectSha1Guids(dir, index, "index");
@@ -231,10 +236,12 @@ describe("guidup serve over stdio", () => {
     const dir = spool.dir("user.alice");
     const before = contents(await snapshot(dir));
     await agent.call("lock", { mailbox: ALICE, timeoutMs: 2000 });
+    const lockedSeen = Date.now();
     await agent.call("upgrade", { target: 10 });
+    const rollbackAsked = Date.now();
     const rb = await agent.call("rollback", {});
     expect(rb.removed).toEqual([path.join(dir, "cyrus.index.NEW")]);
-    expect(rb.lockHeldMs).toBeGreaterThanOrEqual(0);
+    expect(rb.lockHeldMs).toBeGreaterThanOrEqual(rollbackAsked - lockedSeen);
     const after = contents(await snapshot(dir));
     delete after["cyrus.sha1s"]; // the upgrade's hashing fills the cache: not a mailbox file
     expect(after).toEqual(before);

@@ -202,10 +202,9 @@ describe("ssh transport against OpenSSH sshd", () => {
     const rec = record(channel);
     const hello = JSON.parse((await rec.waitLines(1))[0]!) as { host: string; pid: number };
     try {
-      const started = Date.now();
+      // Resolves at all (300 ms for the exit, 2 s after SIGTERM, 2 s after
+      // SIGKILL and closing the channel); how fast is not for a loaded machine.
       await channel.close();
-      // 300 ms for the exit, 2 s after SIGTERM, 2 s after SIGKILL and closing the channel.
-      expect(Date.now() - started).toBeLessThan(6_000);
       const err = await rec.closed;
       if (sshd.user === "root") {
         // sshd runs root's sessions without privilege separation and then

@@ -193,9 +193,14 @@ describe("ssh transport (in-process ssh2 server)", () => {
       }),
     );
     await expect.poll(() => opened.length).toBe(10);
-    // Give the two queued calls every chance to (wrongly) go ahead.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // A round trip on the same connection after the tenth: a channel open the
+    // client had (wrongly) sent before it would have been answered by now.
+    const last = record(opened[9]!);
+    await last.waitLines(1);
+    opened[9]!.send("after the tenth");
+    expect(JSON.parse((await last.waitLines(2))[1]!).echo).toBe("after the tenth");
     expect(opened.length).toBe(10);
+    expect(server.stats().maxSessions).toBe(10);
     expect(conn.sessionStats).toEqual({ open: 10, waiting: 2, limit: 10 });
 
     await opened[0]!.close();

@@ -196,9 +196,7 @@ describe("local transport", () => {
       /did not exit within 200 ms of its stdin closing; sent it SIGTERM/,
     );
 
-    const started = Date.now();
     await stubborn.close();
-    expect(Date.now() - started).toBeLessThan(5_000);
     expect((await stubbornRec.closed)!.message).toMatch(/sent it SIGKILL/);
   });
 
