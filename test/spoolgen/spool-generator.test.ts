@@ -215,8 +215,18 @@ async function checkHost(host: GeneratedHost, spool: GeneratedSpool): Promise<Lo
 
 describe("generateSpool (default options: 200 mailboxes, 2 large, pair)", () => {
   let spool: GeneratedSpool;
-  let master: LoadedMailbox[];
-  let replica: LoadedMailbox[];
+  // Each test that reads a side loads it here, once, whatever order the tests
+  // run in (vitest's --sequence.shuffle, .only): no test depends on another.
+  let masterLoad: Promise<LoadedMailbox[]> | undefined;
+  let replicaLoad: Promise<LoadedMailbox[]> | undefined;
+  const loadMaster = () => {
+    masterLoad ??= checkHost(spool.master, spool);
+    return masterLoad;
+  };
+  const loadReplica = () => {
+    replicaLoad ??= checkHost(spool.replica!, spool);
+    return replicaLoad;
+  };
 
   beforeAll(async () => {
     spool = await generateSpool({ dir: tempDir() });
@@ -249,11 +259,13 @@ describe("generateSpool (default options: 200 mailboxes, 2 large, pair)", () => 
   });
 
   it("writes a master whose every index and expunge file is valid and consistent", async () => {
-    master = await checkHost(spool.master, spool);
+    expect(await loadMaster()).toHaveLength(spool.mailboxes.length);
   }, 120_000);
 
   it("writes a replica with identical index/expunge/message bytes but its own inodes", async () => {
-    replica = await checkHost(spool.replica!, spool);
+    const master = await loadMaster();
+    const replica = await loadReplica();
+    expect(replica).toHaveLength(master.length);
     for (const [i, m] of master.entries()) {
       const r = replica[i]!;
       expect(r.index.bytes.equals(m.index.bytes)).toBe(true);
@@ -293,7 +305,8 @@ describe("generateSpool (default options: 200 mailboxes, 2 large, pair)", () => 
     expect(links).toBeGreaterThan(0);
   });
 
-  it("writes cyrus.expunge files in expunge order: unsorted, with repeats and live UIDs", () => {
+  it("writes cyrus.expunge files in expunge order: unsorted, with repeats and live UIDs", async () => {
+    const master = await loadMaster();
     const files = master
       .filter((m) => m.expunge)
       .map((m) => ({ m, uids: m.expunge!.records.map((r) => num(r, "uid")) }));
@@ -312,8 +325,8 @@ describe("generateSpool (default options: 200 mailboxes, 2 large, pair)", () => 
     }
   });
 
-  it("has MODSEQ 0 in some v8/v9 records and CONTENT_LINES 0xFFFFFFFF in some", () => {
-    const all = master.flatMap((m) => m.index.records.map((r) => ({ m, r })));
+  it("has MODSEQ 0 in some v8/v9 records and CONTENT_LINES 0xFFFFFFFF in some", async () => {
+    const all = (await loadMaster()).flatMap((m) => m.index.records.map((r) => ({ m, r })));
     expect(
       all.some(
         ({ m, r }) => (m.index.minor === 8 || m.index.minor === 9) && r.get("modseq") === 0n,
