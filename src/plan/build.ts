@@ -156,7 +156,7 @@ function sideFacts(scan: MailboxScan): SideFacts {
   };
 }
 
-function summarize(
+export function summarize(
   total: number,
   mailboxes: readonly PlannedMailbox[],
   skipped: readonly SkippedMailbox[],

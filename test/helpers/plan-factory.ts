@@ -3,12 +3,12 @@
 // both actions, with a summary consistent with the entries.
 
 import { createHash } from "node:crypto";
+import { summarize } from "../../src/plan/build.js";
 import {
   type Action,
   PLAN_FORMAT,
   type Plan,
   type PlannedMailbox,
-  type PlanSummary,
   type SideFacts,
   type SkippedMailbox,
   type SkipReason,
@@ -98,37 +98,6 @@ export function makeSkipped(i: number): SkippedMailbox {
   };
 }
 
-export function summarize(
-  mailboxes: readonly PlannedMailbox[],
-  skipped: readonly SkippedMailbox[],
-  upToDate = 0,
-): PlanSummary {
-  const s: PlanSummary = {
-    mailboxes: mailboxes.length + skipped.length + upToDate,
-    toApply: mailboxes.length,
-    upToDate,
-    skipped: skipped.length,
-    byAction: { version: 0, guid: 0 },
-    bySkipReason: {},
-    records: { master: 0, replica: 0 },
-    oldStyleGuids: { master: 0, replica: 0 },
-    bytesToHash: { master: 0, replica: 0 },
-  };
-  for (const m of mailboxes) {
-    for (const a of m.actions) s.byAction[a]++;
-    for (const which of ["master", "replica"] as const) {
-      for (const f of [m[which].index, m[which].expunge]) {
-        if (!f) continue;
-        s.records[which] += f.records;
-        s.oldStyleGuids[which] += f.oldStyle;
-        s.bytesToHash[which] += f.oldStyleBytes;
-      }
-    }
-  }
-  for (const k of skipped) s.bySkipReason[k.reason] = (s.bySkipReason[k.reason] ?? 0) + 1;
-  return s;
-}
-
 /** A valid plan with `n` planned mailboxes (user.u000000 …) and opts.skipped skipped ones. */
 export function makePlan(n: number, opts: PlanFactoryOptions = {}): Plan {
   const pair = opts.pair ?? "slot1";
@@ -155,7 +124,7 @@ export function makePlan(n: number, opts: PlanFactoryOptions = {}): Plan {
         name: "replica",
       },
     },
-    summary: summarize(mailboxes, skipped, 3),
+    summary: summarize(n + skipped.length + 3, mailboxes, skipped, 3),
     mailboxes,
     skipped,
   };
