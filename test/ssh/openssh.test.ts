@@ -8,14 +8,10 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  connectHost,
-  HostKeyError,
-  SshAuthError,
-  TransportError,
-} from "../../src/transport/index.js";
+import { HostKeyError, SshAuthError, TransportError } from "../../src/transport/index.js";
 import { connectSsh, type SshConnection } from "../../src/transport/ssh.js";
 import type { AgentChannel, HostConnection, SshHostSpec } from "../../src/transport/types.js";
+import { record, trackedConnect } from "../helpers/agent-channel.js";
 import { type SshdHandle, startSshd } from "../helpers/sshd.js";
 import { startTcpProxy } from "../helpers/tcp-proxy.js";
 import { endProcess, processGone } from "../helpers/test-processes.js";
@@ -56,42 +52,7 @@ function spec(extra: Partial<SshHostSpec> = {}): SshHostSpec {
   };
 }
 
-async function connect(s: SshHostSpec): Promise<HostConnection> {
-  const conn = await connectHost(s);
-  connections.push(conn);
-  return conn;
-}
-
-async function connectionError(s: SshHostSpec): Promise<Error> {
-  return connectHost(s).then(
-    (c) => {
-      connections.push(c);
-      throw new Error("connected, but should not have");
-    },
-    (err: Error) => err,
-  );
-}
-
-function record(channel: AgentChannel) {
-  const lines: string[] = [];
-  const stderr: string[] = [];
-  const waiters: { n: number; resolve: () => void }[] = [];
-  channel.onLine((line) => {
-    lines.push(line);
-    for (const w of waiters.filter((x) => lines.length >= x.n)) w.resolve();
-  });
-  channel.onStderrLine((line) => stderr.push(line));
-  const closed = new Promise<Error | undefined>((resolve) => channel.onClose(resolve));
-  return {
-    lines,
-    stderr,
-    closed,
-    waitLines: (n: number) =>
-      lines.length >= n
-        ? Promise.resolve(lines)
-        : new Promise<string[]>((resolve) => waiters.push({ n, resolve: () => resolve(lines) })),
-  };
-}
+const { connect, connectionError } = trackedConnect(connections);
 
 describe("ssh transport against OpenSSH sshd", () => {
   it("runs the agent over an exec channel, lines both ways, clean close", async () => {

@@ -10,7 +10,6 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
-  connectHost,
   HostKeyError,
   HostUnreachableError,
   MAX_SESSIONS_PER_CONNECTION,
@@ -20,6 +19,7 @@ import {
 import { hashKnownHostsName } from "../../src/transport/known-hosts.js";
 import { connectSsh, remoteCommand, type SshConnection } from "../../src/transport/ssh.js";
 import type { AgentChannel, HostConnection, SshHostSpec } from "../../src/transport/types.js";
+import { record, trackedConnect } from "../helpers/agent-channel.js";
 import {
   generateEd25519KeyPair,
   type Ssh2TestServer,
@@ -61,43 +61,7 @@ function spec(extra: Partial<SshHostSpec> = {}): SshHostSpec {
   };
 }
 
-async function connect(s: SshHostSpec): Promise<HostConnection> {
-  const conn = await connectHost(s);
-  connections.push(conn);
-  return conn;
-}
-
-async function connectionError(s: SshHostSpec): Promise<Error> {
-  return connectHost(s).then(
-    (c) => {
-      connections.push(c);
-      throw new Error("connected, but should not have");
-    },
-    (err: Error) => err,
-  );
-}
-
-/** Collects a channel's output; waitLines(n) resolves once n stdout lines are in. */
-function record(channel: AgentChannel) {
-  const lines: string[] = [];
-  const stderr: string[] = [];
-  const waiters: { n: number; resolve: () => void }[] = [];
-  channel.onLine((line) => {
-    lines.push(line);
-    for (const w of waiters.filter((x) => lines.length >= x.n)) w.resolve();
-  });
-  channel.onStderrLine((line) => stderr.push(line));
-  const closed = new Promise<Error | undefined>((resolve) => channel.onClose(resolve));
-  return {
-    lines,
-    stderr,
-    closed,
-    waitLines: (n: number) =>
-      lines.length >= n
-        ? Promise.resolve(lines)
-        : new Promise<string[]>((resolve) => waiters.push({ n, resolve: () => resolve(lines) })),
-  };
-}
+const { connect, connectionError } = trackedConnect(connections);
 
 describe("ssh transport (in-process ssh2 server)", () => {
   it("connects when the host key is in known_hosts and runs the agent over exec", async () => {

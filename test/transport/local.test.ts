@@ -4,36 +4,13 @@ import { afterEach, describe, expect, it } from "vitest";
 import { InternalError } from "../../src/errors.js";
 import { connectHost, TransportError } from "../../src/transport/index.js";
 import { defaultLocalCommand } from "../../src/transport/local.js";
-import type { AgentChannel, HostConnection } from "../../src/transport/types.js";
+import type { HostConnection } from "../../src/transport/types.js";
+import { record } from "../helpers/agent-channel.js";
 import { endProcess, processGone } from "../helpers/test-processes.js";
 
 const ECHO_AGENT = fileURLToPath(new URL("../helpers/echo-agent.mjs", import.meta.url));
 
 /** Collects everything a channel reports, with a way to wait for the n-th stdout line. */
-function record(channel: AgentChannel) {
-  const lines: string[] = [];
-  const stderr: string[] = [];
-  let lineWaiters: (() => void)[] = [];
-  channel.onLine((line) => {
-    lines.push(line);
-    for (const w of lineWaiters) w();
-  });
-  channel.onStderrLine((line) => stderr.push(line));
-  const closed = new Promise<Error | undefined>((resolve) => channel.onClose(resolve));
-  return {
-    lines,
-    stderr,
-    closed,
-    /** Resolves once at least n stdout lines have arrived. */
-    async waitLines(n: number): Promise<string[]> {
-      while (lines.length < n) {
-        await new Promise<void>((resolve) => lineWaiters.push(resolve));
-        lineWaiters = [];
-      }
-      return lines;
-    },
-  };
-}
 
 const connections: HostConnection[] = [];
 async function connect(args: string[] = [], extra: { closeTimeoutMs?: number } = {}) {
