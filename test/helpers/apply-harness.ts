@@ -7,7 +7,6 @@
 // or exactly the correct v10 upgrade of them — GUIDs the SHA1 of the message
 // files, every other byte what the version change alone implies — never a mix.
 
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -242,9 +241,9 @@ export function sleep(ms: number): Promise<void> {
 
 // ---- running the CLI ----------------------------------------------------------
 
-import { type CliResult, runCli } from "./pair-fixtures.js";
+import { type ChildCli, type CliResult, runCli, spawnCli } from "./pair-fixtures.js";
 
-export { type CliResult, runCli };
+export { type ChildCli, type CliResult, runCli, spawnCli };
 
 /** Like runCli, but fails the test with the output when the exit code is not `want`. */
 export async function cli(argv: string[], want: number): Promise<CliResult> {
@@ -254,29 +253,6 @@ export async function cli(argv: string[], want: number): Promise<CliResult> {
       `guidup ${argv.join(" ")}: exit ${r.code}, expected ${want}\n--- stdout\n${r.out}\n--- stderr\n${r.err}`,
     );
   return r;
-}
-
-export interface ChildCli {
-  child: ChildProcess;
-  done: Promise<CliResult & { signal: NodeJS.Signals | null }>;
-}
-
-/** `node dist/src/cli/main.js ARGV` as a child process (for SIGKILL of the controller). */
-export function spawnCli(argv: string[]): ChildCli {
-  requireBuild();
-  const child = spawn(process.execPath, [MAIN_JS, ...argv], { stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr?.on("data", (d: Buffer) => {
-    err += d.toString();
-  });
-  const done = new Promise<CliResult & { signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("close", (code, signal) => resolve({ code: code ?? -1, signal, out, err })),
-  );
-  return { child, done };
 }
 
 export async function waitForFile(file: string, timeoutMs = 20_000): Promise<void> {

@@ -15,7 +15,8 @@
 // generator's appendMessage / replaceMessageFile / removeMailbox work on
 // either side of either kind.
 
-import { execFile } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -256,39 +257,56 @@ export async function runCli(argv: string[]): Promise<CliResult> {
   return { code, out, err };
 }
 
+export interface ChildCli {
+  child: ChildProcess;
+  done: Promise<CliResult & { signal: NodeJS.Signals | null }>;
+}
+
+/** `node dist/src/cli/main.js ARGV` as a child process (signals to the controller, real exit codes). */
+export function spawnCli(argv: string[], opts: { cwd?: string } = {}): ChildCli {
+  if (!existsSync(DIST_MAIN))
+    throw new Error(`${DIST_MAIN} is missing: build first (npx tsc -p tsconfig.json)`);
+  const child = spawn(process.execPath, [DIST_MAIN, ...argv], {
+    cwd: opts.cwd ?? process.cwd(),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  const done = new Promise<CliResult & { signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("close", (code, signal) => resolve({ code: code ?? -1, signal, out, err })),
+  );
+  return { child, done };
+}
+
 /**
- * `node dist/src/cli/main.js …` as a child process: the real exit code, and
+ * `node dist/src/cli/main.js …` run to its end: the real exit code, and
  * proof that nothing (a leaked connection, a stray agent) keeps it alive.
- * Rejects if it is still running after timeoutMs.
+ * Rejects (after SIGKILL) if it is still running after timeoutMs.
  */
-export function runCliProcess(
+export async function runCliProcess(
   argv: string[],
   opts: { cwd?: string; timeoutMs?: number } = {},
 ): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [DIST_MAIN, ...argv],
-      {
-        cwd: opts.cwd ?? process.cwd(),
-        timeout: opts.timeoutMs ?? 30_000,
-        killSignal: "SIGKILL",
-        maxBuffer: 64 * 1024 * 1024,
-      },
-      (error, stdout, stderr) => {
-        if (error && (error as { killed?: boolean }).killed) {
-          reject(
-            new Error(
-              `guidup ${argv.join(" ")} did not exit within ${opts.timeoutMs ?? 30_000} ms; stderr:\n${stderr}`,
-            ),
-          );
-          return;
-        }
-        const code = error ? Number((error as { code?: unknown }).code ?? 1) : 0;
-        resolve({ code, out: stdout, err: stderr });
-      },
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const { child, done } = spawnCli(argv, opts);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, timeoutMs);
+  const r = await done;
+  clearTimeout(timer);
+  if (timedOut)
+    throw new Error(
+      `guidup ${argv.join(" ")} did not exit within ${timeoutMs} ms; stderr:\n${r.err}`,
     );
-  });
+  return { code: r.code, out: r.out, err: r.err };
 }
 
 /** Progress lines of the plain (non-TTY) renderer: "plan <pair>: connecting" and the like. */
