@@ -2,12 +2,9 @@
 // way Cyrus 2.3 does (test/helpers/foreign-locker.py). No mocks: what matters
 // is how the kernel treats the two kinds of lock together.
 
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import { mkdtemp, open, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FileAccessError } from "../../src/errors.js";
 import {
@@ -17,77 +14,8 @@ import {
   lockHolderPid,
   tryLockFile,
 } from "../../src/fsutil/fcntl-lock.js";
+import { ForeignLocker } from "../helpers/agent-process.js";
 import { untilBlockedOnLock, untilOpen } from "../helpers/proc-wait.js";
-
-const lockerScript = fileURLToPath(new URL("../helpers/foreign-locker.py", import.meta.url));
-
-/** A running foreign-locker.py with its output collected line by line. */
-class Foreign {
-  readonly child: ChildProcess;
-  readonly stdout: string[] = [];
-  readonly stderr: string[] = [];
-  readonly exited: Promise<number | null>;
-  #waiters: Array<() => void> = [];
-
-  constructor(args: string[]) {
-    this.child = spawn("python3", [lockerScript, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    this.#collect(this.child.stdout!, this.stdout);
-    this.#collect(this.child.stderr!, this.stderr);
-    this.exited = once(this.child, "exit").then(([code]) => code as number | null);
-    this.exited.then(() => this.#wake());
-  }
-
-  #collect(stream: NodeJS.ReadableStream, into: string[]): void {
-    let tail = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => {
-      const parts = (tail + chunk).split("\n");
-      tail = parts.pop()!;
-      into.push(...parts);
-      this.#wake();
-    });
-  }
-
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
-  }
-
-  /** Resolves with the first line of `stream` starting with `prefix`; fails if the process exits first. */
-  async line(prefix: string, stream: "stdout" | "stderr" = "stdout"): Promise<string> {
-    for (;;) {
-      const found = this[stream].find((l) => l.startsWith(prefix));
-      if (found !== undefined) return found;
-      if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        throw new Error(
-          `foreign-locker exited without "${prefix}": stdout=${this.stdout.join("|")} stderr=${this.stderr.join("|")}`,
-        );
-      }
-      await new Promise<void>((resolve) => this.#waiters.push(resolve));
-    }
-  }
-
-  kill(): Promise<number | null> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGTERM");
-    return this.exited;
-  }
-}
-
-/** Runs `foreign-locker.py try PATH`: "busy" or "acquired". */
-async function foreignTry(path: string): Promise<string> {
-  const f = new Foreign(["try", path]);
-  const code = await f.exited;
-  expect(code, f.stderr.join("\n")).toBe(0);
-  return f.stdout[0] ?? "";
-}
-
-/** Starts a foreign holder and waits until it holds the lock. */
-async function foreignHold(path: string, seconds: number): Promise<Foreign> {
-  const f = new Foreign(["hold", path, String(seconds)]);
-  await f.line("locked");
-  return f;
-}
 
 let dir: string;
 let file: string;
@@ -104,8 +32,8 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function track<T extends Foreign | FileLock>(x: T): T {
-  cleanup.push(() => (x instanceof Foreign ? x.kill() : x.unlock()));
+function track<T extends ForeignLocker | FileLock>(x: T): T {
+  cleanup.push(() => (x instanceof ForeignLocker ? x.kill() : x.unlock()));
   return x;
 }
 
@@ -119,7 +47,7 @@ async function replaceByRename(path: string, content: string): Promise<bigint> {
 
 describe("lockFile against a foreign classic-lock holder", () => {
   it("times out with LockTimeoutError after roughly timeoutMs, naming path, timeout and holder", async () => {
-    const holder = track(await foreignHold(file, 30));
+    const holder = track(await ForeignLocker.hold(file, 30));
     const started = performance.now();
     const err = await lockFile(file, { timeoutMs: 300 }).catch((e: unknown) => e);
     const elapsed = performance.now() - started;
@@ -134,10 +62,10 @@ describe("lockFile against a foreign classic-lock holder", () => {
   });
 
   it("gets the lock once the foreign holder releases before the timeout", async () => {
-    const holder = track(await foreignHold(file, 0.3));
+    const holder = track(await ForeignLocker.hold(file, 0.3));
     const lock = track(await lockFile(file, { timeoutMs: 30_000 }));
     expect(holder.stdout).toContain("released");
-    expect(await foreignTry(file)).toBe("busy");
+    expect(await ForeignLocker.try(file)).toBe("busy");
     await lock.unlock();
   });
 
@@ -145,9 +73,9 @@ describe("lockFile against a foreign classic-lock holder", () => {
     const lock = await lockFile(file, { timeoutMs: 1000 });
     expect(lock.path).toBe(file);
     expect(lock.ino).toBe((await stat(file, { bigint: true })).ino);
-    expect(await foreignTry(file)).toBe("busy");
+    expect(await ForeignLocker.try(file)).toBe("busy");
     await lock.unlock();
-    expect(await foreignTry(file)).toBe("acquired");
+    expect(await ForeignLocker.try(file)).toBe("acquired");
     // idempotent
     await lock.unlock();
   });
@@ -157,14 +85,14 @@ describe("lockFile against a foreign classic-lock holder", () => {
     // With a classic POSIX lock, closing any fd on the file would drop it (§9.4).
     expect(await readFile(file, "utf8")).toBe("old index");
     await writeFile(file, "rewritten in place");
-    expect(await foreignTry(file)).toBe("busy");
+    expect(await ForeignLocker.try(file)).toBe("busy");
     await lock.unlock();
   });
 
   it("lockHolderPid names a classic holder's pid, -1 for an OFD holder, null when free", async () => {
     const probe = await open(file, "r");
     cleanup.push(() => probe.close());
-    const holder = track(await foreignHold(file, 30));
+    const holder = track(await ForeignLocker.hold(file, 30));
     expect(lockHolderPid(probe.fd)).toBe(holder.child.pid);
     await holder.kill();
     expect(lockHolderPid(probe.fd)).toBeNull();
@@ -183,7 +111,7 @@ describe("lockFile against a foreign classic-lock holder", () => {
   });
 
   it("fails with FileAccessError when the file vanishes while we wait", async () => {
-    const holder = track(await foreignHold(file, 30));
+    const holder = track(await ForeignLocker.hold(file, 30));
     const pending = lockFile(file, { timeoutMs: 30_000 }).catch((e: unknown) => e);
     await untilOpen("self", file);
     await unlink(file);
@@ -195,7 +123,7 @@ describe("lockFile against a foreign classic-lock holder", () => {
   });
 
   it("rejects with the abort reason when the signal fires while waiting", async () => {
-    track(await foreignHold(file, 30));
+    track(await ForeignLocker.hold(file, 30));
     const ac = new AbortController();
     const reason = new Error("interrupted");
     const pending = lockFile(file, { timeoutMs: 30_000, signal: ac.signal }).catch(
@@ -210,7 +138,7 @@ describe("lockFile against a foreign classic-lock holder", () => {
 describe("inode re-check (Cyrus lock_reopen)", () => {
   it("ends up locking the new file when the path is replaced while we wait", async () => {
     const oldIno = (await stat(file, { bigint: true })).ino;
-    const holder = track(await foreignHold(file, 30));
+    const holder = track(await ForeignLocker.hold(file, 30));
     const pending = lockFile(file, { timeoutMs: 30_000 });
     // Replace the file only once lockFile has the old one open, so the lock it
     // gets first is on the old inode and only the re-check can move it.
@@ -222,14 +150,14 @@ describe("inode re-check (Cyrus lock_reopen)", () => {
     expect(lock.ino).toBe(newIno);
     expect(lock.ino).toBe((await stat(file, { bigint: true })).ino);
     // the lock is on the file the path names now
-    expect(await foreignTry(file)).toBe("busy");
+    expect(await ForeignLocker.try(file)).toBe("busy");
     await lock.unlock();
-    expect(await foreignTry(file)).toBe("acquired");
+    expect(await ForeignLocker.try(file)).toBe("acquired");
   });
 
   it("a foreign waiter on the old file sees the replacement when we unlock", async () => {
     const lock = track(await lockFile(file, { timeoutMs: 1000 }));
-    const waiter = track(new Foreign(["wait", file]));
+    const waiter = track(new ForeignLocker(["wait", file]));
     const opened = await waiter.line("opened ino=", "stderr");
     expect(BigInt(opened.split("=")[1]!)).toBe(lock.ino);
     // it is blocked in F_SETLKW on the old file once the kernel lists it waiting
@@ -261,16 +189,16 @@ describe("OFD semantics inside one process", () => {
 
 describe("tryLockFile", () => {
   it("returns null while a foreign process holds the lock, and a lock once it is free", async () => {
-    const holder = track(await foreignHold(file, 30));
+    const holder = track(await ForeignLocker.hold(file, 30));
     expect(await tryLockFile(file)).toBeNull();
     await holder.kill();
     const lock = await tryLockFile(file);
     expect(lock).not.toBeNull();
     track(lock!);
     expect(lock!.ino).toBe((await stat(file, { bigint: true })).ino);
-    expect(await foreignTry(file)).toBe("busy");
+    expect(await ForeignLocker.try(file)).toBe("busy");
     await lock!.unlock();
-    expect(await foreignTry(file)).toBe("acquired");
+    expect(await ForeignLocker.try(file)).toBe("acquired");
   });
 
   it("fails with FileAccessError for a missing file", async () => {
@@ -280,13 +208,13 @@ describe("tryLockFile", () => {
 
 describe("mode 'ro' (shared lock on a read-only fd)", () => {
   it("waits for a foreign exclusive holder and excludes it while held", async () => {
-    const holder = track(await foreignHold(file, 30));
+    const holder = track(await ForeignLocker.hold(file, 30));
     await expect(lockFile(file, { timeoutMs: 100, mode: "ro" })).rejects.toBeInstanceOf(
       LockTimeoutError,
     );
     await holder.kill();
     const shared = track(await lockFile(file, { timeoutMs: 1000, mode: "ro" }));
-    expect(await foreignTry(file)).toBe("busy");
+    expect(await ForeignLocker.try(file)).toBe("busy");
     // shared locks from two descriptions coexist
     const second = await tryLockFile(file, { mode: "ro" });
     expect(second).not.toBeNull();
@@ -295,6 +223,6 @@ describe("mode 'ro' (shared lock on a read-only fd)", () => {
     expect(await tryLockFile(file)).toBeNull();
     await shared.unlock();
     await second!.unlock();
-    expect(await foreignTry(file)).toBe("acquired");
+    expect(await ForeignLocker.try(file)).toBe("acquired");
   });
 });
