@@ -2,8 +2,15 @@
 // record a channel's output and wait for it, and connect while keeping each
 // connection for the afterEach that closes them.
 
+import fs from "node:fs";
+import path from "node:path";
 import { connectHost } from "../../src/transport/index.js";
-import type { AgentChannel, HostConnection, HostSpec } from "../../src/transport/types.js";
+import type {
+  AgentChannel,
+  HostConnection,
+  HostSpec,
+  SshHostSpec,
+} from "../../src/transport/types.js";
 
 export interface ChannelRecord {
   /** Every stdout line so far, in order. */
@@ -56,5 +63,35 @@ export function trackedConnect(connections: HostConnection[]) {
         (err: Error) => err,
       );
     },
+  };
+}
+
+/** What sshSpecFor needs of a test SSH server (test/helpers/sshd.ts, ssh2-server.ts). */
+export interface TestSshServer {
+  port: number;
+  /** Its temp dir: each spec's known_hosts copy goes there. */
+  dir: string;
+  hostKeyLine: string;
+  clientKeyPath: string;
+}
+
+let knownHostsCopies = 0;
+
+/**
+ * An SSH host spec for a test server on 127.0.0.1, with a private known_hosts
+ * file holding the server's key (a test may change it without touching others).
+ */
+export function sshSpecFor(
+  server: TestSshServer,
+  fields: Pick<SshHostSpec, "user" | "command" | "config" | "name">,
+): SshHostSpec & { knownHostsFile: string } {
+  const knownHostsFile = path.join(server.dir, `known_hosts-${++knownHostsCopies}`);
+  fs.writeFileSync(knownHostsFile, `${server.hostKeyLine}\n`);
+  return {
+    host: "127.0.0.1",
+    port: server.port,
+    identityFile: server.clientKeyPath,
+    knownHostsFile,
+    ...fields,
   };
 }

@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { HostKeyError, SshAuthError, TransportError } from "../../src/transport/index.js";
 import { connectSsh, type SshConnection } from "../../src/transport/ssh.js";
 import type { AgentChannel, HostConnection, SshHostSpec } from "../../src/transport/types.js";
-import { record, trackedConnect } from "../helpers/agent-channel.js";
+import { record, sshSpecFor, trackedConnect } from "../helpers/agent-channel.js";
 import { type SshdHandle, startSshd } from "../helpers/sshd.js";
 import { startTcpProxy } from "../helpers/tcp-proxy.js";
 import { endProcess, processGone } from "../helpers/test-processes.js";
@@ -22,7 +22,6 @@ const ECHO_COMMAND = `${process.execPath} ${ECHO_AGENT}`;
 
 let sshd: SshdHandle;
 const connections: HostConnection[] = [];
-let counter = 0;
 
 beforeAll(async () => {
   sshd = await startSshd();
@@ -37,19 +36,13 @@ afterEach(async (ctx) => {
 
 /** A spec for this sshd with a private copy of its known_hosts file. */
 function spec(extra: Partial<SshHostSpec> = {}): SshHostSpec {
-  const knownHostsFile = path.join(sshd.dir, `known_hosts-${++counter}`);
-  fs.copyFileSync(sshd.knownHostsPath, knownHostsFile);
-  return {
-    host: "127.0.0.1",
-    port: sshd.port,
+  const base = sshSpecFor(sshd, {
     user: sshd.user,
-    identityFile: sshd.clientKeyPath,
-    knownHostsFile,
     command: ECHO_COMMAND,
     config: "/etc/cyrus/imapd.conf",
     name: "master",
-    ...extra,
-  };
+  });
+  return { ...base, ...extra };
 }
 
 const { connect, connectionError } = trackedConnect(connections);

@@ -19,7 +19,7 @@ import {
 import { hashKnownHostsName } from "../../src/transport/known-hosts.js";
 import { connectSsh, remoteCommand, type SshConnection } from "../../src/transport/ssh.js";
 import type { AgentChannel, HostConnection, SshHostSpec } from "../../src/transport/types.js";
-import { record, trackedConnect } from "../helpers/agent-channel.js";
+import { record, sshSpecFor, trackedConnect } from "../helpers/agent-channel.js";
 import {
   generateEd25519KeyPair,
   type Ssh2TestServer,
@@ -45,20 +45,16 @@ afterEach(async () => {
   server.stats();
 });
 
+/** A spec for this server with a private known_hosts file (also in `knownHosts`). */
 function spec(extra: Partial<SshHostSpec> = {}): SshHostSpec {
-  knownHosts = path.join(server.dir, `known_hosts-${randomBytes(4).toString("hex")}`);
-  fs.writeFileSync(knownHosts, `${server.hostKeyLine}\n`);
-  return {
-    host: "127.0.0.1",
-    port: server.port,
+  const base = sshSpecFor(server, {
     user: "tester",
-    identityFile: server.clientKeyPath,
-    knownHostsFile: knownHosts,
     command: ECHO_COMMAND,
     config: "/etc/imapd.conf",
     name: "replica",
-    ...extra,
-  };
+  });
+  knownHosts = base.knownHostsFile;
+  return { ...base, ...extra };
 }
 
 const { connect, connectionError } = trackedConnect(connections);
