@@ -51,7 +51,8 @@ export interface SshdOptions {
   afterExit?: (dir: string) => Promise<void>;
 }
 
-function freePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that was free a moment ago (nothing listens on it now). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.on("error", reject);

@@ -11,9 +11,9 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import net from "node:net";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../../bench/sshd.js";
 import { readPlan } from "../../src/plan/plan-file.js";
 import {
   DIST_MAIN,
@@ -114,16 +114,8 @@ async function planFails(pair: PairFixture, inventory: string) {
   return lines[0] as string;
 }
 
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.on("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
+/** A port nothing listens on. */
+const closedPort = freePort;
 
 describe("the plan over SSH has the content of the plan over local", () => {
   it.each([

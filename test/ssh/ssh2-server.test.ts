@@ -9,6 +9,7 @@ import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../../bench/sshd.js";
 import {
   HostKeyError,
   HostUnreachableError,
@@ -272,12 +273,7 @@ describe("ssh transport (in-process ssh2 server)", () => {
   });
 
   it("reports an unreachable host in one line", async () => {
-    const closedPort = await new Promise<number>((resolve) => {
-      const probe = net.createServer().listen(0, "127.0.0.1", () => {
-        const { port } = probe.address() as net.AddressInfo;
-        probe.close(() => resolve(port));
-      });
-    });
+    const closedPort = await freePort(); // nothing listens there now
     const refused = await connectionError(spec({ port: closedPort, name: undefined }));
     expect(refused).toBeInstanceOf(HostUnreachableError);
     expect((refused as HostUnreachableError).code).toBe("host-unreachable");
