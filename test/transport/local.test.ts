@@ -72,7 +72,16 @@ describe("local transport", () => {
     const channel = await conn.openAgent();
     channel.send("a");
     channel.send("b");
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The agent answers in order and its stdout is a pipe (written
+    // synchronously): once its stderr line after the two echoes is here, the
+    // echoes were readable too, and are read in the same turn of the loop.
+    channel.send(JSON.stringify({ cmd: "stderr", text: "after the echoes" }));
+    await new Promise<void>((resolve) =>
+      channel.onStderrLine((line) => {
+        if (line === "after the echoes") resolve();
+      }),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
     const rec = record(channel);
     const lines = await rec.waitLines(3);
     expect(lines.map((l) => Object.keys(JSON.parse(l))[0])).toEqual(["hello", "echo", "echo"]);
