@@ -27,6 +27,7 @@ import {
 import { hashMailboxes } from "./hash-op.js";
 import { HashPool } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
+import { checkHost } from "./requirements.js";
 import { MailboxSession, scanMailboxFiles } from "./session.js";
 import { isEntryValidFor, readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 import { verifyMailbox } from "./verify-op.js";
@@ -128,6 +129,8 @@ const handlers: { [K in Op]: Handler<K> } = {
     return { mailboxes: out };
   },
   status: (req, { session }) => session.status(req.mailbox),
+  check: (req, { conf }) =>
+    checkHost(conf, req.mailboxes === undefined ? [] : confined(conf, list(req.mailboxes))),
 };
 
 /** Progress lines at most this often: one per file would flood the channel. */

@@ -92,6 +92,20 @@ export interface MailboxVerify {
   unreadable: { uid: number; reason: string }[];
 }
 
+/** What the agent found about its host for `guidup check` (src/agent/requirements.ts). */
+export interface HostCheck {
+  node: string;
+  platform: string;
+  arch: string;
+  /** Kernel release (uname -r). */
+  kernel: string;
+  user: { name: string; uid: number; gid: number };
+  /** Free and (estimated) needed bytes per filesystem holding index files. */
+  space: { partition: string; path: string; freeBytes: number; neededBytes: number }[];
+  /** One line per requirement the host does not meet; empty when it is fit. */
+  problems: string[];
+}
+
 export type Requests = {
   scan: { args: { mailboxes: MailboxRef[] }; result: { mailboxes: MailboxScan[] } };
   discover: { args: Record<string, never>; result: { mailboxes: MailboxRef[] } };
@@ -160,6 +174,11 @@ export type Requests = {
     args: { mailboxes: MailboxRef[]; sample?: number };
     result: { mailboxes: MailboxVerify[] };
   };
+  check: {
+    /** Host requirements; mailboxes (optional) size the free-space estimate. Reads only. */
+    args: { mailboxes?: MailboxRef[] };
+    result: HostCheck;
+  };
   status: {
     args: { mailbox?: MailboxRef };
     result: {
@@ -186,6 +205,7 @@ export const OPS: readonly Op[] = [
   "rollback",
   "verify",
   "status",
+  "check",
 ];
 
 export type Request<K extends Op = Op> = { id: number; op: K } & Requests[K]["args"];
