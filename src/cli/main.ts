@@ -43,6 +43,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
     summary: "print an index or expunge file (like mbexamine)",
     load: () => import("./inspect.js"),
   },
+  agent: {
+    summary: "agent install: put this guidup version on every ssh host",
+    load: () => import("./agent-install.js"),
+  },
   check: {
     summary: "preflight: reach every host, check agents and host requirements",
     load: () => import("./check.js"),

@@ -8,7 +8,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Duplex, Readable } from "node:stream";
-import type { ClientChannel, ConnectConfig, ParsedKey, ServerHostKeyAlgorithm } from "ssh2";
+import type {
+  ClientChannel,
+  ConnectConfig,
+  ParsedKey,
+  ServerHostKeyAlgorithm,
+  SFTPWrapper,
+} from "ssh2";
 import ssh2 from "ssh2";
 import { FileAccessError, InternalError, UsageError } from "../errors.js";
 import { HostUnreachableError, SshAuthError, TransportError } from "./errors.js";
@@ -37,6 +43,8 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 20_000;
 /** How long close() waits for the server to confirm the end of the connection. */
 const DISCONNECT_TIMEOUT_MS = 2_000;
 export const DEFAULT_AGENT_COMMAND = "guidup serve";
+/** Files SFTP copies at once: enough to hide round trips, few enough for a small server. */
+const SFTP_PARALLEL_FILES = 8;
 
 /** ssh2's default host key algorithms, most preferred first (lib/protocol/constants.js). */
 const DEFAULT_HOST_KEY_ALGORITHMS: ServerHostKeyAlgorithm[] = [
@@ -411,6 +419,47 @@ export class SshConnection implements HostConnection {
         this.client.exec(command, (err, s) => (err ? reject(err) : resolve(s))),
       );
       return await collectCommand(stream, `\`${command}\` on ${this.where}`, this.where);
+    } finally {
+      this.sessions--;
+      this.pump();
+    }
+  }
+
+  /**
+   * Copies local files to the host over one SFTP session (`agent install`),
+   * a few at a time; remote directories must exist. Rejects with a
+   * TransportError naming the first file that failed.
+   */
+  async putFiles(files: readonly { local: string; remote: string }[]): Promise<void> {
+    await this.acquireSession(false);
+    try {
+      const sftp = await new Promise<SFTPWrapper>((resolve, reject) =>
+        this.client.sftp((err, s) => (err ? reject(err) : resolve(s))),
+      ).catch((err: Error) => {
+        throw new TransportError(
+          `cannot open SFTP to ${this.where}: ${err.message} (is the sftp Subsystem enabled in its sshd_config?)`,
+          { host: this.where },
+        );
+      });
+      try {
+        let next = 0;
+        const worker = async () => {
+          while (next < files.length) {
+            const file = files[next++]!;
+            await new Promise<void>((resolve, reject) =>
+              sftp.fastPut(file.local, file.remote, (err) => (err ? reject(err) : resolve())),
+            ).catch((err: Error) => {
+              throw new TransportError(
+                `cannot copy ${file.local} to ${this.where}:${file.remote}: ${err.message}`,
+                { host: this.where },
+              );
+            });
+          }
+        };
+        await Promise.all(Array.from({ length: SFTP_PARALLEL_FILES }, worker));
+      } finally {
+        sftp.end();
+      }
     } finally {
       this.sessions--;
       this.pump();
