@@ -184,5 +184,6 @@ async function spaceNeeded(conf: ImapdConf, mailboxes: MailboxRef[]): Promise<Ho
 }
 
 function mb(bytes: number): string {
+  if (bytes < 1_048_576) return `${Math.ceil(bytes / 1024)} KB`;
   return `${(bytes / 1_048_576).toFixed(1)} MB`;
 }

@@ -104,7 +104,7 @@ export class AgentClient {
           lastStderr && !why.includes(lastStderr) ? `; last stderr: ${lastStderr}` : "";
         const hint = lastStderr.startsWith("guidup ")
           ? ""
-          : "; is guidup installed there and is the command right?";
+          : "; is guidup installed there and is the command right? (guidup agent install --inventory FILE puts it there)";
         reject(
           new TransportError(
             `${host}: the agent ended before saying hello (${why})${stderrPart}${hint}`,

@@ -35,10 +35,10 @@ export async function connectHost(spec: HostSpec): Promise<HostConnection> {
  * Opens connections to several hosts at once. If any fails, the ones that
  * did open are closed before the error is thrown: a connection left open
  * would keep the controller process alive after it reported the failure.
- * Every failure is reported, not only the first: an operator fixing host
- * keys wants the whole list in one go. The error thrown is of the first
- * host key failure's class if there is one (else the first failure's), with
- * one line per failed host.
+ * When a host key was refused, every failure is reported, not only the
+ * first: an operator fixing host keys wants the whole list in one go (the
+ * error is a HostKeyError with one line per failed host). Otherwise the
+ * first failure is thrown as it is.
  */
 export async function connectHosts(specs: readonly HostSpec[]): Promise<HostConnection[]> {
   const settled = await Promise.allSettled(specs.map((spec) => connectHost(spec)));
@@ -52,8 +52,10 @@ export async function connectHosts(specs: readonly HostSpec[]): Promise<HostConn
   throw combineFailures(failures);
 }
 
-/** One error naming every failed host, host key problems first. */
+/** One error naming every failed host, host key problems first, when one is a host key problem. */
 export function combineFailures(failures: readonly Error[]): Error {
+  if (!failures.some((e) => e instanceof HostKeyError) && failures[0] !== undefined)
+    return failures[0];
   const ordered = [
     ...failures.filter((e) => e instanceof HostKeyError),
     ...failures.filter((e) => !(e instanceof HostKeyError)),

@@ -136,6 +136,43 @@ describe("guidup check", () => {
     ]);
   });
 
+  it("fails a partition without room for the new index files", async () => {
+    // The master's spool on a filesystem that is full: a tmpfs mounted in a
+    // private mount namespace of the agent alone (gone when it exits).
+    const mountPoint = path.join(pair.dir, "full-fs");
+    fs.mkdirSync(mountPoint);
+    const conf = path.join(pair.dir, "full-imapd.conf");
+    fs.writeFileSync(
+      conf,
+      fs
+        .readFileSync(pair.master.imapdConf, "utf8")
+        .replace(/^partition-default: .*$/m, `partition-default: ${mountPoint}/spool`),
+    );
+    const script = [
+      'mount -t tmpfs -o size=4m tmpfs "$0"',
+      `cp -a ${JSON.stringify(pair.master.partitionRoot)} "$0/spool"`,
+      'head -c 8m /dev/zero > "$0/filler" 2>/dev/null',
+      `exec ${JSON.stringify(process.execPath)} ${JSON.stringify(DIST_MAIN)} serve "$@"`,
+    ].join("; ");
+    const wrapped = [
+      "transport: local",
+      "name: master",
+      `config: ${y(conf)}`,
+      `command: ${y(["unshare", "-m", "--propagation", "private", "sh", "-c", script, mountPoint])}`,
+    ];
+    const r = await runCli(["check", "--inventory", inventory(wrapped, local("replica"))]);
+    expect(r.code).toBe(1);
+    expect(r.out.split("\n").filter((l) => l.startsWith("FAIL"))).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^FAIL slot1 master master: partition-default ${mountPoint}/spool has 0 KB free; the new index files of its mailboxes may need up to [1-9]\\d* KB$`,
+        ),
+      ),
+    ]);
+    // The agent's namespace is gone: nothing stays mounted here.
+    expect(fs.readFileSync("/proc/self/mounts", "utf8")).not.toContain(mountPoint);
+  });
+
   it("names an agent of another guidup version and how to fix it", async () => {
     // Another release: the same code, another version in its package.json.
     const other = path.join(pair.dir, "guidup-9.9.9");

@@ -26,8 +26,12 @@ for (const config of configs) {
   );
   children.push(child);
   let announced = false;
+  let partial = "";
   child.stderr.on("data", (chunk) => {
-    process.stderr.write(`[${path.basename(config)}] ${chunk}`);
+    // Every line carries the name of the sshd that logged it.
+    const lines = (partial + chunk.toString()).split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) process.stderr.write(`[${path.basename(config)}] ${line}\n`);
     if (!announced && chunk.toString().includes("Server listening")) {
       announced = true;
       if (--pending === 0) bridge();
