@@ -180,6 +180,9 @@ function files(dir: string, into: string, skip: (rel: string) => boolean): Bundl
 
 /** What every host gets, and the per-platform native part. */
 async function buildBundle(): Promise<Bundle> {
+  if (!fs.existsSync(path.join(PACKAGE_ROOT, "dist", "src", "cli", "main.js"))) {
+    throw new UsageError(`no compiled guidup in ${PACKAGE_ROOT}/dist: run npm run build first`);
+  }
   const tempDir = fs.mkdtempSync(path.join(os.tmpdir(), "guidup-bundle-"));
   const packageJson = path.join(tempDir, "package.json");
   fs.writeFileSync(
