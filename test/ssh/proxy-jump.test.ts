@@ -18,6 +18,7 @@ import {
 import { setHostKeyNotice } from "../../src/transport/ssh.js";
 import type { HostConnection, SshHostSpec } from "../../src/transport/types.js";
 import { type BastionPair, startBastionPair } from "../helpers/bastion.js";
+import { DIST_MAIN, makeFixturePair, runCli } from "../helpers/pair-fixtures.js";
 
 const ECHO_AGENT = fileURLToPath(new URL("../helpers/echo-agent.mjs", import.meta.url));
 const ECHO_COMMAND = `${process.execPath} ${ECHO_AGENT}`;
@@ -243,5 +244,57 @@ describe("ProxyJump through a bastion (two real sshds)", () => {
     const conn = await connectHost(p!.master);
     connections.push(conn);
     expect((await helloOver(conn)).argv).toEqual(["--config", "/etc/imapd.conf"]);
+  });
+
+  it("plans through the bastion by alias, and apply reaches the same hosts without the config", async () => {
+    const fixture = await makeFixturePair("08");
+    try {
+      const file = knownHosts(pair.bastionKeyLine, pair.targetKeyLine);
+      const config = path.join(fixture.dir, "ssh_config");
+      fs.writeFileSync(
+        config,
+        [
+          "Host jumpbox",
+          "  HostName 127.0.0.1",
+          `  Port ${pair.bastionPort}`,
+          "Host imap-*",
+          "  HostName 127.0.0.2",
+          `  Port ${pair.targetPort}`,
+          "  ProxyJump jumpbox",
+          "Host *",
+          `  User ${pair.user}`,
+          `  IdentityFile ${pair.clientKeyPath}`,
+          `  UserKnownHostsFile ${file}`,
+          "",
+        ].join("\n"),
+      );
+      const agent = JSON.stringify(`${process.execPath} ${DIST_MAIN} serve`);
+      const inventoryFile = path.join(fixture.dir, "inventory.yaml");
+      fs.writeFileSync(
+        inventoryFile,
+        [
+          `sshConfig: ${config}`,
+          "pairs:",
+          "  - name: slot1",
+          `    mailboxes: { file: ${JSON.stringify(fixture.mailboxList)} }`,
+          `    master: { host: imap-master, command: ${agent}, config: ${JSON.stringify(fixture.master.imapdConf)} }`,
+          `    replica: { host: imap-replica, command: ${agent}, config: ${JSON.stringify(fixture.replica.imapdConf)} }`,
+          "",
+        ].join("\n"),
+      );
+      const planFile = path.join(fixture.dir, "plan.yaml");
+      const planned = await runCli(["plan", "--inventory", inventoryFile, "--out", planFile]);
+      expect(planned.code, planned.err).toBe(0);
+      const text = fs.readFileSync(planFile, "utf8");
+      expect(text).toContain(`    host: "127.0.0.2"\n    port: ${pair.targetPort}\n`);
+      expect(text).toContain(`    jump:\n      - { host: "127.0.0.1", port: ${pair.bastionPort}, `);
+      // The plan alone says how to get there.
+      fs.rmSync(config);
+      const applied = await runCli(["apply", planFile]);
+      expect(applied.code, applied.err).toBe(0);
+      expect(applied.out).toMatch(/done [1-9]\d*/);
+    } finally {
+      await fixture.cleanup();
+    }
   });
 });
