@@ -214,6 +214,7 @@ const SSH_HOST_KEYS = [
   "identityFile",
   "identitiesOnly",
   "knownHostsFile",
+  "moreKnownHostsFiles",
   "jump",
   "serverAliveInterval",
   "serverAliveCountMax",
@@ -232,6 +233,7 @@ const JUMP_HOP_KEYS = [
   "identityFile",
   "identitiesOnly",
   "knownHostsFile",
+  "moreKnownHostsFiles",
   "name",
 ] as const satisfies readonly (keyof SshJumpHop)[];
 
@@ -259,17 +261,23 @@ function flowList(values: readonly Scalar[]): string {
   return `[${values.map(yamlScalar).join(", ")}]`;
 }
 
-function hostLines(host: HostSpec, indent: string): string[] {
-  const keys: readonly string[] = host.transport === "local" ? LOCAL_HOST_KEYS : SSH_HOST_KEYS;
+function hostLines(
+  host: HostSpec,
+  indent: string,
+  keys: readonly string[] = host.transport === "local" ? LOCAL_HOST_KEYS : SSH_HOST_KEYS,
+): string[] {
   const lines: string[] = [];
   for (const k of keys) {
     const v = (host as unknown as Record<string, unknown>)[k];
     if (v === undefined) continue;
     if (k === "jump") {
-      // A block sequence of hops, each a flow map: the style yaml-subset reads.
+      // A block sequence of block mappings, one per hop: the style yaml-subset reads.
       lines.push(`${indent}jump:`);
-      for (const hop of v as SshJumpHop[])
-        lines.push(`${indent}  - ${flowMap(hop, JUMP_HOP_KEYS)}`);
+      for (const hop of v as SshJumpHop[]) {
+        hostLines(hop as unknown as HostSpec, `${indent}    `, JUMP_HOP_KEYS).forEach((line, i) => {
+          lines.push(i === 0 ? `${indent}  - ${line.trimStart()}` : line);
+        });
+      }
       continue;
     }
     lines.push(

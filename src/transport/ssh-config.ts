@@ -7,7 +7,8 @@
 // and `~`, splices `Include`, and lets explicit inventory fields win.
 //
 // What is used: HostName, Port, User, IdentityFile (the first one that
-// exists), IdentitiesOnly, UserKnownHostsFile (the first file), ProxyJump
+// exists), IdentitiesOnly, UserKnownHostsFile (all files read, new keys
+// written to the first), GlobalKnownHostsFile (read) when set, ProxyJump
 // (each hop resolved from the same configuration, its own ProxyJump not
 // followed), ServerAliveInterval, ServerAliveCountMax. ProxyCommand is
 // refused rather than ignored. `Match exec` is not run: it counts as not
@@ -217,6 +218,7 @@ interface Endpoint {
   identityFile?: string;
   identitiesOnly?: boolean;
   knownHostsFile?: string;
+  moreKnownHostsFiles?: string[];
   name?: string;
   computed: Computed;
 }
@@ -253,13 +255,24 @@ function resolveEndpoint(
     const files = all(c.identityfile).map((f) => pathOf(f, "IdentityFile"));
     identityFile = files.find((f) => fs.existsSync(f));
   }
+  // ssh reads every file named and writes new keys to the first; an explicit
+  // knownHostsFile replaces the config's user files.
   let knownHostsFile = explicit.knownHostsFile;
+  const more: string[] = [];
   if (knownHostsFile === undefined) {
-    const files = all(c.userknownhostsfile).flatMap((f) => f.split(/\s+/));
-    const chosen = files[0];
-    if (chosen !== undefined && chosen !== "none")
-      knownHostsFile = pathOf(chosen, "UserKnownHostsFile");
+    const files = all(c.userknownhostsfile)
+      .flatMap((f) => f.split(/\s+/))
+      .filter((f) => f !== "" && f !== "none")
+      .map((f) => pathOf(f, "UserKnownHostsFile"));
+    knownHostsFile = files[0];
+    more.push(...files.slice(1));
   }
+  more.push(
+    ...all(c.globalknownhostsfile)
+      .flatMap((f) => f.split(/\s+/))
+      .filter((f) => f !== "" && f !== "none")
+      .map((f) => pathOf(f, "GlobalKnownHostsFile")),
+  );
   const identitiesOnly = explicit.identitiesOnly ?? yes(first(c.identitiesonly));
   const endpoint: Endpoint = { host, computed: c };
   if (port !== undefined) endpoint.port = port;
@@ -267,6 +280,7 @@ function resolveEndpoint(
   if (identityFile !== undefined) endpoint.identityFile = identityFile;
   if (identitiesOnly !== undefined) endpoint.identitiesOnly = identitiesOnly;
   if (knownHostsFile !== undefined) endpoint.knownHostsFile = knownHostsFile;
+  if (more.length > 0) endpoint.moreKnownHostsFiles = [...new Set(more)];
   const name = explicit.name ?? (host !== alias ? alias : undefined);
   if (name !== undefined) endpoint.name = name;
   return endpoint;
@@ -348,6 +362,7 @@ export function resolveSshHost(raw: UnresolvedSshHost, loaded: LoadedSshConfig):
     "identityFile",
     "identitiesOnly",
     "knownHostsFile",
+    "moreKnownHostsFiles",
     "name",
   ] as const) {
     const value = target[key];

@@ -549,6 +549,7 @@ interface Endpoint {
   identityFile: string | undefined;
   identitiesOnly: boolean;
   knownHostsFile: string;
+  moreKnownHostsFiles: string[];
   /** What messages call it: "imap1 (10.0.0.1:22)", "10.0.0.1:22", "… via bastion (…)". */
   where: string;
 }
@@ -561,6 +562,7 @@ function endpoint(
     identityFile?: string;
     identitiesOnly?: boolean;
     knownHostsFile?: string;
+    moreKnownHostsFiles?: string[];
     name?: string;
   },
   via: string | undefined,
@@ -576,6 +578,7 @@ function endpoint(
     identityFile: spec.identityFile,
     identitiesOnly: spec.identitiesOnly === true,
     knownHostsFile: spec.knownHostsFile ?? path.join(os.homedir(), ".ssh", "known_hosts"),
+    moreKnownHostsFiles: spec.moreKnownHostsFiles ?? [],
     where: via === undefined ? named : `${named} via ${via}`,
   };
 }
@@ -707,7 +710,9 @@ function openClient(
   options: OpenOptions,
 ): Promise<InstanceType<typeof Client>> {
   const { timeoutMs } = options;
-  const algorithms = hostKeyAlgorithms(knownKeyTypes(e.knownHostsFile, e.host, e.port));
+  const algorithms = hostKeyAlgorithms(
+    knownKeyTypes([e.knownHostsFile, ...e.moreKnownHostsFiles], e.host, e.port),
+  );
   let hostKeyError: Error | undefined;
   const config: ConnectConfig = {
     host: e.host,
@@ -725,6 +730,7 @@ function openClient(
       try {
         const outcome = verifyHostKey({
           knownHostsFile: e.knownHostsFile,
+          moreKnownHostsFiles: e.moreKnownHostsFiles,
           host: e.host,
           port: e.port,
           keyBlob,

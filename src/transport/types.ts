@@ -35,6 +35,8 @@ export interface SshJumpHop {
   identitiesOnly?: boolean;
   /** Default ~/.ssh/known_hosts. */
   knownHostsFile?: string;
+  /** Further known_hosts files, read but never written. */
+  moreKnownHostsFiles?: string[];
   /** Name in messages (the alias written in ProxyJump); default the host. */
   name?: string;
 }
@@ -53,6 +55,12 @@ export interface SshHostSpec {
   identitiesOnly?: boolean;
   /** Default ~/.ssh/known_hosts. */
   knownHostsFile?: string;
+  /**
+   * Further known_hosts files, read but never written: OpenSSH's
+   * UserKnownHostsFile after the first, and GlobalKnownHostsFile when the
+   * ssh config sets it.
+   */
+  moreKnownHostsFiles?: string[];
   /** Bastions to go through, first hop first (OpenSSH ProxyJump, resolved). */
   jump?: SshJumpHop[];
   /** Seconds between keep-alive probes (OpenSSH ServerAliveInterval); default 15, 0 = none. */

@@ -224,6 +224,7 @@ describe("ProxyJump through a bastion (two real sshds)", () => {
       identityFile: pair.clientKeyPath,
       identitiesOnly: true,
       knownHostsFile: file,
+      moreKnownHostsFiles: [`${file}.second`],
       name: "jumpbox",
     };
     expect(p?.master).toEqual({
@@ -233,6 +234,7 @@ describe("ProxyJump through a bastion (two real sshds)", () => {
       identityFile: pair.clientKeyPath,
       identitiesOnly: true,
       knownHostsFile: file,
+      moreKnownHostsFiles: [`${file}.second`],
       name: "imap-master",
       jump: [jumpbox],
       serverAliveInterval: 7,
@@ -287,7 +289,9 @@ describe("ProxyJump through a bastion (two real sshds)", () => {
       expect(planned.code, planned.err).toBe(0);
       const text = fs.readFileSync(planFile, "utf8");
       expect(text).toContain(`    host: "127.0.0.2"\n    port: ${pair.targetPort}\n`);
-      expect(text).toContain(`    jump:\n      - { host: "127.0.0.1", port: ${pair.bastionPort}, `);
+      expect(text).toContain(
+        `    jump:\n      - host: "127.0.0.1"\n        port: ${pair.bastionPort}\n`,
+      );
       // The plan alone says how to get there.
       fs.rmSync(config);
       const applied = await runCli(["apply", planFile]);

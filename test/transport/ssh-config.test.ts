@@ -162,7 +162,9 @@ describe("ssh config resolution", () => {
     plan.hosts.master.serverAliveInterval = 5;
     plan.hosts.master.identitiesOnly = true;
     const text = formatPlan(plan);
-    expect(text).toContain('    jump:\n      - { host: "192.0.2.1", port: 2022, user: jump,');
+    expect(text).toContain(
+      '    jump:\n      - host: "192.0.2.1"\n        port: 2022\n        user: jump\n',
+    );
     expect(parseYamlSubset(text).ok).toBe(true);
     expect(parsePlan(text, "p.yaml").hosts.master).toEqual(plan.hosts.master);
   });
