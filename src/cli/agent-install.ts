@@ -22,7 +22,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { MIN_NODE_MAJOR } from "../agent/requirements.js";
 import { ExitCode, errorMessage, UsageError } from "../errors.js";
-import { loadInventory } from "../plan/inventory.js";
+import { loadInventory, type PairSpec } from "../plan/inventory.js";
 import { connectHost } from "../transport/index.js";
 import { SshConnection, setHostKeyNotice, shellQuote } from "../transport/ssh.js";
 import type { SshHostSpec } from "../transport/types.js";
@@ -64,6 +64,11 @@ function findPackageRoot(from: string): string {
     if (path.dirname(dir) === dir) return from;
   }
 }
+/**
+ * authorized_keys options beside the forced command: spelled out rather than
+ * `restrict`, which OpenSSH before 7.2 (still on old Cyrus hosts) rejects.
+ */
+const FORCED_COMMAND_OPTIONS = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding";
 /** Source files of the native part of koffi: not needed where its binary is prebuilt. */
 const SOURCE_FILE = /\.(cc|hh|c|h|S|asm)$|(^|\/)CMakeLists\.txt$/;
 
@@ -99,11 +104,22 @@ export async function run(args: string[], io: Io): Promise<number> {
   if (values.dir !== undefined && !values.dir.startsWith("/"))
     throw new UsageError(`--dir ${values.dir}: give an absolute path on the hosts`);
   const inventory = await loadInventory(values.inventory);
-  setHostKeyNotice((line) => io.err(`${line}\n`));
+  const previousNotice = setHostKeyNotice((line) => io.err(`${line}\n`));
+  try {
+    return await installAll(inventory.pairs, values, io);
+  } finally {
+    setHostKeyNotice(previousNotice);
+  }
+}
 
+async function installAll(
+  allPairs: PairSpec[],
+  values: { pair?: string; dir?: string; node?: string; "accept-new-host-keys"?: boolean },
+  io: Io,
+): Promise<number> {
   // One install per machine and login, whichever pairs and sides name it.
   const hosts = new Map<string, { spec: SshHostSpec; configs: string[] }>();
-  for (const pair of pairsToRun(inventory.pairs, values.pair)) {
+  for (const pair of pairsToRun(allPairs, values.pair)) {
     const p = withHostKeyPolicy(pair, values["accept-new-host-keys"] === true);
     for (const spec of [p.master, p.replica]) {
       if (spec.transport === "local") continue;
@@ -329,7 +345,7 @@ async function installOn(
       `  inventory command: ${JSON.stringify(command)}`,
       ...configs.map(
         (config) =>
-          `  authorized_keys:   command="${`${command} --config ${word(config)}`.replace(/["\\]/g, "\\$&")}",restrict ${key}`,
+          `  authorized_keys:   command="${`${command} --config ${word(config)}`.replace(/["\\]/g, "\\$&")}",${FORCED_COMMAND_OPTIONS} ${key}`,
       ),
     ];
   } finally {

@@ -65,8 +65,15 @@ export async function run(args: string[], io: Io): Promise<number> {
   const pairs = pairsToRun(inventory.pairs, values.pair).map((p) =>
     withHostKeyPolicy(p, values["accept-new-host-keys"] === true),
   );
-  setHostKeyNotice((line) => io.err(`${line}\n`));
+  const previousNotice = setHostKeyNotice((line) => io.err(`${line}\n`));
+  try {
+    return await checkAll(pairs, io);
+  } finally {
+    setHostKeyNotice(previousNotice);
+  }
+}
 
+async function checkAll(pairs: PairSpec[], io: Io): Promise<number> {
   const targets: Target[] = pairs.flatMap((pair) =>
     (["master", "replica"] as const).map((side) => ({
       pair,

@@ -536,9 +536,11 @@ export class SshConnection implements HostConnection {
 /** Where host key notices go (a key recorded under --accept-new-host-keys); stderr unless a command says otherwise. */
 let hostKeyNotice: (line: string) => void = (line) => process.stderr.write(`${line}\n`);
 
-/** Sends the notices of recorded host keys somewhere else (a command's own output). */
-export function setHostKeyNotice(sink: (line: string) => void): void {
+/** Sends the notices of recorded host keys somewhere else (a command's own output); returns the previous sink. */
+export function setHostKeyNotice(sink: (line: string) => void): (line: string) => void {
+  const previous = hostKeyNotice;
   hostKeyNotice = sink;
+  return previous;
 }
 
 /** One machine to log in to: the host itself or a bastion on the way. */

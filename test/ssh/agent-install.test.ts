@@ -76,9 +76,9 @@ describe("guidup agent install", () => {
         ),
       ),
       `  inventory command: ${JSON.stringify(command)}`,
-      `  authorized_keys:   command="${command} --config ${pair.master.imapdConf}",restrict ${fs.readFileSync(`${sshd.clientKeyPath}.pub`, "utf8").trim()}`,
+      `  authorized_keys:   command="${command} --config ${pair.master.imapdConf}",no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding ${fs.readFileSync(`${sshd.clientKeyPath}.pub`, "utf8").trim()}`,
       expect.stringMatching(
-        /^ {2}authorized_keys: {3}command=".* --config .*replica.*",restrict ssh-ed25519 /,
+        /^ {2}authorized_keys: {3}command=".* --config .*replica.*",no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding ssh-ed25519 /,
       ),
     ]);
     // What is there: the bundle and its manifest; koffi's prebuilt binary, no C sources.
