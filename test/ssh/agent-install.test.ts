@@ -112,5 +112,23 @@ describe("guidup agent install", () => {
       return { ...spec, command };
     };
     await endToEnd(pair, { master: through("master"), replica: through("replica") });
+
+    // The printed authorized_keys line works as it stands: with only it in
+    // authorized_keys, sshd starts the installed agent whatever command the
+    // controller asks for, and check finds the master fit through it.
+    const masterLine = lines[2]?.replace(/^ {2}authorized_keys: {3}/, "") ?? "";
+    fs.writeFileSync(path.join(sshd.dir, "authorized_keys"), `${masterLine}\n`);
+    const restricted = await writeInventory(pair, path.join(pair.dir, "restricted.yaml"), {
+      master: { ...through("master"), command: "never run: the forced command wins" } as HostSpec,
+      replica: { transport: "local", name: "replica", config: pair.replica.imapdConf },
+    });
+    const checked = await runCli(["check", "--inventory", restricted]);
+    expect(checked.out).toMatch(
+      new RegExp(
+        `^ok   t master master \\(127\\.0\\.0\\.1:${sshd.port}\\): guidup ${TOOL_VERSION}, `,
+        "m",
+      ),
+    );
+    expect(checked.code, checked.out).toBe(0);
   });
 });
