@@ -136,6 +136,23 @@ describe("guidup check", () => {
     ]);
   });
 
+  it("names an imapd.conf the agent cannot parse, with its file and line", async () => {
+    const broken = path.join(pair.dir, "broken-imapd.conf");
+    fs.writeFileSync(broken, "configdirectory: /var/lib/imap\nthis line is not an option\n");
+    const r = await runCli([
+      "check",
+      "--inventory",
+      inventory(["transport: local", "name: master", `config: ${y(broken)}`], local("replica")),
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(
+      new RegExp(
+        `^FAIL slot1 master master: the agent ended before saying hello .*${broken.replace(/[.]/g, "\\.")}:2: invalid option name`,
+        "m",
+      ),
+    );
+  });
+
   it("fails a partition without room for the new index files", async () => {
     // The master's spool on a filesystem that is full: a tmpfs mounted in a
     // private mount namespace of the agent alone (gone when it exits).
