@@ -57,6 +57,7 @@ function sshdConfig(dir: string, name: string, listen: string, forwarding: boole
       "KbdInteractiveAuthentication no",
       `AllowTcpForwarding ${forwarding ? "yes" : "no"}`,
       "X11Forwarding no",
+      "Subsystem sftp internal-sftp",
       "PrintMotd no",
       "LogLevel VERBOSE",
       "",

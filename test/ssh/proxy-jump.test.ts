@@ -18,7 +18,7 @@ import {
 import { setHostKeyNotice } from "../../src/transport/ssh.js";
 import type { HostConnection, SshHostSpec } from "../../src/transport/types.js";
 import { type BastionPair, startBastionPair } from "../helpers/bastion.js";
-import { DIST_MAIN, makeFixturePair, runCli } from "../helpers/pair-fixtures.js";
+import { makeFixturePair, runCli } from "../helpers/pair-fixtures.js";
 
 const ECHO_AGENT = fileURLToPath(new URL("../helpers/echo-agent.mjs", import.meta.url));
 const ECHO_COMMAND = `${process.execPath} ${ECHO_AGENT}`;
@@ -248,7 +248,7 @@ describe("ProxyJump through a bastion (two real sshds)", () => {
     expect((await helloOver(conn)).argv).toEqual(["--config", "/etc/imapd.conf"]);
   });
 
-  it("plans through the bastion by alias, and apply reaches the same hosts without the config", async () => {
+  it("installs the agent through the bastion, plans by alias, and apply reaches the same hosts from the plan alone", async () => {
     const fixture = await makeFixturePair("08");
     try {
       const file = knownHosts(pair.bastionKeyLine, pair.targetKeyLine);
@@ -270,20 +270,40 @@ describe("ProxyJump through a bastion (two real sshds)", () => {
           "",
         ].join("\n"),
       );
-      const agent = JSON.stringify(`${process.execPath} ${DIST_MAIN} serve`);
       const inventoryFile = path.join(fixture.dir, "inventory.yaml");
-      fs.writeFileSync(
+      const writeInventory = (command: string) =>
+        fs.writeFileSync(
+          inventoryFile,
+          [
+            `sshConfig: ${config}`,
+            "pairs:",
+            "  - name: slot1",
+            `    mailboxes: { file: ${JSON.stringify(fixture.mailboxList)} }`,
+            `    master: { host: imap-master, command: ${JSON.stringify(command)}, config: ${JSON.stringify(fixture.master.imapdConf)} }`,
+            `    replica: { host: imap-replica, command: ${JSON.stringify(command)}, config: ${JSON.stringify(fixture.replica.imapdConf)} }`,
+            "",
+          ].join("\n"),
+        );
+      // The agent goes over SFTP through the bastion into a fresh directory.
+      writeInventory("not installed yet");
+      const installDir = path.join(fixture.dir, "host-home", ".guidup", "agent");
+      const installed = await runCli([
+        "agent",
+        "install",
+        "--inventory",
         inventoryFile,
-        [
-          `sshConfig: ${config}`,
-          "pairs:",
-          "  - name: slot1",
-          `    mailboxes: { file: ${JSON.stringify(fixture.mailboxList)} }`,
-          `    master: { host: imap-master, command: ${agent}, config: ${JSON.stringify(fixture.master.imapdConf)} }`,
-          `    replica: { host: imap-replica, command: ${agent}, config: ${JSON.stringify(fixture.replica.imapdConf)} }`,
-          "",
-        ].join("\n"),
-      );
+        "--dir",
+        installDir,
+        "--node",
+        process.execPath,
+      ]);
+      expect(installed.code, installed.out).toBe(0);
+      expect(installed.out).toMatch(/^imap-master \(127\.0\.0\.2\): guidup \S+ installed, /);
+      const command = JSON.parse(
+        /inventory command: (".*")/.exec(installed.out)?.[1] ?? '""',
+      ) as string;
+      expect(command).toContain(installDir);
+      writeInventory(command);
       const planFile = path.join(fixture.dir, "plan.yaml");
       const planned = await runCli(["plan", "--inventory", inventoryFile, "--out", planFile]);
       expect(planned.code, planned.err).toBe(0);
