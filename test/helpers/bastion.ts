@@ -18,6 +18,8 @@ const START_TIMEOUT_MS = 15_000;
 export interface BastionPair {
   /** Port on 127.0.0.1 (here) that reaches the bastion. */
   bastionPort: number;
+  /** The bastion's own port inside the namespace (on 127.0.0.1 there): a second hop can use it. */
+  insideBastionPort: number;
   /** The target as the bastion sees it: 127.0.0.2:targetPort, inside the namespace. */
   targetHost: string;
   targetPort: number;
@@ -135,6 +137,7 @@ export async function startBastionPair(): Promise<BastionPair> {
 
   return {
     bastionPort,
+    insideBastionPort,
     targetHost: "127.0.0.2",
     targetPort,
     bastionKeyLine: keyLine(dir, "bastion", `[127.0.0.1]:${bastionPort}`),

@@ -110,6 +110,43 @@ describe("ProxyJump through a bastion (two real sshds)", () => {
     expect(pair.log()).toMatch(/\[target_sshd_config\] Accepted publickey/);
   });
 
+  it("goes through two hops, each hop's key checked under its own name", async () => {
+    // Hop 2 is the bastion again, reached from inside the namespace: another
+    // address, so another known_hosts entry.
+    const [, type, blob] = pair.bastionKeyLine.split(" ");
+    const innerName = `[127.0.0.1]:${pair.insideBastionPort}`;
+    const inner = {
+      host: "127.0.0.1",
+      port: pair.insideBastionPort,
+      user: pair.user,
+      identityFile: pair.clientKeyPath,
+      name: "inner",
+    };
+    const good = knownHosts(
+      pair.bastionKeyLine,
+      `${innerName} ${type} ${blob}`,
+      pair.targetKeyLine,
+    );
+    const base = spec(good);
+    const conn = await connectHost({
+      ...base,
+      jump: [...(base.jump ?? []), { ...inner, knownHostsFile: good }],
+    });
+    connections.push(conn);
+    expect((await helloOver(conn)).argv).toEqual(["--config", "/etc/imapd.conf"]);
+
+    const wrongInner = knownHosts(pair.bastionKeyLine, otherKeyLine(innerName), pair.targetKeyLine);
+    const refused = spec(wrongInner);
+    const err = await failure({
+      ...refused,
+      jump: [...(refused.jump ?? []), { ...inner, knownHostsFile: wrongInner }],
+    });
+    expect(err).toBeInstanceOf(HostKeyError);
+    expect(err.message).toMatch(
+      new RegExp(`^HOST KEY FOR \\[127\\.0\\.0\\.1\\]:${pair.insideBastionPort} HAS CHANGED`),
+    );
+  });
+
   it("refuses a wrong key on the bastion and never reaches the target", async () => {
     const before = (pair.log().match(/\[target_sshd_config\].*Connection from/g) ?? []).length;
     const wrong = otherKeyLine(`[127.0.0.1]:${pair.bastionPort}`);
