@@ -2,7 +2,7 @@
 // Scans master and replica of each pair and writes one plan per pair.
 
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { buildPlan } from "../plan/build.js";
@@ -27,7 +27,8 @@ apply re-checks. Review it with guidup show / guidup diff, then guidup apply it.
   --inventory FILE        the pairs (see examples/inventory.yaml)
   --pair NAME             only this pair (default: every pair)
   --out FILE              where to write the plan (one pair only); default
-                          plans/<pair>-<UTC time>.yaml
+                          plans/<plan id>.yaml next to the inventory
+                          (the id: <pair>-<UTC time>-<random>)
   --target-version N      10 (default), or 6..9 to plan a downgrade
   --accept-new-host-keys  record unknown SSH host keys instead of refusing them
 Exit codes: 0 plan written, 2 bad input (inventory, host unreachable, host key).
@@ -78,12 +79,9 @@ export async function run(args: string[], io: Io): Promise<number> {
     })),
   );
   for (const plan of plans) {
-    const out =
-      values.out ??
-      join(
-        "plans",
-        `${plan.pair}-${plan.created.replace(/[:.]/g, "").replace(/\d{3}Z$/, "Z")}.yaml`,
-      );
+    // Named by the plan's id, in plans/ next to the inventory (where cache
+    // clean looks), whatever the current directory.
+    const out = values.out ?? join(dirname(values.inventory), "plans", `${plan.id}.yaml`);
     await writePlan(out, plan);
     const s = plan.summary;
     io.out(
