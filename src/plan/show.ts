@@ -316,8 +316,7 @@ export function filterEntries(
           name(m.name) &&
           (filter.action === undefined || m.actions.includes(filter.action)) &&
           (filter.minRecords === undefined ||
-            Math.max(sideSize(m.master).records, sideSize(m.replica).records) >=
-              filter.minRecords),
+            Math.max(sideSize(m.master).records, sideSize(m.replica).records) >= filter.minRecords),
       );
   const skipped = plannedOnly ? [] : plan.skipped.filter((s) => name(s.name));
   return { mailboxes, skipped };
