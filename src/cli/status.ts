@@ -1,6 +1,9 @@
 // guidup status PLAN [--json]: where an apply of PLAN stands, from its state
 // files alone (no host is contacted).
 
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { lockHolderPid } from "../agent/fcntl-lock.js";
 import { nameFilter } from "../apply/glob.js";
 import { ATTENTION_PHASES, PHASES, type Phase } from "../apply/state.js";
 import { StateStore, stateDirFor } from "../apply/state-store.js";
@@ -12,13 +15,14 @@ import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
 
 const HELP = `usage: guidup status PLAN [--only GLOB]… [--json]
 
-Counts the plan's mailboxes by phase (pending, in-progress, done,
-replica-ahead, failed, diverged, stale, skipped), gives the lock hold p50/p99
-per side of the done ones (from their state), and lists those that need a
-person, with their last errors. Reads the state files only.
+Says whether an apply of the plan is running (and whose), counts the plan's
+mailboxes by phase (pending, in-progress, done, replica-ahead, failed,
+diverged, stale, skipped), gives the lock hold p50/p99 per side of the done
+ones (from their state), and lists those that need a person, with their last
+errors. Reads the state files only.
   --only GLOB  only mailboxes matching GLOB (repeatable; * and ?)
-  --json       {"plan", "counts": {phase: n}, "lockHoldMs": {side: {n, p50, p99}},
-               "mailboxes": [{"name", "phase", …}]}
+  --json       {"plan", "running": owner or null, "counts": {phase: n},
+               "lockHoldMs": {side: {n, p50, p99}}, "mailboxes": [{"name", "phase", …}]}
 Exit codes: 0 nothing needs a person (work may be left: see the counts),
 2 bad input, 3 a mailbox is replica-ahead (run guidup apply PLAN: it repairs
 those first), 4 mailboxes are failed, diverged or stale (listed).
@@ -76,14 +80,16 @@ export async function run(args: string[], io: Io): Promise<number> {
   attention.sort((a, b) => (a.name < b.name ? -1 : 1));
   const percentiles = lockHold.percentiles();
   const code = exitCodeFor(counts);
+  const running = runningApply(store.dir);
   if (values.json) {
     io.out(
-      `${JSON.stringify({ plan: planPath, pair: plan.pair, total: planned.size, counts, lockHoldMs: percentiles, mailboxes: attention }, null, 2)}\n`,
+      `${JSON.stringify({ plan: planPath, pair: plan.pair, running: running ?? null, total: planned.size, counts, lockHoldMs: percentiles, mailboxes: attention }, null, 2)}\n`,
     );
     return code;
   }
   const of = only.length > 0 ? ` of ${plan.mailboxes.length}, matching --only` : "";
   io.out(`${planPath} (pair ${plan.pair}, ${planned.size} planned mailboxes${of})\n`);
+  if (running) io.out(`  an apply of this plan is running: ${running}\n`);
   for (const p of PHASES) if (counts[p] > 0) io.out(`  ${p.padEnd(13)} ${counts[p]}\n`);
   const locks = formatLockHold(percentiles);
   if (locks) io.out(`  ${locks} (of ${percentiles.master?.n ?? 0} done)\n`);
@@ -101,6 +107,30 @@ export async function run(args: string[], io: Io): Promise<number> {
       `\nlook at the errors above; then guidup apply ${planPath} retries them (stale ones need a new plan, or --allow-drift)\n`,
     );
   return code;
+}
+
+/**
+ * Who holds the state directory's lock (a running apply of this plan), from
+ * its .owner note; undefined when nobody does. Only asks the kernel (F_OFD_GETLK):
+ * taking the lock, even briefly, could turn away an apply starting just then.
+ */
+function runningApply(stateDir: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(join(stateDir, ".lock"), "r");
+  } catch {
+    return undefined; // no apply has run
+  }
+  try {
+    if (lockHolderPid(fd) === null) return undefined;
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    return readFileSync(join(stateDir, ".owner"), "utf8").trim() || "holder unknown";
+  } catch {
+    return "holder unknown";
+  }
 }
 
 /** Like apply's: 3 when a mailbox is replica-ahead, 4 when others need a person. */

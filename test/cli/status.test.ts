@@ -1,7 +1,7 @@
 // guidup status (issue #10, "make the long run legible"): exit non-zero when
 // mailboxes need a person, --only, and lock hold percentiles from the state.
 
-import { readdir, rm } from "node:fs/promises";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -10,7 +10,10 @@ import {
   localHost,
   planMailboxes,
   runCli,
+  sleep,
+  spawnCli,
   type TestPair,
+  waitForFile,
   writeInventory,
 } from "../helpers/apply-harness.js";
 
@@ -44,6 +47,11 @@ afterAll(async () => {
   await pair?.cleanup();
 });
 
+/** Waits until `file` contains `text` (the owner note is written after the lock is taken). */
+async function waitForText(file: string, text: string): Promise<void> {
+  while (!(await readFile(file, "utf8")).includes(text)) await sleep(20);
+}
+
 describe("guidup status", () => {
   it("exits 4 when a mailbox needs a person, lists it and says what next; gives lock hold p50/p99", async () => {
     const r = await runCli(["status", plan]);
@@ -69,6 +77,24 @@ describe("guidup status", () => {
     expect(rest.code, rest.out).toBe(0);
     expect(rest.out).toMatch(/^ {2}done {10}5$/m);
     expect(rest.out).not.toContain("failed");
+  });
+
+  it("says when an apply of the plan is running, and whose", async () => {
+    const idle = await runCli(["status", plan, "--json"]);
+    expect(JSON.parse(idle.out).running).toBeNull();
+    // A second apply waits on its pause file, holding the state lock.
+    const pause = path.join(pair.dir, "pause");
+    await writeFile(pause, "");
+    const running = spawnCli(["apply", plan, "--pause-file", pause]);
+    await waitForFile(path.join(`${plan}.state`, ".owner"));
+    await waitForText(path.join(`${plan}.state`, ".owner"), `pid ${running.child.pid}`);
+    const r = await runCli(["status", plan]);
+    expect(r.out).toMatch(
+      new RegExp(`^ {2}an apply of this plan is running: pid ${running.child.pid}, plan t-`, "m"),
+    );
+    await rm(pause);
+    await running.done;
+    expect(JSON.parse((await runCli(["status", plan, "--json"])).out).running).toBeNull();
   });
 
   it("refuses an --only that matches nothing", async () => {
