@@ -121,6 +121,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     await store.acquire(plan.id);
     const tally = new ApplyTally(Date.now, batch);
     const view = new ProgressView(io, [`apply ${plan.pair}`]);
+    view.follow(0, () => tally.text());
     const interrupts = installInterrupts(() => (t) => view.notice(t), io, {
       first: (sig) => {
         tally.stopping = "drain";
@@ -162,7 +163,6 @@ export async function run(args: string[], io: Io): Promise<number> {
               `!!! ${e.name}: REPLICA AHEAD OF MASTER: ${e.state.lastError?.message ?? ""}\n`,
             );
           else if (e.type === "note") view.notice(`${e.name}: ${e.message}\n`);
-          view.update(0, tally.text());
         },
       });
     } finally {

@@ -12,6 +12,8 @@ import type { Io } from "./io.js";
 
 /** Plain mode prints at most one line per task per this many milliseconds. */
 const PLAIN_INTERVAL_MS = 2_000;
+/** Plain mode repeats an unchanged followed line after this long (a sign of life). */
+const PLAIN_QUIET_MS = 60_000;
 /** The terminal view redraws at most this often (and animates its spinner). */
 const REDRAW_MS = 120;
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -42,6 +44,9 @@ export class ProgressView {
   readonly #tty: boolean;
   readonly #lastPlain: number[];
   readonly #pendingPlain: (string | undefined)[];
+  readonly #sources: ((() => string) | undefined)[];
+  readonly #lastPlainText: (string | undefined)[];
+  #plainTimer: NodeJS.Timeout | undefined;
   #drawn = 0;
   #frame = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -56,6 +61,8 @@ export class ProgressView {
     this.#tty = io.isTTY;
     this.#lastPlain = titles.map(() => 0);
     this.#pendingPlain = titles.map(() => undefined);
+    this.#sources = titles.map(() => undefined);
+    this.#lastPlainText = titles.map(() => undefined);
     this.io = { ...io, err: (text) => this.notice(text) };
     if (this.#tty) {
       this.#timer = setInterval(() => {
@@ -74,6 +81,28 @@ export class ProgressView {
     this.#pendingPlain[task] = text;
     const now = Date.now();
     if (now - (this.#lastPlain[task] ?? 0) >= PLAIN_INTERVAL_MS) this.#flushPlain(task, now);
+  }
+
+  /**
+   * Makes `source` the task's text, asked for at every redraw (terminal) or
+   * every 2 s (plain: printed when it changed, or after a quiet minute), so
+   * a rate or a pause shows as time passes, not only when something happens.
+   */
+  follow(task: number, source: () => string): void {
+    this.#sources[task] = source;
+    if (this.#tty || this.#plainTimer) return;
+    this.#plainTimer = setInterval(() => {
+      const now = Date.now();
+      this.#sources.forEach((src, i) => {
+        if (!src) return;
+        const text = src();
+        if (text === this.#lastPlainText[i] && now - (this.#lastPlain[i] ?? 0) < PLAIN_QUIET_MS)
+          return;
+        this.#pendingPlain[i] = text;
+        this.#flushPlain(i, now);
+      });
+    }, PLAIN_INTERVAL_MS);
+    this.#plainTimer.unref();
   }
 
   /** Prints a message above the live lines (terminal) or as a line of its own (plain). */
@@ -97,6 +126,14 @@ export class ProgressView {
   end(): void {
     if (this.#ended) return;
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#plainTimer) clearInterval(this.#plainTimer);
+    this.#sources.forEach((src, i) => {
+      if (!src) return;
+      const text = src();
+      this.#texts[i] = text;
+      // The last state once more, unless plain mode just printed exactly it.
+      if (text !== this.#lastPlainText[i]) this.#pendingPlain[i] = text;
+    });
     if (this.#tty) {
       this.#finished.fill(true);
       this.#draw();
@@ -109,6 +146,7 @@ export class ProgressView {
     if (text === undefined) return;
     this.#pendingPlain[task] = undefined;
     this.#lastPlain[task] = now;
+    this.#lastPlainText[task] = text;
     this.#base.err(
       `${timestamp(new Date(now))} ${this.#titles[task]}: ${text.replace(/\n/g, " · ")}\n`,
     );
@@ -121,6 +159,9 @@ export class ProgressView {
 
   #draw(): void {
     if (this.#ended) return;
+    this.#sources.forEach((src, i) => {
+      if (src) this.#texts[i] = src();
+    });
     const width = Math.max(20, (process.stderr.columns ?? 100) - 1);
     const lines: string[] = [];
     this.#titles.forEach((title, i) => {

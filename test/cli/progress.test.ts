@@ -36,6 +36,22 @@ describe("ProgressView", () => {
     expect(lines[2]).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ apply t: done 2 · /);
   });
 
+  it("a followed task's text is asked for when drawn: the last state is printed at the end", () => {
+    const io = captureIo(false);
+    const view = new ProgressView(io, ["apply t"]);
+    let n = 0;
+    view.follow(0, () => `done ${n}`);
+    n = 7;
+    view.end();
+    expect(io.errText()).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ apply t: done 7\n$/);
+    const tty = captureIo(true);
+    const live = new ProgressView(tty, ["apply t"]);
+    live.follow(0, () => `done ${n}`);
+    n = 9;
+    live.end();
+    expect(tty.errText()).toMatch(/• apply t: done 9\n$/);
+  });
+
   it("terminal: a notice goes above the live lines, which are redrawn; no cursor hiding", () => {
     const io = captureIo(true);
     const view = new ProgressView(io, ["apply t"]);
