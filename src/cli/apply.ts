@@ -173,6 +173,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     printReport(io, report, planPath, values.json === true, {
       aborted: interrupts.hurry.aborted,
       lockHold: tally.lockHold,
+      notRetried: [...tally.retryLater].sort(),
     });
     if (report.interrupted) return ExitCode.interrupted;
     if (report.replicaAhead.length > 0) return ExitCode.replicaAhead;
@@ -189,7 +190,7 @@ function printReport(
   report: ApplyReport,
   planPath: string,
   json: boolean,
-  run: { aborted: boolean; lockHold: LockHoldSamples },
+  run: { aborted: boolean; lockHold: LockHoldSamples; notRetried: string[] },
 ): void {
   const lockHold = run.lockHold.percentiles();
   if (json) {
@@ -206,6 +207,10 @@ function printReport(
   const locks = formatLockHold(lockHold);
   if (locks) io.out(`  ${locks}\n`);
   for (const p of report.problems) io.out(`  ${p.phase.padEnd(13)} ${p.name}: ${p.error ?? ""}\n`);
+  // A lock timeout queued for a retry the run then did not reach (batch,
+  // limit, signal): its state says failed, and status counts it so.
+  for (const name of run.notRetried)
+    io.out(`  ${"failed".padEnd(13)} ${name}: lock timeout, not retried in this run\n`);
   if (report.replicaAhead.length > 0) {
     io.out(
       `\n!!! ${report.replicaAhead.length} mailbox(es) have an upgraded REPLICA and a non-upgraded MASTER:\n${report.replicaAhead.map((n) => `!!!   ${n}\n`).join("")}!!! Run guidup apply ${planPath} again to repair them (it does these first).\n`,
