@@ -32,7 +32,7 @@ export interface Interrupts {
 
 /** Ctrl-C at a terminal is SIGINT; name it the way the operator typed it. */
 export function signalName(signal: NodeJS.Signals, io: Io): string {
-  return signal === "SIGINT" && io.isTTY ? "Ctrl-C" : signal;
+  return signal === "SIGINT" && (io.errIsTTY ?? io.isTTY) ? "Ctrl-C" : signal;
 }
 
 /** Installs SIGINT and SIGTERM handlers; `say` prints (through the progress view when live). */

@@ -58,7 +58,7 @@ export class ProgressView {
     this.#titles = titles;
     this.#texts = titles.map(() => "");
     this.#finished = titles.map(() => false);
-    this.#tty = io.isTTY;
+    this.#tty = io.errIsTTY ?? io.isTTY;
     this.#lastPlain = titles.map(() => 0);
     this.#pendingPlain = titles.map(() => undefined);
     this.#sources = titles.map(() => undefined);
