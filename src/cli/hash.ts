@@ -11,6 +11,7 @@ import { AgentClient } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
 import { parseCommandArgs } from "./args.js";
+import { installInterrupts } from "./interrupts.js";
 import type { Io } from "./io.js";
 import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
 import { withProgress } from "./progress.js";
@@ -21,7 +22,10 @@ const HELP = `usage: guidup hash --inventory FILE [--pair NAME] [--side replica|
 Fills each mailbox's sha1 cache (cyrus.sha1s) on the chosen side (default:
 replica) with the SHA1 of every message whose GUID is old-style, in parallel on
 the host's cores. Interrupted and run again, it skips what is cached and valid.
-apply later relays the replica's cache to the master.
+Hash both sides (--side both): apply then finds each side's SHA1s in its own
+cache. (apply --relay-cache can instead give a master without a cache the
+replica's; it is off by default, see guidup apply --help.)
+Ctrl-C (or SIGINT/SIGTERM): the agents stop and save what they hashed.
   --max-rate MB/s   limit the reading rate per host, to run beside live traffic
 Exit codes: 0 done, 1 some message files could not be read (listed), 2 bad
 input, 130 interrupted (the caches keep what was hashed).
@@ -30,7 +34,17 @@ input, 130 interrupted (the caches keep what was hashed).
 /** Mailboxes per hash request: the agent saves each mailbox's cache as it goes. */
 const HASH_BATCH = 50;
 
-type HashTotals = Requests["hash"]["result"] & { host: string; side: string; seconds: number };
+/**
+ * One side's totals. `mailboxes` and `hashed` are what the agent worked on;
+ * `scanned` every mailbox looked at; `alreadyCached` counts old-style GUIDs
+ * whose SHA1 was cached before this run, in all scanned mailboxes.
+ */
+type HashTotals = Requests["hash"]["result"] & {
+  host: string;
+  side: string;
+  seconds: number;
+  scanned: number;
+};
 
 export async function run(args: string[], io: Io): Promise<number> {
   const { values } = parseCommandArgs(
@@ -66,13 +80,12 @@ export async function run(args: string[], io: Io): Promise<number> {
   const pairs = pairsToRun(inventory.pairs, values.pair).map((p) =>
     withHostKeyPolicy(p, values["accept-new-host-keys"] === true),
   );
-  const abort = new AbortController();
-  const onSignal = () => {
-    if (!abort.signal.aborted) io.err("\ninterrupted: saving what was hashed…\n");
-    abort.abort();
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  let say = io.err;
+  const interrupts = installInterrupts(() => say, io, {
+    first: (sig) => `${sig}: stopping; the agents save what they hashed (a rerun skips it)…`,
+    second: (sig) => `${sig} again: already stopping; the agents are saving their caches…`,
+  });
+  const abort = { signal: interrupts.stop };
   const jobs: { pair: PairSpec; side: "master" | "replica" }[] = [];
   for (const pair of pairs) {
     if (side !== "master") jobs.push({ pair, side: "replica" });
@@ -84,13 +97,16 @@ export async function run(args: string[], io: Io): Promise<number> {
       io,
       jobs.map((job) => ({
         title: `hash ${job.pair.name} ${job.side}`,
-        run: (update: (t: string) => void) =>
-          hashSide(io, job.pair, job.side, maxBytesPerSec, abort.signal, update),
+        run: (update: (t: string) => void, viewIo: Io) =>
+          hashSide(viewIo, job.pair, job.side, maxBytesPerSec, abort.signal, update),
       })),
+      (view) => {
+        say = (t) => view.notice(t);
+      },
     );
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    say = io.err;
+    interrupts.uninstall();
   }
   const failed = totals.reduce((n, t) => n + t.failed.length, 0);
   if (values.json)
@@ -98,15 +114,24 @@ export async function run(args: string[], io: Io): Promise<number> {
   else {
     for (const t of totals) {
       io.out(
-        `${t.host} (${t.side}): ${t.mailboxes} mailboxes, hashed ${t.hashed} files (${mb(t.hashedBytes)} MB, ${(t.hashedBytes / 1048576 / Math.max(t.seconds, 0.001)).toFixed(1)} MB/s), ${t.alreadyCached} already cached, ${t.failed.length} unreadable\n`,
+        `${t.host} (${t.side}): ${t.scanned} mailboxes, ${t.mailboxes} needed hashing: hashed ${t.hashed} files (${mb(t.hashedBytes)} MB, ${(t.hashedBytes / 1048576 / Math.max(t.seconds, 0.001)).toFixed(1)} MB/s), ${t.alreadyCached} already cached, ${t.failed.length} unreadable${abort.signal.aborted ? " (interrupted)" : ""}\n`,
       );
       for (const f of t.failed.slice(0, 50))
         io.out(`  ${f.mailbox}${f.uid ? ` uid ${f.uid}` : ""}: ${f.reason}\n`);
       if (t.failed.length > 50) io.out(`  … and ${t.failed.length - 50} more (--json lists all)\n`);
     }
   }
-  if (abort.signal.aborted) return ExitCode.interrupted;
+  if (abort.signal.aborted) {
+    io.err(
+      `interrupted: the caches keep what was hashed; run guidup hash ${args.map(quoteArg).join(" ")} again to finish\n`,
+    );
+    return ExitCode.interrupted;
+  }
   return failed > 0 ? ExitCode.failed : ExitCode.ok;
+}
+
+function quoteArg(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
 }
 
 function mb(bytes: number): string {
@@ -138,11 +163,14 @@ async function hashSide(
     );
     const todo: MailboxRef[] = [];
     let bytesTodo = 0;
+    // Old-style GUIDs of the mailboxes that need no hashing: all cached.
+    let cachedBefore = 0;
     for (const ref of list.mailboxes) {
       const s = scans.get(ref.name);
       if (s?.status !== "ok") continue;
       const oldStyle = (s.index?.oldStyle ?? 0) + (s.expunge?.oldStyle ?? 0);
-      if (oldStyle > (s.cached ?? 0)) {
+      if (oldStyle <= (s.cached ?? 0)) cachedBefore += oldStyle;
+      else {
         todo.push(ref);
         const bytes = (s.index?.oldStyleBytes ?? 0) + (s.expunge?.oldStyleBytes ?? 0);
         bytesTodo +=
@@ -155,10 +183,11 @@ async function hashSide(
       host: conn.host,
       side,
       seconds: 0,
+      scanned: list.mailboxes.length,
       mailboxes: 0,
       hashed: 0,
       hashedBytes: 0,
-      alreadyCached: 0,
+      alreadyCached: cachedBefore,
       failed: [],
     };
     try {

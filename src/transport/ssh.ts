@@ -225,7 +225,13 @@ class SshChannel extends LineChannel {
     const exit = { code: null as number | null, signal: null as string | null };
     stream.on("exit", (code: number | null, signal?: string) => {
       exit.code = code;
-      exit.signal = signal === undefined || signal === null ? null : `SIG${signal}`;
+      // ssh2 already names it "SIGKILL" (the wire says "KILL").
+      exit.signal =
+        signal === undefined || signal === null
+          ? null
+          : signal.startsWith("SIG")
+            ? signal
+            : `SIG${signal}`;
     });
     // ssh2 emits the channel's "close" after stdout ended and stderr's
     // "close" after stderr ended; wait for both so no line is cut off.
