@@ -62,7 +62,7 @@ describe("apply refuses, changing nothing", () => {
     expect(oneLine(r.err)).toBe("guidup apply: --batch 0: give a whole number, at least 1");
     expect(r.err).not.toContain("9007199254740991");
     const c = await cli(["apply", plan, "--concurrency", "11"], 2);
-    expect(oneLine(c.err)).toBe("guidup apply: --concurrency 11: give a whole number from 1 to 10");
+    expect(oneLine(c.err)).toBe("guidup apply: --concurrency 11: give a whole number from 1 to 9");
     const huge = await cli(["apply", plan, "--batch", "99999999999999999999"], 2);
     expect(oneLine(huge.err)).toContain("give a whole number, at least 1");
     expect(existsSync(`${plan}.state`)).toBe(false);
