@@ -31,12 +31,18 @@ export interface HashProgress {
 export async function hashMailboxes(
   conf: ImapdConf,
   refs: readonly MailboxRef[],
-  options: { maxBytesPerSec?: number; lowPriority?: boolean; signal?: AbortSignal },
+  options: {
+    maxBytesPerSec?: number;
+    lowPriority?: boolean;
+    workers?: number;
+    signal?: AbortSignal;
+  },
   onProgress: (p: HashProgress) => void,
 ): Promise<HashResult> {
   const pool = new HashPool({
     ...(options.maxBytesPerSec ? { maxBytesPerSec: options.maxBytesPerSec } : {}),
     ...(options.lowPriority ? { lowPriority: true } : {}),
+    ...(options.workers ? { workers: options.workers } : {}),
   });
   const result: HashResult = {
     mailboxes: 0,

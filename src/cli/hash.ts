@@ -16,13 +16,14 @@ import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
 import { withProgress } from "./progress.js";
 
 const HELP = `usage: guidup hash --inventory FILE [--pair NAME] [--side replica|master|both]
-                   [--max-rate MB/s] [--json] [--accept-new-host-keys]
+                   [--max-rate MB/s] [--workers N] [--json] [--accept-new-host-keys]
 
 Fills each mailbox's sha1 cache (cyrus.sha1s) on the chosen side (default:
 replica) with the SHA1 of every message whose GUID is old-style, in parallel on
 the host's cores. Interrupted and run again, it skips what is cached and valid.
 apply later relays the replica's cache to the master.
   --max-rate MB/s   limit the reading rate per host, to run beside live traffic
+  --workers N       hashing threads per host (default: one per core of the host)
 Exit codes: 0 done, 1 some message files could not be read (listed), 2 bad
 input, 130 interrupted (the caches keep what was hashed).
 `;
@@ -41,6 +42,7 @@ export async function run(args: string[], io: Io): Promise<number> {
       pair: { type: "string" },
       side: { type: "string" },
       "max-rate": { type: "string" },
+      workers: { type: "string" },
       json: { type: "boolean" },
       "accept-new-host-keys": { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -61,6 +63,12 @@ export async function run(args: string[], io: Io): Promise<number> {
     if (!Number.isFinite(mb) || mb <= 0)
       throw new UsageError(`--max-rate: "${values["max-rate"]}" is not a positive number of MB/s`);
     maxBytesPerSec = Math.round(mb * 1024 * 1024);
+  }
+  let workers: number | undefined;
+  if (values.workers !== undefined) {
+    workers = Number(values.workers);
+    if (!Number.isInteger(workers) || workers < 1 || workers > 256)
+      throw new UsageError(`--workers: "${values.workers}" is not a whole number from 1 to 256`);
   }
   const inventory = await loadInventory(values.inventory);
   const pairs = pairsToRun(inventory.pairs, values.pair).map((p) =>
@@ -85,7 +93,7 @@ export async function run(args: string[], io: Io): Promise<number> {
       jobs.map((job) => ({
         title: `hash ${job.pair.name} ${job.side}`,
         run: (update: (t: string) => void) =>
-          hashSide(io, job.pair, job.side, maxBytesPerSec, abort.signal, update),
+          hashSide(io, job.pair, job.side, { maxBytesPerSec, workers }, abort.signal, update),
       })),
     );
   } finally {
@@ -117,7 +125,7 @@ async function hashSide(
   io: Io,
   pair: PairSpec,
   side: "master" | "replica",
-  maxBytesPerSec: number | undefined,
+  { maxBytesPerSec, workers }: { maxBytesPerSec: number | undefined; workers: number | undefined },
   signal: AbortSignal,
   update: (t: string) => void,
 ): Promise<HashTotals> {
@@ -176,6 +184,7 @@ async function hashSide(
                 mailboxes: todo.slice(i, i + HASH_BATCH),
                 lowPriority: true,
                 ...(maxBytesPerSec ? { maxBytesPerSec } : {}),
+                ...(workers ? { workers } : {}),
               },
               (p) => {
                 last = p;

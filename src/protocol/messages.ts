@@ -96,7 +96,13 @@ export type Requests = {
   scan: { args: { mailboxes: MailboxRef[] }; result: { mailboxes: MailboxScan[] } };
   discover: { args: Record<string, never>; result: { mailboxes: MailboxRef[] } };
   hash: {
-    args: { mailboxes: MailboxRef[]; maxBytesPerSec?: number; lowPriority?: boolean };
+    args: {
+      mailboxes: MailboxRef[];
+      maxBytesPerSec?: number;
+      lowPriority?: boolean;
+      /** Hashing threads; default one per core of the host. */
+      workers?: number;
+    };
     result: {
       mailboxes: number;
       hashed: number;
