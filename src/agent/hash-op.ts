@@ -18,7 +18,8 @@
 import { statSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
-import { GuidupError } from "../errors.js";
+import { UnsupportedVersionError } from "../cyrus/index-file.js";
+import { FileAccessError, GuidupError } from "../errors.js";
 import type { MailboxRef, Requests } from "../protocol/messages.js";
 import { type HashResult as FileHashResult, HashPool, isHashFailure } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
@@ -120,11 +121,25 @@ async function hashOneMailbox(
     (s) => s.size > 0,
     () => false,
   );
-  const read = await readMailbox(
-    files.name,
-    { path: files.index, kind: "index" },
-    expungeExists ? { path: files.expunge, kind: "expunge" } : undefined,
-  );
+  let read: Awaited<ReturnType<typeof readMailbox>>;
+  try {
+    read = await readMailbox(
+      files.name,
+      { path: files.index, kind: "index" },
+      expungeExists ? { path: files.expunge, kind: "expunge" } : undefined,
+    );
+  } catch (err) {
+    // Nothing to hash: written by Cyrus 2.4+ (past the upgrade), or gone
+    // since the list was made (the plan reports both).
+    if (err instanceof UnsupportedVersionError && err.newer) return;
+    if (
+      err instanceof FileAccessError &&
+      err.detail?.errno === "ENOENT" &&
+      err.detail.file === files.index
+    )
+      return;
+    throw err;
+  }
   const needs = new Map<number, GuidNeed>();
   for (const n of read.index.needs) if (!needs.has(n.uid)) needs.set(n.uid, n);
   for (const n of read.expunge?.needs ?? []) if (!needs.has(n.uid)) needs.set(n.uid, n);

@@ -2,7 +2,6 @@
 // output line updated in place), plain timestamped lines every few seconds
 // otherwise (logs, CI, pipes), so a non-TTY run still shows it is alive.
 
-import { Listr } from "listr2";
 import type { Io } from "./io.js";
 
 /** Plain mode prints at most one line per this many milliseconds. */
@@ -18,6 +17,8 @@ export interface ProgressTask<T> {
 /** Runs the tasks concurrently, rendering their progress; resolves with their results in order. */
 export async function withProgress<T>(io: Io, tasks: ProgressTask<T>[]): Promise<T[]> {
   if (!io.isTTY) return Promise.all(tasks.map((t) => runPlain(io, t)));
+  // Loaded only for a terminal: it is most of a piped run's start-up otherwise.
+  const { Listr } = await import("listr2");
   const results: T[] = new Array(tasks.length);
   const list = new Listr(
     tasks.map((t, i) => ({

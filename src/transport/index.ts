@@ -4,12 +4,10 @@
 // nothing of the messages inside the lines (src/protocol) or of plans.
 
 import { LocalConnection } from "./local.js";
-import { connectSsh } from "./ssh.js";
 import type { HostConnection, HostSpec } from "./types.js";
 
 export { HostUnreachableError, SshAuthError, TransportError } from "./errors.js";
 export { HostKeyError } from "./known-hosts.js";
-export { MAX_SESSIONS_PER_CONNECTION } from "./ssh.js";
 export type {
   AgentChannel,
   HostConnection,
@@ -17,6 +15,7 @@ export type {
   LocalHostSpec,
   SshHostSpec,
 } from "./types.js";
+export { MAX_SESSIONS_PER_CONNECTION } from "./types.js";
 
 /**
  * Opens a connection to one host: for SSH, connects, checks the host key and
@@ -26,6 +25,8 @@ export type {
  */
 export async function connectHost(spec: HostSpec): Promise<HostConnection> {
   if (spec.transport === "local") return new LocalConnection(spec);
+  // Loaded on first use: ssh2 is a good part of a local run's start-up.
+  const { connectSsh } = await import("./ssh.js");
   return connectSsh(spec);
 }
 
