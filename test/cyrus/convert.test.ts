@@ -808,10 +808,20 @@ describe("the guidTable option (packed GUIDs)", () => {
         const target = format(targetMinor);
         const viaMap = await convertBytes(source, { target, guids: map });
         const viaTable = await convertBytes(source, { target, guidTable: tableOf(map) });
+        // The reference: one callback per record, the map's rule spelled out.
+        const viaCallback = await convertBytes(source, {
+          target,
+          guidFor: (r) => (r.oldStyle ? map.get(r.uid) : undefined),
+        });
+        // The map in descending insertion order (packed after a sort).
+        const reversed = new Map([...map].reverse());
+        const viaReversed = await convertBytes(source, { target, guids: reversed });
         const where = `v${sourceMinor} → v${targetMinor}`;
-        expect(viaTable.bytes.equals(viaMap.bytes), where).toBe(true);
-        expect(viaTable.result.digest.equals(viaMap.result.digest), where).toBe(true);
-        expect(viaTable.result.guidsChanged, where).toBe(viaMap.result.guidsChanged);
+        for (const other of [viaMap, viaTable, viaReversed]) {
+          expect(other.bytes.equals(viaCallback.bytes), where).toBe(true);
+          expect(other.result.digest.equals(viaCallback.result.digest), where).toBe(true);
+          expect(other.result.guidsChanged, where).toBe(viaCallback.result.guidsChanged);
+        }
       }
     }
   });
@@ -845,5 +855,24 @@ describe("the guidTable option (packed GUIDs)", () => {
         guidTable: { uids: Uint32Array.from([1]), guids: Buffer.alloc(19) },
       }),
     ).rejects.toThrow(/19 bytes/);
+  });
+
+  it("a map value that is not 20 bytes fails only when a record uses it", async () => {
+    const source = encodeIndexFile(V10, { lastUid: 9, uidValidity: 1 }, [
+      pick(V10, { uid: 1, size: 1 }),
+      pick(V10, { uid: 2, size: 2, guid: randomBytes(20) }),
+    ]);
+    // uid 2 has an SHA1 GUID: its odd map value is never used.
+    const good = createHash("sha1").update("x").digest();
+    const unused = new Map([
+      [1, good],
+      [2, Buffer.alloc(7)],
+    ]);
+    const c = await convertBytes(source, { target: V10, guids: unused });
+    expect(c.bytes.subarray(96 + 60, 96 + 80).equals(good)).toBe(true);
+    const used = new Map([[1, Buffer.alloc(7)]]);
+    await expect(convertBytes(source, { target: V10, guids: used })).rejects.toThrow(
+      /GUID of 7 bytes/,
+    );
   });
 });
