@@ -78,6 +78,7 @@ const handlers: { [K in Op]: Handler<K> } = {
       {
         ...(req.maxBytesPerSec ? { maxBytesPerSec: req.maxBytesPerSec } : {}),
         ...(req.lowPriority ? { lowPriority: true } : {}),
+        ...(Number.isInteger(req.workers) && req.workers! > 0 ? { workers: req.workers! } : {}),
         signal,
       },
       throttle(PROGRESS_INTERVAL_MS, (p) => progress({ ...p })),

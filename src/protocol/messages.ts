@@ -141,7 +141,13 @@ export type Requests = {
     };
   };
   hash: {
-    args: { mailboxes: MailboxRef[]; maxBytesPerSec?: number; lowPriority?: boolean };
+    args: {
+      mailboxes: MailboxRef[];
+      maxBytesPerSec?: number;
+      lowPriority?: boolean;
+      /** Hashing threads; default one per core of the host. */
+      workers?: number;
+    };
     result: {
       mailboxes: number;
       hashed: number;

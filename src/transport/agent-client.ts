@@ -175,7 +175,8 @@ export class AgentClient {
         ...(onProgress ? { onProgress } : {}),
       });
       try {
-        this.channel.send(encodeLine({ id, op, ...args }).trimEnd());
+        // encodeLine's "\n" included: the channel sends it as is, no copy.
+        this.channel.send(encodeLine({ id, op, ...args }));
       } catch (err) {
         this.#pending.delete(id);
         reject(new TransportError(`${this.host}: cannot send ${op}: ${errorMessage(err)}`));

@@ -6,12 +6,10 @@
 import { GuidupError, InternalError } from "../errors.js";
 import { HostKeyError } from "./known-hosts.js";
 import { LocalConnection } from "./local.js";
-import { connectSsh } from "./ssh.js";
 import type { HostConnection, HostSpec } from "./types.js";
 
 export { HostUnreachableError, SshAuthError, TransportError } from "./errors.js";
 export { HostKeyError } from "./known-hosts.js";
-export { MAX_SESSIONS_PER_CONNECTION } from "./ssh.js";
 export type {
   AgentChannel,
   HostConnection,
@@ -19,6 +17,7 @@ export type {
   LocalHostSpec,
   SshHostSpec,
 } from "./types.js";
+export { MAX_SESSIONS_PER_CONNECTION } from "./types.js";
 
 /**
  * Opens a connection to one host: for SSH, connects, checks the host key and
@@ -28,6 +27,8 @@ export type {
  */
 export async function connectHost(spec: HostSpec): Promise<HostConnection> {
   if (spec.transport === "local") return new LocalConnection(spec);
+  // Loaded on first use: ssh2 is a good part of a local run's start-up.
+  const { connectSsh } = await import("./ssh.js");
   return connectSsh(spec);
 }
 

@@ -26,16 +26,17 @@ import {
   verifyHostKey,
 } from "./known-hosts.js";
 import { DEFAULT_CLOSE_TIMEOUT_MS, LineChannel } from "./line-channel.js";
-import type { AgentChannel, HostConnection, SshHostSpec } from "./types.js";
+import {
+  type AgentChannel,
+  type HostConnection,
+  MAX_SESSIONS_PER_CONNECTION,
+  type SshHostSpec,
+} from "./types.js";
 
 // ssh2 is CommonJS and Node cannot see its exports by name from ESM.
 const { Client, utils } = ssh2;
 
-/**
- * OpenSSH's default MaxSessions: sshd refuses the 11th session on one
- * connection. Agents beyond this wait for a free slot instead of failing.
- */
-export const MAX_SESSIONS_PER_CONNECTION = 10;
+export { MAX_SESSIONS_PER_CONNECTION };
 /** Keep-alive probe interval; a silent peer is declared gone after KEEPALIVE_COUNT_MAX probes. */
 export const KEEPALIVE_INTERVAL_MS = 15_000;
 export const KEEPALIVE_COUNT_MAX = 3;

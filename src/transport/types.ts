@@ -133,3 +133,10 @@ export interface HostConnection {
   /** Closes every agent it opened, then the connection. Never rejects. */
   close(): Promise<void>;
 }
+
+/**
+ * OpenSSH's default MaxSessions: sshd refuses the 11th session on one
+ * connection. Agents beyond this wait for a free slot instead of failing.
+ * (Here rather than in ssh.ts so that importing it does not load ssh2.)
+ */
+export const MAX_SESSIONS_PER_CONNECTION = 10;
