@@ -45,9 +45,16 @@ describe("hashMailboxes", () => {
     const [newer, gone, corrupt, ...rest] = withMail;
     // A 2.4+ index (minor 12): past the upgrade, nothing to hash.
     const newerIndex = mailboxFiles(conf, { name: newer!.name }).index;
+    // With the geometry Cyrus 2.4 writes (start offset 128, record size 96,
+    // the file long enough for its records): anything else reads as corrupt.
     const bytes = await readFile(newerIndex);
-    bytes.writeUInt32BE(12, 8);
-    await writeFile(newerIndex, bytes);
+    const header = Buffer.alloc(128);
+    bytes.copy(header, 0, 0, 96);
+    header.writeUInt32BE(12, 8);
+    header.writeUInt32BE(128, 12);
+    header.writeUInt32BE(96, 16);
+    const exists = header.readUInt32BE(20);
+    await writeFile(newerIndex, Buffer.concat([header, Buffer.alloc(exists * 96)]));
     // A mailbox deleted since the list was made.
     await rm(mailboxFiles(conf, { name: gone!.name }).index);
     // A broken index: record size that does not match its version.
