@@ -1,12 +1,15 @@
 // Two measurements through the real CLI and real agents (local transport):
 //
-// A. `guidup hash` over a generated spool of >= 1 GiB of message bytes (one
-//    side only), against `sha1sum` and `openssl dgst -sha1` over exactly the
-//    same message files in the same run, plus HashPool with 1 and 2 workers
-//    on the same files (the per-core figure: the CLI always uses every core).
-//    Page cache warm: one warm-up read first, so this compares hashing and
-//    per-file overhead, not the disk. Every contender runs twice; the faster
-//    run counts.
+// A. The whole `guidup hash` command (one side, `--workers 1` and `2`) over
+//    generated spools, against one `openssl dgst -sha1` process at a time
+//    (xargs -P1) over exactly the same message files in the same run, plus
+//    HashPool alone (in this process) with 1 and 2 workers. Sets (--sets):
+//    "mixed" (issue 12's real-looking mail) and "small" (2,000 mailboxes of
+//    five 2.5 kB messages) by default, "large" (--mb MiB of 50–400 kB
+//    messages) on request. Page cache warm: one warm-up read first, so this
+//    compares hashing and per-file overhead, not the disk. Contenders run
+//    interleaved, --repeats times each; the fastest run counts. CPU seconds
+//    per GiB hashed come from the children's user+sys times (bash `times`).
 //
 // B. The seed's headline: per-mailbox lock hold time during apply with the
 //    sha1 cache warm (hash --side both first) against cold (no hash), on two
@@ -19,7 +22,9 @@
 //    runs with --concurrency 1 so per-mailbox times are not shared between
 //    mailboxes in flight.
 //
-// Run: `node dist/bench/hash-apply.js [--mb 1024] [--mailboxes 30] [--dir D] [--keep]`
+// Run: `node dist/bench/hash-apply.js [--sets mixed,small] [--repeats 3] [--mb 1024]
+//        [--mailboxes 30] [--skip-apply] [--skip-hash] [--baseline OTHER/dist/src/cli/main.js]
+//        [--dir D] [--keep]`
 // (build first: npx tsc -p tsconfig.json).
 
 import { spawn } from "node:child_process";
@@ -33,10 +38,20 @@ import { mailboxFiles } from "../src/agent/mailbox-files.js";
 import { readMailbox } from "../src/agent/mailbox-scan.js";
 import type { MailboxState } from "../src/apply/state.js";
 import { readImapdConf } from "../src/cyrus/imapd-conf.js";
-import { generateSpool } from "../src/spoolgen/spool-generator.js";
+import { type GenerateOptions, generateSpool } from "../src/spoolgen/spool-generator.js";
+import { goalLine, machineLine } from "./report.js";
 
 export interface HashApplyBenchOptions {
-  /** Message bytes to generate for part A, in MiB (default 1024; at least that many are made). */
+  /** Sets for part A (default mixed and small). */
+  sets?: HashSetName[];
+  /**
+   * Another build's dist/src/cli/main.js, run beside this one in part A
+   * (the before of a before/after comparison in one run).
+   */
+  baselineMain?: string;
+  /** Runs per contender in part A (default 3). */
+  repeats?: number;
+  /** Message bytes to generate for part A's "large" set, in MiB (default 1024). */
   mb?: number;
   /** Mailboxes of the pair for part B (default 30, a few hundred messages each). */
   mailboxes?: number;
@@ -56,12 +71,16 @@ export interface Percentiles {
 }
 
 export interface HashPart {
+  set: HashSetName;
   files: number;
   bytes: number;
+  mailboxes: number;
   generateSeconds: number;
   cpus: number;
-  /** MiB/s, best of two runs. */
+  /** MiB/s, best of the repeats. */
   rates: Record<string, number>;
+  /** User + system CPU seconds per GiB hashed (commands only), lowest of the repeats. */
+  cpuSecondsPerGiB: Record<string, number>;
   ratios: Record<string, number>;
 }
 
@@ -84,7 +103,7 @@ export interface ApplyPart {
 }
 
 export interface HashApplyBenchResult {
-  hash?: HashPart;
+  hash?: HashPart[];
   apply?: ApplyPart;
 }
 
@@ -128,19 +147,6 @@ async function guidup(args: string[], okCodes = [0]): Promise<string> {
   if (!okCodes.includes(r.code ?? -1))
     throw new Error(`guidup ${args.join(" ")} exited with ${r.code}: ${r.err}`);
   return r.out;
-}
-
-/** `xargs -0 -n 256 -P1 <tool…>` with output discarded: one process per 256 files, one at a time. */
-async function xargsRun(tool: string[], paths: string[]): Promise<void> {
-  const r = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn("xargs", ["-0", "-n", "256", "-P1", ...tool], {
-      stdio: ["pipe", "ignore", "inherit"],
-    });
-    child.on("error", reject);
-    child.on("close", resolve);
-    child.stdin.end(paths.join("\0"));
-  });
-  if (r !== 0) throw new Error(`${tool[0]} exited with ${r}`);
 }
 
 async function warmUp(paths: string[]): Promise<void> {
@@ -214,25 +220,87 @@ async function inventory(
   return file;
 }
 
-async function hashPart(root: string, mb: number, log: (l: string) => void): Promise<HashPart> {
-  const dir = join(root, "hash");
-  // ~22 MiB of messages per mailbox with these settings (measured); 10% margin.
-  const mailboxes = Math.max(2, Math.ceil((mb * 1.1) / 20));
-  log(
-    `A. generating one side (no replica): ${mailboxes} mailboxes of v9 indexes, 50–400 kB messages …`,
-  );
+/** The message sets of part A. Each is generated deterministically (fixed seed). */
+export const HASH_SETS = ["mixed", "small", "large"] as const;
+export type HashSetName = (typeof HASH_SETS)[number];
+
+/**
+ * Generator options per set (one side, v9 indexes: every GUID is old-style).
+ * mixed: issue 12's real-looking mail, 340 mailboxes × 25 messages, 78 % text
+ *   around 3.5 kB, 17 % with attachments up to 400 kB, 5 % up to 1 MB
+ *   (mean ≈ 48 kB);
+ * small: 2,000 mailboxes × 5 messages of about 2.5 kB (per-file and
+ *   per-mailbox costs only);
+ * large: `mb` MiB of 50–400 kB messages in mailboxes of 100–200 (per-byte cost).
+ */
+function hashSetOptions(name: HashSetName, mb: number): Omit<GenerateOptions, "dir"> {
+  const common = { pair: false, seed: 42, versions: [9], largeMailboxes: 0 };
+  switch (name) {
+    case "mixed":
+      return {
+        ...common,
+        mailboxes: 340,
+        messagesPerMailbox: [25, 25],
+        expungeFraction: 0,
+        sizeClasses: [
+          { weight: 78, bytes: [2_500, 5_000], attachment: false },
+          { weight: 17, bytes: [6_000, 400_000], attachment: true },
+          { weight: 5, bytes: [300_000, 1_000_000], attachment: true },
+        ],
+      };
+    case "small":
+      return {
+        ...common,
+        mailboxes: 2000,
+        messagesPerMailbox: [5, 5],
+        expungeFraction: 0,
+        sizeClasses: [{ weight: 1, bytes: [2_000, 3_000], attachment: false }],
+      };
+    case "large":
+      // ~22 MiB of messages per mailbox with these settings (measured); 10% margin.
+      return {
+        ...common,
+        mailboxes: Math.max(2, Math.ceil((mb * 1.1) / 20)),
+        messagesPerMailbox: [100, 200],
+        messageBytes: [50_000, 400_000],
+        expungeFraction: 0.1,
+      };
+  }
+}
+
+/** A command's wall time and the CPU time of it and all its descendants (bash `times`). */
+async function timedCommand(
+  argv: string[],
+  stdin?: string,
+): Promise<{ seconds: number; cpuSeconds: number; out: string; code: number | null }> {
+  // `times` prints the shell's own and its children's user/sys times; the
+  // children's line covers every process the command waited for, and worker
+  // threads count in their process.
+  const script = '"$@"; rc=$?; times >&2; exit $rc';
+  const t = process.hrtime.bigint();
+  const r = await run("bash", ["-c", script, "bash", ...argv], stdin);
+  const seconds = Number(process.hrtime.bigint() - t) / 1e9;
+  const lines = r.err.trim().split("\n");
+  const children = lines[lines.length - 1] ?? "";
+  const m = /(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s/.exec(children);
+  if (!m) throw new Error(`no CPU times from bash: ${r.err.slice(-300)}`);
+  const cpuSeconds = Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]);
+  return { seconds, cpuSeconds, out: r.out, code: r.code };
+}
+
+async function hashPart(
+  root: string,
+  set: HashSetName,
+  mb: number,
+  repeats: number,
+  baselineMain: string | undefined,
+  log: (l: string) => void,
+): Promise<HashPart> {
+  const dir = join(root, `hash-${set}`);
+  const options = hashSetOptions(set, mb);
+  log(`A/${set}. generating one side (no replica): ${options.mailboxes} mailboxes of v9 indexes …`);
   const t0 = Date.now();
-  const spool = await generateSpool({
-    dir,
-    pair: false,
-    mailboxes,
-    seed: 42,
-    versions: [9],
-    largeMailboxes: 0,
-    messagesPerMailbox: [100, 200],
-    messageBytes: [50_000, 400_000],
-    expungeFraction: 0.1,
-  });
+  const spool = await generateSpool({ dir, ...options });
   const generateSeconds = (Date.now() - t0) / 1000;
   const { paths, bytes } = await oldStyleFiles(
     spool.master.imapdConf,
@@ -240,9 +308,8 @@ async function hashPart(root: string, mb: number, log: (l: string) => void): Pro
   );
   const cpus = availableParallelism();
   log(
-    `   ${paths.length} message files behind old-style GUIDs, ${(bytes / MiB).toFixed(0)} MiB, generated in ${generateSeconds.toFixed(1)} s (${(bytes / MiB / generateSeconds).toFixed(0)} MiB/s); ${cpus} CPUs`,
+    `   ${paths.length} message files behind old-style GUIDs, ${(bytes / MiB).toFixed(0)} MiB (mean ${(bytes / Math.max(1, paths.length) / 1024).toFixed(1)} KiB), generated in ${generateSeconds.toFixed(1)} s`,
   );
-  if (bytes < mb * MiB) log(`   NOTE: fewer than the ${mb} MiB asked for`);
   // hash --side master reads the master only; the inventory still needs a
   // distinct replica entry, so it names a copy of the same imapd.conf.
   const alias = join(dir, "alias-imapd.conf");
@@ -257,67 +324,123 @@ async function hashPart(root: string, mb: number, log: (l: string) => void): Pro
   await warmUp(paths);
   log("   page cache warm (one warm-up read); every run below reads from memory");
   const rates: Record<string, number> = {};
-  const time = async (name: string, fn: () => Promise<number | undefined>) => {
-    let best = Number.POSITIVE_INFINITY;
-    let inner: number | undefined;
-    for (let i = 0; i < 2; i++) {
-      const t = process.hrtime.bigint();
-      const reported = await fn();
-      const s = Number(process.hrtime.bigint() - t) / 1e9;
-      if (s < best) {
-        best = s;
-        inner = reported;
-      }
+  const cpuPerGiB: Record<string, number> = {};
+  const samples = new Map<string, { seconds: number; cpu: number }[]>();
+  const contenders: [string, () => Promise<{ seconds: number; cpuSeconds?: number }>][] = [
+    [
+      "openssl dgst -sha1",
+      () =>
+        timedCommand(
+          ["xargs", "-0", "-n", "256", "-P1", "openssl", "dgst", "-sha1"],
+          paths.join("\0"),
+        ),
+    ],
+  ];
+  const builds: [string, string][] = [["", MAIN]];
+  if (baselineMain !== undefined) builds.push(["baseline ", baselineMain]);
+  for (const [label, main] of builds)
+    for (const workers of [1, 2]) {
+      contenders.push([
+        `${label}guidup hash ${workers} worker${workers > 1 ? "s" : ""}`,
+        async () => {
+          await removeCaches(join(dir, "master"));
+          const r = await timedCommand([
+            process.execPath,
+            main,
+            "hash",
+            "-i",
+            inv,
+            "--side",
+            "master",
+            "--json",
+            "--workers",
+            String(workers),
+          ]);
+          if (r.code !== 0) throw new Error(`guidup hash exited with ${r.code}`);
+          const h = (JSON.parse(r.out) as { hosts: { hashed: number; hashedBytes: number }[] })
+            .hosts[0]!;
+          if (h.hashed !== paths.length || h.hashedBytes !== bytes)
+            throw new Error(
+              `guidup hash hashed ${h.hashed} files / ${h.hashedBytes} bytes, expected ${paths.length} / ${bytes}`,
+            );
+          return r;
+        },
+      ]);
     }
-    rates[name] = bytes / MiB / best;
+  for (const workers of [1, 2]) {
+    contenders.push([
+      `HashPool ${workers} worker${workers > 1 ? "s" : ""} (in-process)`,
+      async () => {
+        const t = process.hrtime.bigint();
+        const p = new HashPool({ workers });
+        try {
+          let failures = 0;
+          for await (const r of p.hashMany(paths)) if (isHashFailure(r)) failures++;
+          if (failures > 0) throw new Error(`${failures} files failed to hash`);
+        } finally {
+          await p.close();
+        }
+        return { seconds: Number(process.hrtime.bigint() - t) / 1e9 };
+      },
+    ]);
+  }
+  // Interleaved repeats: a burst of load from elsewhere hits every contender alike.
+  for (let i = 0; i < repeats; i++) {
+    for (const [name, fn] of contenders) {
+      const r = await fn();
+      const list = samples.get(name) ?? [];
+      list.push({ seconds: r.seconds, cpu: r.cpuSeconds ?? Number.NaN });
+      samples.set(name, list);
+    }
+  }
+  const GiB = 1024 * MiB;
+  for (const [name] of contenders) {
+    const list = samples.get(name)!;
+    const best = list.reduce((a, b) => (a.seconds <= b.seconds ? a : b));
+    const seconds = list.map((x) => x.seconds).sort((a, b) => a - b);
+    const median = seconds[Math.floor(seconds.length / 2)]!;
+    rates[name] = bytes / MiB / best.seconds;
+    const cpus = list.map((x) => x.cpu).filter((x) => !Number.isNaN(x));
+    const cpu = cpus.length > 0 ? Math.min(...cpus) / (bytes / GiB) : Number.NaN;
+    if (!Number.isNaN(cpu)) cpuPerGiB[name] = cpu;
     log(
-      `   ${name.padEnd(26)} ${best.toFixed(2).padStart(6)} s ${rates[name]!.toFixed(0).padStart(6)} MiB/s${inner !== undefined ? `   (its own figure, scan excluded: ${(bytes / MiB / inner).toFixed(0)} MiB/s)` : ""}`,
+      `   ${name.padEnd(30)} best ${best.seconds.toFixed(2).padStart(6)} s (median ${median.toFixed(2)}) ${rates[name]!.toFixed(0).padStart(6)} MiB/s${Number.isNaN(cpu) ? "" : `   CPU ${cpu.toFixed(2)} s/GiB`}`,
     );
-  };
-  await time("sha1sum", async () => {
-    await xargsRun(["sha1sum"], paths);
-    return undefined;
-  });
-  await time("openssl dgst -sha1", async () => {
-    await xargsRun(["openssl", "dgst", "-sha1"], paths);
-    return undefined;
-  });
-  const pool = (workers: number) => async () => {
-    const p = new HashPool({ workers });
-    try {
-      let failures = 0;
-      for await (const r of p.hashMany(paths)) if (isHashFailure(r)) failures++;
-      if (failures > 0) throw new Error(`${failures} files failed to hash`);
-    } finally {
-      await p.close();
-    }
-    return undefined;
-  };
-  await time("HashPool 1 worker", pool(1));
-  await time("HashPool 2 workers", pool(2));
-  await time(`guidup hash (${cpus} workers)`, async () => {
-    await removeCaches(join(dir, "master"));
-    const out = JSON.parse(await guidup(["hash", "-i", inv, "--side", "master", "--json"])) as {
-      hosts: { hashed: number; hashedBytes: number; seconds: number }[];
-    };
-    const h = out.hosts[0]!;
-    if (h.hashed !== paths.length || h.hashedBytes !== bytes)
-      throw new Error(
-        `guidup hash hashed ${h.hashed} files / ${h.hashedBytes} bytes, expected ${paths.length} / ${bytes}`,
-      );
-    return h.seconds;
-  });
-  const cli = rates[`guidup hash (${cpus} workers)`]!;
+  }
+  const openssl = rates["openssl dgst -sha1"]!;
   const ratios: Record<string, number> = {
-    "pool-1/sha1sum (per core)": rates["HashPool 1 worker"]! / rates.sha1sum!,
-    "pool-1/openssl (per core)": rates["HashPool 1 worker"]! / rates["openssl dgst -sha1"]!,
-    "pool-2/sha1sum": rates["HashPool 2 workers"]! / rates.sha1sum!,
-    "guidup-hash/sha1sum": cli / rates.sha1sum!,
-    "guidup-hash/openssl": cli / rates["openssl dgst -sha1"]!,
+    "guidup hash 1 worker / openssl": rates["guidup hash 1 worker"]! / openssl,
+    "guidup hash 2 workers / openssl": rates["guidup hash 2 workers"]! / openssl,
+    "HashPool 1 worker / openssl": rates["HashPool 1 worker (in-process)"]! / openssl,
+    "HashPool 2 workers / openssl": rates["HashPool 2 workers (in-process)"]! / openssl,
+    "CPU per GiB guidup 1 / openssl":
+      cpuPerGiB["guidup hash 1 worker"]! / cpuPerGiB["openssl dgst -sha1"]!,
   };
-  for (const [k, v] of Object.entries(ratios)) log(`   ${k.padEnd(26)} ${v.toFixed(2)}×`);
-  log("   goals: per core >= 0.9× sha1sum; two workers on two cores >= 1.6× sha1sum");
-  return { files: paths.length, bytes, generateSeconds, cpus, rates, ratios };
+  if (baselineMain !== undefined) {
+    for (const w of ["1 worker", "2 workers"]) {
+      ratios[`baseline guidup hash ${w} / openssl`] = rates[`baseline guidup hash ${w}`]! / openssl;
+      ratios[`guidup hash ${w} / baseline`] =
+        rates[`guidup hash ${w}`]! / rates[`baseline guidup hash ${w}`]!;
+    }
+  }
+  for (const [k, v] of Object.entries(ratios)) log(`   ${k.padEnd(32)} ${v.toFixed(2)}×`);
+  log(
+    `   ${goalLine({ name: `${set}: guidup hash 1 worker / openssl`, value: ratios["guidup hash 1 worker / openssl"]!, op: ">=", target: 0.9 })}`,
+  );
+  log(
+    `   ${goalLine({ name: `${set}: guidup hash 2 workers / openssl`, value: ratios["guidup hash 2 workers / openssl"]!, op: ">=", target: 1.6 })}`,
+  );
+  return {
+    set,
+    files: paths.length,
+    bytes,
+    mailboxes: spool.mailboxes.length,
+    generateSeconds,
+    cpus,
+    rates,
+    cpuSecondsPerGiB: cpuPerGiB,
+    ratios,
+  };
 }
 
 async function applyOnce(
@@ -436,7 +559,14 @@ export async function runHashApplyBench(
   const root = await mkdtemp(join(opts.dir ?? tmpdir(), "guidup-hash-apply-"));
   const result: HashApplyBenchResult = {};
   try {
-    if (!opts.skipHash) result.hash = await hashPart(root, opts.mb ?? 1024, log);
+    log(machineLine());
+    if (!opts.skipHash) {
+      result.hash = [];
+      for (const set of opts.sets ?? ["mixed", "small"])
+        result.hash.push(
+          await hashPart(root, set, opts.mb ?? 1024, opts.repeats ?? 3, opts.baselineMain, log),
+        );
+    }
     if (!opts.skipApply) result.apply = await applyPart(root, opts.mailboxes ?? 30, log);
     return result;
   } finally {
@@ -448,6 +578,11 @@ export async function runHashApplyBench(
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const { values } = parseArgs({
     options: {
+      sets: { type: "string", default: "mixed,small" },
+      repeats: { type: "string", default: "3" },
+      baseline: { type: "string" },
+      "skip-hash": { type: "boolean", default: false },
+      "skip-apply": { type: "boolean", default: false },
       mb: { type: "string", default: "1024" },
       mailboxes: { type: "string", default: "30" },
       dir: { type: "string" },
@@ -461,8 +596,24 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     console.error("--mb must be a positive number and --mailboxes a positive integer");
     process.exit(2);
   }
-  const o: HashApplyBenchOptions = { mb, mailboxes, keep: values.keep };
+  const sets = values.sets.split(",").filter((x) => x !== "");
+  const bad = sets.filter((x) => !(HASH_SETS as readonly string[]).includes(x));
+  const repeats = Number(values.repeats);
+  if (bad.length > 0 || !(Number.isInteger(repeats) && repeats > 0)) {
+    console.error(`--sets takes ${HASH_SETS.join(",")}; --repeats a positive integer`);
+    process.exit(2);
+  }
+  const o: HashApplyBenchOptions = {
+    mb,
+    mailboxes,
+    keep: values.keep,
+    sets: sets as HashSetName[],
+    repeats,
+    skipHash: values["skip-hash"],
+    skipApply: values["skip-apply"],
+  };
   if (values.dir !== undefined) o.dir = values.dir;
+  if (values.baseline !== undefined) o.baselineMain = values.baseline;
   const r = await runHashApplyBench(o);
   if (values.json) console.log(JSON.stringify(r, null, 2));
 }

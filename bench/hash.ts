@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { HashPool, isHashFailure } from "../src/agent/hash-pool.js";
+import { goalLine, machineLine } from "./report.js";
 
 export interface HashBenchOptions {
   /** Total size of the generated files in MiB (default 1024). */
@@ -125,6 +126,7 @@ export async function runHashBench(opts: HashBenchOptions = {}): Promise<HashBen
     log(`generating ${mb} MiB of message-like files (20 KiB–2 MiB) in ${root} …`);
     const { paths, bytes } = await makeSpool(root, mb * MiB);
     const cpus = availableParallelism();
+    log(machineLine());
     log(`${paths.length} files, ${(bytes / MiB).toFixed(0)} MiB, ${cpus} CPUs`);
 
     let coldOk = false;
@@ -183,6 +185,22 @@ export async function runHashBench(opts: HashBenchOptions = {}): Promise<HashBen
       "pool-2/sha1sum": rate("HashPool 2 workers") / rate("sha1sum"),
     };
     for (const [k, v] of Object.entries(ratios)) log(`${k.padEnd(22)} ${v.toFixed(2)}`);
+    log(
+      goalLine({
+        name: "HashPool 1 worker / openssl",
+        value: ratios["pool-1/openssl"]!,
+        op: ">=",
+        target: 0.9,
+      }),
+    );
+    log(
+      goalLine({
+        name: "HashPool 2 workers / openssl",
+        value: ratios["pool-2/openssl"]!,
+        op: ">=",
+        target: 1.6,
+      }),
+    );
     return { files: paths.length, bytes, cpus, runs, ratios };
   } finally {
     if (!opts.keep) await rm(root, { recursive: true, force: true });

@@ -36,6 +36,7 @@ import { formatFor } from "../src/cyrus/formats/index.js";
 import { parseImapdConf } from "../src/cyrus/imapd-conf.js";
 import { encodeHeader, encodeRecord } from "../src/cyrus/index-writer.js";
 import { mailboxDataDir } from "../src/cyrus/mailbox-path.js";
+import { goalLine, machineLine } from "./report.js";
 
 export interface LockHoldBenchOptions {
   /** Mailbox sizes in messages (default 100, 10,000, 100,000). */
@@ -290,6 +291,7 @@ export async function runLockHoldBench(
   const minRuns = opts.minRuns ?? 10;
   const parent = await mkdtemp(join(opts.dir ?? tmpdir(), "guidup-lockhold-"));
   const results: LockHoldSizeResult[] = [];
+  log(machineLine());
   try {
     for (const n of sizes) {
       const p = prepare(parent, n);
@@ -346,7 +348,10 @@ export async function runLockHoldBench(
         log(
           `n=${n}: runs=${r.runs} lockHeld p50=${r.lockHeldMs.p50.toFixed(2)} ms p99=${r.lockHeldMs.p99.toFixed(2)} ms | ` +
             `floor p50=${r.floorMs.p50.toFixed(2)} ms p99=${r.floorMs.p99.toFixed(2)} ms | ` +
-            `p99/floor-p99=${r.ratioP99.toFixed(2)} (goal <= 2) | client round trip p50=${r.roundTripMs.p50.toFixed(2)} ms`,
+            `p99/floor-p99=${r.ratioP99.toFixed(2)} | client round trip p50=${r.roundTripMs.p50.toFixed(2)} ms`,
+        );
+        log(
+          `n=${n}: ${goalLine({ name: "lock hold p99 / floor p99", value: r.ratioP99, op: "<=", target: 2 })}`,
         );
       } finally {
         await agent.close();

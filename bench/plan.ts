@@ -35,6 +35,7 @@ import { parseImapdConf } from "../src/cyrus/imapd-conf.js";
 import { encodeHeader, encodeRecord, type RecordValues } from "../src/cyrus/index-writer.js";
 import { mailboxDataDir } from "../src/cyrus/mailbox-path.js";
 import { readPlan, writePlan } from "../src/plan/plan-file.js";
+import { machineLine } from "./report.js";
 import { startBenchSshd } from "./sshd.js";
 
 const HERE = fileURLToPath(import.meta.url);
@@ -289,6 +290,7 @@ export async function runPlanBench(opts: PlanBenchOptions = {}): Promise<PlanBen
   const root = await mkdtemp(join(parent, "guidup-bench-plan-"));
   const sshd = await startBenchSshd();
   try {
+    log(machineLine());
     log(`generating 2 × ${n} mailboxes in ${root} …`);
     let start = performance.now();
     const { list, bytesPerSide } = generate(root, n);

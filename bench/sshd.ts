@@ -107,6 +107,8 @@ export async function startBenchSshd(options: SshdOptions = {}): Promise<BenchSs
       "KbdInteractiveAuthentication no",
       "AllowTcpForwarding no",
       "X11Forwarding no",
+      // guidup agent install copies the agent bundle over SFTP.
+      "Subsystem sftp internal-sftp",
       "PrintMotd no",
       // The OpenSSH default, written out because the session-limit test relies on it.
       "MaxSessions 10",

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Run by `npm test` before vitest: makes sure this machine has what the tests
 // run for real — OpenSSH's sshd and client (test/helpers/sshd.ts), openssl,
-// python3 (the foreign fcntl locker, the pty tests) and Debian's Cyrus tools
+// python3 (the foreign fcntl locker, the pty tests), iproute2 (bastion.ts) and Debian's Cyrus tools
 // (../shared/tools/cyrus-check-guids.sh). As root it installs what is missing
 // with apt-get, the way ../shared/tools/install-cyrus-tools.sh installs the
 // Cyrus tools (which it runs); otherwise it names what to install and fails,
@@ -37,6 +37,8 @@ const NEEDS = [
   { pkg: "openssh-client", have: () => onPath("ssh-keygen") && onPath("ssh") },
   { pkg: "openssl", have: () => onPath("openssl") },
   { pkg: "python3", have: () => onPath("python3") },
+  // `ip`, for the ProxyJump tests' network namespace (test/helpers/bastion.ts).
+  { pkg: "iproute2", have: () => onPath("ip") },
 ];
 const haveCyrusTools = () =>
   executable("/usr/lib/cyrus/bin/reconstruct") && executable("/usr/lib/cyrus/bin/mbexamine");

@@ -2,21 +2,33 @@
 // (the seed's step a), so that each mailbox is locked only briefly later.
 // Reads index and expunge without locks (as imapd does), hashes every
 // old-style record's message file that has no valid cache entry, and saves
-// each mailbox's cache atomically — also every SAVE_EVERY files of a large
-// mailbox — so an interrupted run loses little and a rerun skips what is done.
+// each mailbox's cache atomically once — and every SAVE_EVERY files of a
+// large mailbox — so an interrupted run loses little and a rerun skips what
+// is done.
+//
+// Speed (issue 12): most mail is a few kB, so the cost is per file and per
+// mailbox, not per byte. A mailbox's files go to the pool all at once (the
+// pool batches them to its workers), several mailboxes are in flight so the
+// workers never wait at a mailbox boundary, the per-file checks are
+// synchronous stats, the pool lives across requests (the CLI sends mailboxes
+// in batches; starting worker threads per request cost more than hashing a
+// batch of small mail), and caches are written without fsync (see
+// writeSha1Cache: a lost or torn cache is hashed again, never trusted).
 
+import { statSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
-import { GuidupError } from "../errors.js";
+import { UnsupportedVersionError } from "../cyrus/index-file.js";
+import { FileAccessError, GuidupError } from "../errors.js";
 import type { MailboxRef, Requests } from "../protocol/messages.js";
-import { HashPool, isHashFailure } from "./hash-pool.js";
+import { type HashResult as FileHashResult, HashPool, isHashFailure } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
 import { type GuidNeed, readMailbox } from "./mailbox-scan.js";
-import { isEntryValidFor, readSha1Cache, type Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
+import { isEntryValidFor, readSha1Cache, writeSha1Cache } from "./sha1-cache.js";
 
 const SAVE_EVERY = 2000;
-/** Mailboxes hashed at once by one `hash` request. */
-const MAILBOXES_IN_FLIGHT = 4;
+/** Mailboxes hashed at once by one `hash` request: enough to keep the workers fed. */
+const MAILBOXES_IN_FLIGHT = 8;
 
 type HashResult = Requests["hash"]["result"];
 
@@ -28,16 +40,40 @@ export interface HashProgress {
   alreadyCached: number;
 }
 
-export async function hashMailboxes(
-  conf: ImapdConf,
-  refs: readonly MailboxRef[],
-  options: { maxBytesPerSec?: number; lowPriority?: boolean; signal?: AbortSignal },
-  onProgress: (p: HashProgress) => void,
-): Promise<HashResult> {
+export interface HashOptions {
+  maxBytesPerSec?: number;
+  lowPriority?: boolean;
+  /** Hashing threads; default one per core. */
+  workers?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * The pool of the last request, kept for the next one with the same
+ * settings. Its idle workers are unref'd: they keep no process alive.
+ */
+let shared: { key: string; pool: HashPool } | undefined;
+
+function poolFor(options: HashOptions): HashPool {
+  const key = `${options.maxBytesPerSec ?? 0}/${options.lowPriority === true}/${options.workers ?? 0}`;
+  if (shared?.key === key) return shared.pool;
+  void shared?.pool.close();
   const pool = new HashPool({
     ...(options.maxBytesPerSec ? { maxBytesPerSec: options.maxBytesPerSec } : {}),
     ...(options.lowPriority ? { lowPriority: true } : {}),
+    ...(options.workers ? { workers: options.workers } : {}),
   });
+  shared = { key, pool };
+  return pool;
+}
+
+export async function hashMailboxes(
+  conf: ImapdConf,
+  refs: readonly MailboxRef[],
+  options: HashOptions,
+  onProgress: (p: HashProgress) => void,
+): Promise<HashResult> {
+  const pool = poolFor(options);
   const result: HashResult = {
     mailboxes: 0,
     hashed: 0,
@@ -52,29 +88,23 @@ export async function hashMailboxes(
     bytes: result.hashedBytes,
     alreadyCached: result.alreadyCached,
   });
-  try {
-    // Several mailboxes in flight, one shared pool: the workers never wait at
-    // a mailbox boundary (reading an index, saving a cache) for lack of work.
-    let next = 0;
-    const lane = async () => {
-      while (next < refs.length && !options.signal?.aborted) {
-        const ref = refs[next++]!;
-        try {
-          await hashOneMailbox(conf, ref, pool, result, options.signal, () =>
-            onProgress(progress()),
-          );
-        } catch (err) {
-          if (!(err instanceof GuidupError)) throw err;
-          result.failed.push({ mailbox: ref.name, reason: err.message });
-        }
-        result.mailboxes++;
-        onProgress(progress());
+  // Several mailboxes in flight, one shared pool: the workers never wait at
+  // a mailbox boundary (reading an index, saving a cache) for lack of work.
+  let next = 0;
+  const lane = async () => {
+    while (next < refs.length && !options.signal?.aborted) {
+      const ref = refs[next++]!;
+      try {
+        await hashOneMailbox(conf, ref, pool, result, options.signal, () => onProgress(progress()));
+      } catch (err) {
+        if (!(err instanceof GuidupError)) throw err;
+        result.failed.push({ mailbox: ref.name, reason: err.message });
       }
-    };
-    await Promise.all(Array.from({ length: MAILBOXES_IN_FLIGHT }, lane));
-  } finally {
-    await pool.close();
-  }
+      result.mailboxes++;
+      onProgress(progress());
+    }
+  };
+  await Promise.all(Array.from({ length: MAILBOXES_IN_FLIGHT }, lane));
   return result;
 }
 
@@ -91,22 +121,40 @@ async function hashOneMailbox(
     (s) => s.size > 0,
     () => false,
   );
-  const read = await readMailbox(
-    files.name,
-    { path: files.index, kind: "index" },
-    expungeExists ? { path: files.expunge, kind: "expunge" } : undefined,
-  );
-  const needs = new Map<number, GuidNeed>();
-  for (const n of [...read.index.needs, ...(read.expunge?.needs ?? [])]) {
-    if (!needs.has(n.uid)) needs.set(n.uid, n);
+  let read: Awaited<ReturnType<typeof readMailbox>>;
+  try {
+    read = await readMailbox(
+      files.name,
+      { path: files.index, kind: "index" },
+      expungeExists ? { path: files.expunge, kind: "expunge" } : undefined,
+    );
+  } catch (err) {
+    // Nothing to hash: written by Cyrus 2.4+ (past the upgrade), or gone
+    // since the list was made (the plan reports both).
+    if (err instanceof UnsupportedVersionError && err.newer) return;
+    if (
+      err instanceof FileAccessError &&
+      err.detail?.errno === "ENOENT" &&
+      err.detail.file === files.index
+    )
+      return;
+    throw err;
   }
+  const needs = new Map<number, GuidNeed>();
+  for (const n of read.index.needs) if (!needs.has(n.uid)) needs.set(n.uid, n);
+  for (const n of read.expunge?.needs ?? []) if (!needs.has(n.uid)) needs.set(n.uid, n);
   if (needs.size === 0) return;
   const { cache } = await readSha1Cache(files.sha1s);
   const todo: GuidNeed[] = [];
   for (const need of needs.values()) {
     const entry = cache.lookup(need.uid, need.size);
     if (entry?.origin === "local") {
-      const st = await stat(files.messageFile(need.uid), { bigint: true }).catch(() => undefined);
+      let st: ReturnType<typeof statSync> | undefined;
+      try {
+        st = statSync(files.messageFile(need.uid), { bigint: true });
+      } catch {
+        st = undefined;
+      }
       if (st && isEntryValidFor(entry, st)) {
         result.alreadyCached++;
         continue;
@@ -115,17 +163,24 @@ async function hashOneMailbox(
     todo.push(need);
   }
   if (todo.length === 0) return;
-  const indexStat = await stat(files.index);
+  const indexStat = statSync(files.index);
   const owner = { uid: indexStat.uid, gid: indexStat.gid, mode: indexStat.mode };
-  const save = (c: Sha1Cache) => writeSha1Cache(files.sha1s, c, owner);
-  let sinceSave = 0;
-  // Keep the pool busy: a window of files in flight, results in any order.
-  const window = 16;
-  let next = 0;
-  const worker = async () => {
-    while (next < todo.length && !signal?.aborted) {
-      const need = todo[next++]!;
-      const r = await pool.hash({ path: files.messageFile(need.uid) });
+  for (let from = 0; from < todo.length && !signal?.aborted; from += SAVE_EVERY) {
+    const group = todo.slice(from, from + SAVE_EVERY);
+    // The whole group at once: the pool batches it to the workers. On abort,
+    // files not started are dropped and what was hashed is still saved.
+    const settled = await Promise.allSettled(
+      group.map((need) => pool.hash({ path: files.messageFile(need.uid) }, signal)),
+    );
+    let added = 0;
+    for (let i = 0; i < group.length; i++) {
+      const s = settled[i]!;
+      if (s.status === "rejected") {
+        if (signal?.aborted) continue;
+        throw s.reason;
+      }
+      const r: FileHashResult = s.value;
+      const need = group[i]!;
       if (isHashFailure(r)) {
         result.failed.push({ mailbox: files.name, uid: need.uid, reason: `${r.path}: ${r.error}` });
         continue;
@@ -140,13 +195,9 @@ async function hashOneMailbox(
       });
       result.hashed++;
       result.hashedBytes += r.size;
-      if (++sinceSave >= SAVE_EVERY) {
-        sinceSave = 0;
-        await save(cache);
-      }
-      tick();
+      added++;
     }
-  };
-  await Promise.all(Array.from({ length: window }, worker));
-  await save(cache);
+    if (added > 0) await writeSha1Cache(files.sha1s, cache, owner, { durable: false });
+    tick();
+  }
 }

@@ -2,16 +2,20 @@
 //
 // Filling a spool's sha1 caches means reading every message once (the seed's
 // operator took five days), so this is built to keep the disks and all cores
-// busy without starving live IMAP traffic: worker threads (each hashes one
-// file at a time with blocking 1 MiB reads, and always has the next file
-// waiting in its message queue so it never idles on a round trip to the
-// main thread), an optional byte-rate
-// limit shared by all workers, optional lower CPU priority, and an
-// AbortSignal so a long `guidup hash` stops cleanly.
+// busy without starving live IMAP traffic: worker threads (each hashes its
+// files one at a time with blocking reads into one reused 1 MiB buffer),
+// an optional byte-rate limit shared by all workers, optional lower CPU
+// priority, and AbortSignals so a long `guidup hash` stops cleanly.
 //
-// The agent calls `pool.hash(path)` as often and as concurrently as it likes;
-// jobs queue here and are handed to whichever worker has room. `hashMany`
-// wraps that for a stream of jobs with bounded look-ahead and progress.
+// Most mail is a few kB, where a message to a worker and its answer cost more
+// than the hashing, so files travel in batches: jobs queue here, and each
+// worker gets a share of the queue in one message (up to MAX_BATCH files)
+// and answers with packed results, always with its next batch already
+// waiting in its port so it never idles on a round trip to the main thread.
+//
+// The agent calls `pool.hash(path)` as often and as concurrently as it likes
+// (calls made in the same tick share batches); `hashMany` wraps that for a
+// stream of jobs with bounded look-ahead and progress.
 //
 // Worker file: the compiled `hash-worker.js` next to this module (dist/). When
 // this module runs from TypeScript sources (vitest), `./hash-worker.js` does
@@ -22,15 +26,18 @@
 
 import { existsSync, statSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { threadId as mainThreadId, Worker } from "node:worker_threads";
 import {
+  ABORTED,
   cancelInControl,
   createControl,
   HASH_READ_BYTES,
+  type HashBatchReply,
   type HashErr,
   type HashOk,
-  hashFile,
+  hashSteps,
   RateLimiter,
   WORKER_MARK,
   type WorkerInit,
@@ -96,11 +103,18 @@ export interface HashPoolStats {
 }
 
 /**
- * Files handed to one worker at once: the one it hashes and the next one,
+ * Batches handed to one worker at once: the one it hashes and the next one,
  * already waiting in its port when it finishes. For disk-bound (cold-cache)
  * runs, more workers than cores keeps more reads outstanding.
  */
 const PER_WORKER = 2;
+/**
+ * Most files in one batch. A batch takes an even share of the queue (so the
+ * last files spread over all workers), capped here so that results flow
+ * back steadily and fewer files than the worker's cancel table holds are in
+ * flight per worker.
+ */
+const MAX_BATCH = 64;
 
 interface Task {
   id: number;
@@ -108,10 +122,15 @@ interface Task {
   resolve: (r: HashResult) => void;
   reject: (err: unknown) => void;
   signal?: AbortSignal;
-  onAbort?: () => void;
   /** Set while queued; cleared when dispatched or dropped. */
   queued: boolean;
   slot?: Slot;
+}
+
+interface Batch {
+  tasks: Task[];
+  /** Tasks answered so far: replies come in order, tasks[answered..] are pending. */
+  answered: number;
 }
 
 interface Slot {
@@ -120,7 +139,7 @@ interface Slot {
   control: Int32Array;
   threadId: number;
   ready: boolean;
-  inflight: Map<number, Task>;
+  inflight: Map<number, Batch>;
 }
 
 function workerFileUrl(): URL | undefined {
@@ -162,12 +181,21 @@ export class HashPool {
   #queue: Task[] = [];
   #head = 0;
   #nextId = 1;
+  #nextBatch = 1;
+  /** Tasks in #queue still marked queued. */
+  #queued = 0;
+  #dispatchScheduled = false;
   #outstanding = 0;
   #idleWaiters: (() => void)[] = [];
   #closed = false;
   #inlineRunning = 0;
   #inlineBuffers: Buffer[] = [];
   #perThread = new Map<number, { files: number; bytes: number }>();
+  /**
+   * Tasks per signal, with one abort listener per signal however many files
+   * share it (a whole mailbox, a hashMany stream).
+   */
+  #watched = new Map<AbortSignal, { tasks: Set<Task>; onAbort: () => void }>();
 
   constructor(opts: HashPoolOptions = {}) {
     const n = opts.workers ?? availableParallelism();
@@ -210,12 +238,19 @@ export class HashPool {
       const task: Task = { id: this.#nextId++, job: toJob(job), resolve, reject, queued: true };
       if (signal !== undefined) {
         task.signal = signal;
-        task.onAbort = () => this.#abortTask(task);
-        signal.addEventListener("abort", task.onAbort, { once: true });
+        this.#watch(task, signal);
       }
       this.#outstanding++;
       this.#queue.push(task);
-      this.#dispatch();
+      this.#queued++;
+      // Jobs submitted in the same tick share batches: dispatch once they are all in.
+      if (!this.#dispatchScheduled) {
+        this.#dispatchScheduled = true;
+        queueMicrotask(() => {
+          this.#dispatchScheduled = false;
+          this.#dispatch();
+        });
+      }
     });
   }
 
@@ -240,37 +275,52 @@ export class HashPool {
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
 
-    const it: Iterator<HashJob | string> | AsyncIterator<HashJob | string> =
-      Symbol.asyncIterator in jobs
-        ? (jobs as AsyncIterable<HashJob | string>)[Symbol.asyncIterator]()
-        : (jobs as Iterable<HashJob | string>)[Symbol.iterator]();
+    const isAsync = Symbol.asyncIterator in jobs;
+    const it: Iterator<HashJob | string> | AsyncIterator<HashJob | string> = isAsync
+      ? (jobs as AsyncIterable<HashJob | string>)[Symbol.asyncIterator]()
+      : (jobs as Iterable<HashJob | string>)[Symbol.iterator]();
     const window = 2 * this.#capacity();
-    type Settled = { k: number; r: HashResult } | { k: number; e: unknown };
-    const pending = new Map<number, Promise<Settled>>();
-    let seq = 0;
+    type Settled = { r: HashResult } | { e: unknown };
+    // Settled results in completion order, consumed from `head`.
+    let done: Settled[] = [];
+    let head = 0;
+    let inFlight = 0;
+    let wake: (() => void) | undefined;
+    const settle = (s: Settled) => {
+      done.push(s);
+      inFlight--;
+      wake?.();
+    };
     let exhausted = false;
     let files = 0;
     let bytes = 0;
     try {
       for (;;) {
-        while (!exhausted && !inner.signal.aborted && pending.size < window) {
-          const next = await it.next();
+        while (!exhausted && !inner.signal.aborted && inFlight < window) {
+          const next = isAsync ? await it.next() : (it as Iterator<HashJob | string>).next();
           if (next.done) {
             exhausted = true;
             break;
           }
-          const k = seq++;
-          pending.set(
-            k,
-            this.hash(next.value, inner.signal).then(
-              (r) => ({ k, r }),
-              (e: unknown) => ({ k, e }),
-            ),
+          inFlight++;
+          this.hash(next.value, inner.signal).then(
+            (r) => settle({ r }),
+            (e: unknown) => settle({ e }),
           );
         }
-        if (pending.size === 0) break;
-        const s = await Promise.race(pending.values());
-        pending.delete(s.k);
+        if (head === done.length) {
+          if (inFlight === 0) break;
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+          wake = undefined;
+          continue;
+        }
+        const s = done[head++]!;
+        if (head > 1024 && head * 2 > done.length) {
+          done = done.slice(head);
+          head = 0;
+        }
         // After an abort, whatever still arrives is dropped, finished or not.
         if (inner.signal.aborted) continue;
         if ("e" in s) throw s.e;
@@ -281,9 +331,14 @@ export class HashPool {
       }
     } finally {
       signal?.removeEventListener("abort", onAbort);
-      if (pending.size > 0) {
+      if (inFlight > 0) {
         inner.abort();
-        await Promise.allSettled(pending.values());
+        while (inFlight > 0) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+        }
+        wake = undefined;
       }
       if (!exhausted) await it.return?.();
     }
@@ -304,8 +359,9 @@ export class HashPool {
     await Promise.all(slots.map((s) => s.worker.terminate()));
   }
 
+  /** Files that keep every hashing thread busy. */
   #capacity(): number {
-    return this.#mode === "threads" ? this.#workers * PER_WORKER : this.#workers;
+    return this.#mode === "threads" ? this.#workers * PER_WORKER * MAX_BATCH : this.#workers;
   }
 
   #takeQueued(): Task | undefined {
@@ -315,14 +371,13 @@ export class HashPool {
         this.#queue = this.#queue.slice(this.#head);
         this.#head = 0;
       }
-      if (t.queued) return t;
+      if (t.queued) {
+        t.queued = false;
+        this.#queued--;
+        return t;
+      }
     }
     return undefined;
-  }
-
-  #hasQueued(): boolean {
-    for (let i = this.#head; i < this.#queue.length; i++) if (this.#queue[i]!.queued) return true;
-    return false;
   }
 
   #dispatch(): void {
@@ -330,12 +385,11 @@ export class HashPool {
       while (this.#inlineRunning < this.#workers) {
         const t = this.#takeQueued();
         if (t === undefined) return;
-        t.queued = false;
         this.#runInline(t);
       }
       return;
     }
-    if (!this.#hasQueued()) return;
+    if (this.#queued === 0) return;
     while (this.#slots.length < this.#workers && this.#mode === "threads") this.#spawn();
     if (this.#mode !== "threads") {
       this.#dispatch();
@@ -348,15 +402,30 @@ export class HashPool {
           best = s;
         }
       }
-      if (best === undefined) return;
-      const t = this.#takeQueued();
-      if (t === undefined) return;
-      t.queued = false;
-      t.slot = best;
+      if (best === undefined || this.#queued === 0) return;
+      // An even share of what is queued, so the last files spread over all workers.
+      const share = Math.ceil(this.#queued / (this.#workers * PER_WORKER));
+      const size = Math.min(MAX_BATCH, Math.max(1, share));
+      const tasks: Task[] = [];
+      const req: WorkerRequest = {
+        type: "hash",
+        batch: this.#nextBatch++,
+        ids: [],
+        paths: [],
+        expectedSizes: [],
+      };
+      while (tasks.length < size) {
+        const t = this.#takeQueued();
+        if (t === undefined) break;
+        t.slot = best;
+        tasks.push(t);
+        req.ids.push(t.id);
+        req.paths.push(t.job.path);
+        req.expectedSizes.push(t.job.expectedSize ?? -1);
+      }
+      if (tasks.length === 0) return;
       if (best.inflight.size === 0) best.worker.ref();
-      best.inflight.set(t.id, t);
-      const req: WorkerRequest = { type: "hash", id: t.id, path: t.job.path };
-      if (t.job.expectedSize !== undefined) req.expectedSize = t.job.expectedSize;
+      best.inflight.set(req.batch, { tasks, answered: 0 });
       best.worker.postMessage(req);
     }
   }
@@ -388,18 +457,21 @@ export class HashPool {
         slot.ready = true;
         return;
       }
-      const t = slot.inflight.get(msg.id);
-      if (t === undefined) return;
-      slot.inflight.delete(msg.id);
-      if (slot.inflight.size === 0) worker.unref();
-      const r = msg.result;
-      this.#finish(t, slot.threadId, r.ok ? { ...r, sha1: Buffer.from(r.sha1) } : r);
+      const batch = slot.inflight.get(msg.batch);
+      if (batch === undefined) return;
+      batch.answered = msg.from + msg.count;
+      if (batch.answered >= batch.tasks.length) {
+        slot.inflight.delete(msg.batch);
+        if (slot.inflight.size === 0) worker.unref();
+      }
+      // Refill the worker before the bookkeeping: it is waiting for work.
       this.#dispatch();
+      this.#finishReply(batch, msg, slot.threadId);
     });
     const died = (why: string) => {
       if (!this.#slots.includes(slot)) return;
       this.#slots = this.#slots.filter((s) => s !== slot);
-      const tasks = [...slot.inflight.values()];
+      const tasks = [...slot.inflight.values()].flatMap((b) => b.tasks.slice(b.answered));
       slot.inflight.clear();
       if (!slot.ready) {
         // The worker never started (missing or broken worker file): hash on
@@ -426,12 +498,13 @@ export class HashPool {
     this.#slots = [];
     for (const s of others) {
       // Their in-flight files finish there; later ones run inline.
-      requeue.push(...[...s.inflight.values()]);
+      for (const b of s.inflight.values()) requeue.push(...b.tasks.slice(b.answered));
       s.inflight.clear();
       void s.worker.terminate();
     }
     for (const t of requeue) {
       t.queued = true;
+      this.#queued++;
       delete t.slot;
     }
     this.#queue = [...requeue, ...this.#queue.slice(this.#head)];
@@ -442,11 +515,7 @@ export class HashPool {
   #runInline(t: Task): void {
     this.#inlineRunning++;
     const buf = this.#inlineBuffers.pop() ?? Buffer.allocUnsafe(HASH_READ_BYTES);
-    const opts: Parameters<typeof hashFile>[2] = {};
-    if (t.job.expectedSize !== undefined) opts.expectedSize = t.job.expectedSize;
-    if (this.#limiter !== undefined) opts.limiter = this.#limiter;
-    if (t.signal !== undefined) opts.signal = t.signal;
-    void hashFile(t.job.path, buf, opts).then((r) => {
+    void this.#hashInline(t, buf).then((r) => {
       this.#inlineRunning--;
       this.#inlineBuffers.push(buf);
       this.#finish(t, mainThreadId, r);
@@ -454,9 +523,59 @@ export class HashPool {
     });
   }
 
+  /**
+   * hashSteps on the main thread: each read blocks for at most one buffer
+   * (1 MiB), and the event loop gets a turn before every file and between
+   * reads, so the agent's protocol loop keeps running; rate-limit debt is
+   * waited off with a timer.
+   */
+  async #hashInline(t: Task, buf: Buffer): Promise<HashOk | HashErr> {
+    await nextTurn();
+    const signal = t.signal;
+    if (signal?.aborted) return ABORTED;
+    const steps = hashSteps(t.job.path, buf, t.job.expectedSize, this.#limiter);
+    for (let s = steps.next(); ; s = steps.next()) {
+      if (s.done) return s.value;
+      try {
+        if (s.value >= 1) await sleep(s.value, undefined, signal ? { signal } : undefined);
+        else await nextTurn();
+      } catch (err) {
+        steps.return(ABORTED);
+        if (signal?.aborted) return ABORTED;
+        throw err;
+      }
+      if (signal?.aborted) {
+        steps.return(ABORTED);
+        return ABORTED;
+      }
+    }
+  }
+
+  /** Settles the tasks a worker reply answers. */
+  #finishReply(batch: Batch, msg: HashBatchReply, threadId: number): void {
+    let f = 0;
+    const failures = msg.failures;
+    for (let i = 0; i < msg.count; i++) {
+      const t = batch.tasks[msg.from + i]!;
+      if (f < failures.length && failures[f]!.i === i) {
+        this.#finish(t, threadId, failures[f++]!.err);
+        continue;
+      }
+      this.#finish(t, threadId, {
+        ok: true,
+        sha1: Buffer.from(msg.sha1.buffer, msg.sha1.byteOffset + 20 * i, 20),
+        size: msg.sizes[i]!,
+        dev: msg.identity[3 * i]!,
+        ino: msg.identity[3 * i + 1]!,
+        mtimeNs: BigInt.asIntN(64, msg.identity[3 * i + 2]!),
+      });
+    }
+  }
+
   #abortTask(t: Task): void {
     if (t.queued) {
       t.queued = false;
+      this.#queued--;
       this.#settle(t);
       t.reject(abortReason(t.signal!));
       return;
@@ -492,9 +611,34 @@ export class HashPool {
     }
   }
 
+  #watch(t: Task, signal: AbortSignal): void {
+    let w = this.#watched.get(signal);
+    if (w === undefined) {
+      const tasks = new Set<Task>();
+      const onAbort = () => {
+        this.#watched.delete(signal);
+        for (const task of tasks) this.#abortTask(task);
+      };
+      w = { tasks, onAbort };
+      this.#watched.set(signal, w);
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
+    w.tasks.add(t);
+  }
+
+  #unwatch(t: Task, signal: AbortSignal): void {
+    const w = this.#watched.get(signal);
+    if (w === undefined) return;
+    w.tasks.delete(t);
+    if (w.tasks.size === 0) {
+      this.#watched.delete(signal);
+      signal.removeEventListener("abort", w.onAbort);
+    }
+  }
+
   /** Bookkeeping common to every way a task ends. */
   #settle(t: Task): void {
-    if (t.onAbort !== undefined) t.signal?.removeEventListener("abort", t.onAbort);
+    if (t.signal !== undefined) this.#unwatch(t, t.signal);
     delete t.slot;
     this.#outstanding--;
     if (this.#outstanding === 0) {

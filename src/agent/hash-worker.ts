@@ -2,21 +2,23 @@
 // it. Kept to node built-ins only: every worker thread loads this module on
 // its own, so anything imported here is paid once per thread. HashPool also
 // imports it to hash on the main thread when no worker file can be found
-// (e.g. running from TypeScript sources without a build): the main thread
-// uses the async twin of the workers' blocking read loop, same algorithm.
+// (e.g. running from TypeScript sources without a build).
+//
+// One hashing algorithm (hashSteps) for both places: a generator that does
+// the blocking reads and hands control back after each one, so its driver
+// decides how to check for cancellation and how to wait off rate-limit
+// debt — blocking (Atomics.wait) in a worker, with timers on the main thread.
 
 import { createHash, type Hash } from "node:crypto";
 import { type BigIntStats, closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { setPriority } from "node:os";
-import { setTimeout as sleep } from "node:timers/promises";
 import { isMainThread, parentPort, threadId, workerData } from "node:worker_threads";
 
 /** Bytes per read: large reads, few syscalls (same as sha1File in src/cyrus/guid.ts). */
 export const HASH_READ_BYTES = 1 << 20;
 
 /** Marker in workerData, so importing this module in some other worker starts nothing. */
-export const WORKER_MARK = "guidup-hash-worker/1";
+export const WORKER_MARK = "guidup-hash-worker/2";
 
 export interface WorkerInit {
   mark: typeof WORKER_MARK;
@@ -45,18 +47,44 @@ export interface HashErr {
   size?: number;
 }
 
-/** Main thread → worker. Cancellation goes through shared memory (runWorker). */
+/**
+ * Main thread → worker: several files in one message (a message per file
+ * cost more than hashing a small file). Cancellation goes through shared
+ * memory (runWorker), per file id.
+ */
 export interface WorkerRequest {
   type: "hash";
-  id: number;
-  path: string;
-  expectedSize?: number;
+  /** Names this message in the replies. */
+  batch: number;
+  ids: number[];
+  paths: string[];
+  /** Per file: the expected size, or -1 for none. */
+  expectedSizes: number[];
 }
 
-/** Worker → main thread. */
-export type WorkerReply =
-  | { type: "ready"; threadId: number }
-  | { type: "done"; id: number; result: HashOk | HashErr };
+/**
+ * Worker → main thread: results of files `from` .. `from + count - 1` of a
+ * batch, packed (one SHA1 buffer and three number columns; the buffers are
+ * transferred, not copied). A worker answers a batch in one reply, or in
+ * several when it takes long (rate limit, large files), so results never
+ * wait long for the rest of their batch.
+ */
+export interface HashBatchReply {
+  type: "done";
+  batch: number;
+  from: number;
+  count: number;
+  /** 20 bytes per file (zero for failures). */
+  sha1: Uint8Array;
+  /** Bytes hashed per file (0 for failures). */
+  sizes: Float64Array;
+  /** dev, ino, mtimeNs (two's complement: BigInt.asIntN(64, …)) per file; 0 for failures. */
+  identity: BigUint64Array;
+  /** The failures, by index within this reply. */
+  failures: { i: number; err: HashErr }[];
+}
+
+export type WorkerReply = { type: "ready"; threadId: number } | HashBatchReply;
 
 /**
  * A token bucket shared by all threads of one pool, kept as a single "next
@@ -99,12 +127,6 @@ export class RateLimiter {
       }
     }
   }
-
-  /** book() and wait asynchronously (main thread). */
-  async take(bytes: number, signal?: AbortSignal): Promise<void> {
-    const ms = this.book(bytes);
-    if (ms >= 1) await sleep(ms, undefined, signal ? { signal } : undefined);
-  }
 }
 
 function errnoOf(err: unknown): string | undefined {
@@ -126,7 +148,7 @@ function sizeMismatch(expectedSize: number, size: number): HashErr {
   };
 }
 
-const ABORTED: HashErr = { ok: false, error: "aborted", code: "aborted" };
+export const ABORTED: HashErr = { ok: false, error: "aborted", code: "aborted" };
 
 /** The result for one consistent state of the file, or "changed". */
 function finalResult(
@@ -153,83 +175,27 @@ function finalResult(
   };
 }
 
-/*
- * hashFile (async, main thread) and hashFileSync (worker threads) are the same
- * algorithm; keep them in step. SHA1 of one whole message file, with the
- * identity of exactly the bytes hashed: dev/ino/mtime/size come from fstat on
- * the open fd (a path stat could see a file that replaced this one in
- * between). A second fstat after the last read catches a file changed while
- * being read (Cyrus never does that, but a result must describe one
- * consistent state or none). Neither throws for file problems: they become
- * HashErr results.
- */
-
 /**
- * Async variant, for hashing on the main thread: never blocks the event loop.
+ * SHA1 of one whole message file, with the identity of exactly the bytes
+ * hashed: dev/ino/mtime/size come from fstat on the open fd (a path stat
+ * could see a file that replaced this one in between). Reads the size fstat
+ * gave, in reads of at most `buf.length` (a small file in one read, with no
+ * extra read to see the end); a second fstat after the last read catches a
+ * file changed while being read, grown or shrunk (Cyrus never does that, but
+ * a result must describe one consistent state or none). File problems become
+ * HashErr results, never throws.
+ *
+ * A generator: after each read it yields the milliseconds of rate-limit
+ * debt to wait off (0 without a limiter) and lets its driver check for
+ * cancellation; a driver that stops early calls return(), which closes the
+ * file.
  */
-export async function hashFile(
+export function* hashSteps(
   path: string,
   buf: Buffer,
-  opts: { expectedSize?: number; limiter?: RateLimiter; signal?: AbortSignal } = {},
-): Promise<HashOk | HashErr> {
-  const { expectedSize, limiter, signal } = opts;
-  if (signal?.aborted) return ABORTED;
-  let fh: Awaited<ReturnType<typeof open>>;
-  try {
-    fh = await open(path, "r");
-  } catch (err) {
-    return openFailure(err);
-  }
-  try {
-    const before = await fh.stat({ bigint: true });
-    const size = Number(before.size);
-    // Do not spend I/O on a file that cannot be the record's message.
-    if (expectedSize !== undefined && size !== expectedSize)
-      return sizeMismatch(expectedSize, size);
-    const hash = createHash("sha1");
-    let pos = 0;
-    for (;;) {
-      if (signal?.aborted) return ABORTED;
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-      if (bytesRead === 0) break;
-      hash.update(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
-      pos += bytesRead;
-      if (limiter !== undefined) {
-        try {
-          await limiter.take(bytesRead, signal);
-        } catch (err) {
-          if (signal?.aborted) return ABORTED;
-          throw err;
-        }
-      }
-    }
-    return finalResult(path, hash, pos, before, await fh.stat({ bigint: true }));
-  } catch (err) {
-    return { ok: false, error: String(err), code: errnoOf(err) ?? "error" };
-  } finally {
-    await fh.close().catch(() => {});
-  }
-}
-
-/**
- * Blocking variant, for worker threads: a worker has nothing else to do, and
- * synchronous reads skip the libuv thread-pool round trip of every async
- * read, which measured about 1.7× faster on warm files (bench/hash.ts).
- * `cancelled()` is polled between reads; `wait(ms)` sleeps off rate-limit
- * debt and may return early when woken for a cancellation.
- */
-export function hashFileSync(
-  path: string,
-  buf: Buffer,
-  opts: {
-    expectedSize?: number;
-    limiter?: RateLimiter;
-    cancelled: () => boolean;
-    wait: (ms: number) => void;
-  },
-): HashOk | HashErr {
-  const { expectedSize, limiter, cancelled, wait } = opts;
-  if (cancelled()) return ABORTED;
+  expectedSize?: number,
+  limiter?: RateLimiter,
+): Generator<number, HashOk | HashErr, undefined> {
   let fd: number;
   try {
     fd = openSync(path, "r");
@@ -239,23 +205,17 @@ export function hashFileSync(
   try {
     const before = fstatSync(fd, { bigint: true });
     const size = Number(before.size);
+    // Do not spend I/O on a file that cannot be the record's message.
     if (expectedSize !== undefined && size !== expectedSize)
       return sizeMismatch(expectedSize, size);
     const hash = createHash("sha1");
     let pos = 0;
-    for (;;) {
-      if (cancelled()) return ABORTED;
-      const bytesRead = readSync(fd, buf, 0, buf.length, pos);
-      if (bytesRead === 0) break;
+    while (pos < size) {
+      const bytesRead = readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+      if (bytesRead === 0) break; // shrank: the second fstat says so
       hash.update(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
       pos += bytesRead;
-      if (limiter !== undefined) {
-        const deadline = Date.now() + limiter.book(bytesRead);
-        for (let ms = deadline - Date.now(); ms >= 1; ms = deadline - Date.now()) {
-          if (cancelled()) return ABORTED;
-          wait(ms);
-        }
-      }
+      yield limiter === undefined ? 0 : limiter.book(bytesRead);
     }
     return finalResult(path, hash, pos, before, fstatSync(fd, { bigint: true }));
   } catch (err) {
@@ -269,8 +229,43 @@ export function hashFileSync(
   }
 }
 
+/**
+ * Runs hashSteps to the end in a worker thread: blocking, which skips the
+ * libuv thread-pool round trip of every async read (a worker has nothing
+ * else to do). `cancelled()` is polled after every read; `wait(ms)` sleeps
+ * off rate-limit debt and may return early when woken for a cancellation.
+ */
+export function hashFileBlocking(
+  path: string,
+  buf: Buffer,
+  expectedSize: number | undefined,
+  limiter: RateLimiter | undefined,
+  cancelled: () => boolean,
+  wait: (ms: number) => void,
+): HashOk | HashErr {
+  if (cancelled()) return ABORTED;
+  const steps = hashSteps(path, buf, expectedSize, limiter);
+  for (let s = steps.next(); ; s = steps.next()) {
+    if (s.done) return s.value;
+    if (cancelled()) {
+      steps.return(ABORTED);
+      return ABORTED;
+    }
+    if (s.value >= 1) {
+      const deadline = Date.now() + s.value;
+      for (let ms = s.value; ms >= 1; ms = deadline - Date.now()) {
+        if (cancelled()) {
+          steps.return(ABORTED);
+          return ABORTED;
+        }
+        wait(ms);
+      }
+    }
+  }
+}
+
 /** Slots of the per-worker cancel table (see WorkerInit.control). */
-export const CANCEL_SLOTS = 64;
+export const CANCEL_SLOTS = 1024;
 /** Index in the control array that the main thread bumps to wake a waiting worker. */
 export const WAKE_INDEX = CANCEL_SLOTS;
 
@@ -285,15 +280,19 @@ export function createControl(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(4 * (CANCEL_SLOTS + 1)));
 }
 
+/** A reply is sent at the latest this long after the previous one while a batch runs. */
+const REPLY_EVERY_MS = 25;
+
 /**
- * The worker loop. Jobs are hashed one at a time, synchronously, in the
- * order they arrive (the pool keeps the next one queued in the port so the
- * worker never idles between files). Because the thread is busy while it
- * hashes, cancellation does not travel as a message but through `control`,
- * shared memory the main thread writes: the cancel table, where slot
- * id % CANCEL_SLOTS holds id once job `id` is cancelled (a worker never has
- * more than a couple of jobs, and ids are unique, so slots never clash), and
- * a wake counter to interrupt a rate-limit wait.
+ * The worker loop. Batches are hashed one file at a time, synchronously, in
+ * the order they arrive (the pool keeps the next batch queued in the port so
+ * the worker never idles between batches). Because the thread is busy while
+ * it hashes, cancellation does not travel as a message but through
+ * `control`, shared memory the main thread writes: the cancel table, where
+ * slot id % CANCEL_SLOTS holds id once file job `id` is cancelled (the pool
+ * keeps fewer files than CANCEL_SLOTS in flight per worker, and ids are
+ * unique, so slots never clash), and a wake counter to interrupt a
+ * rate-limit wait.
  */
 function runWorker(port: NonNullable<typeof parentPort>, init: WorkerInit): void {
   if (init.lowPriority) {
@@ -312,20 +311,66 @@ function runWorker(port: NonNullable<typeof parentPort>, init: WorkerInit): void
   const control = init.control;
   const buf = Buffer.allocUnsafe(HASH_READ_BYTES);
   port.on("message", (msg: WorkerRequest) => {
-    const marker = msg.id & 0x7fff_ffff;
-    const cancelled = () => Atomics.load(control, msg.id % CANCEL_SLOTS) === marker;
-    const wait = (ms: number) => {
-      // Read the wake counter before the last cancel check, so a cancel that
-      // lands in between changes the counter and Atomics.wait returns at once.
-      const seen = Atomics.load(control, WAKE_INDEX);
-      if (!cancelled()) Atomics.wait(control, WAKE_INDEX, seen, ms);
+    const n = msg.paths.length;
+    let from = 0;
+    let lastReply = Date.now();
+    let sha1 = new Uint8Array(20 * n);
+    let sizes = new Float64Array(n);
+    let identity = new BigUint64Array(3 * n);
+    let failures: { i: number; err: HashErr }[] = [];
+    const reply = (end: number) => {
+      const count = end - from;
+      const out: HashBatchReply = {
+        type: "done",
+        batch: msg.batch,
+        from,
+        count,
+        sha1,
+        sizes,
+        identity,
+        failures,
+      };
+      port.postMessage(out, [sha1.buffer, sizes.buffer, identity.buffer]);
+      from = end;
+      lastReply = Date.now();
+      const left = n - end;
+      sha1 = new Uint8Array(20 * left);
+      sizes = new Float64Array(left);
+      identity = new BigUint64Array(3 * left);
+      failures = [];
     };
-    const opts: Parameters<typeof hashFileSync>[2] = { cancelled, wait };
-    if (msg.expectedSize !== undefined) opts.expectedSize = msg.expectedSize;
-    if (limiter !== undefined) opts.limiter = limiter;
-    const result = hashFileSync(msg.path, buf, opts);
-    const reply: WorkerReply = { type: "done", id: msg.id, result };
-    port.postMessage(reply);
+    for (let k = 0; k < n; k++) {
+      const id = msg.ids[k]!;
+      const marker = id & 0x7fff_ffff;
+      const cancelled = () => Atomics.load(control, id % CANCEL_SLOTS) === marker;
+      const wait = (ms: number) => {
+        // Read the wake counter before the last cancel check, so a cancel that
+        // lands in between changes the counter and Atomics.wait returns at once.
+        const seen = Atomics.load(control, WAKE_INDEX);
+        if (!cancelled()) Atomics.wait(control, WAKE_INDEX, seen, ms);
+      };
+      const expected = msg.expectedSizes[k]!;
+      const r = hashFileBlocking(
+        msg.paths[k]!,
+        buf,
+        expected >= 0 ? expected : undefined,
+        limiter,
+        cancelled,
+        wait,
+      );
+      const i = k - from;
+      if (r.ok) {
+        sha1.set(r.sha1, 20 * i);
+        sizes[i] = r.size;
+        identity[3 * i] = r.dev;
+        identity[3 * i + 1] = r.ino;
+        identity[3 * i + 2] = BigInt.asUintN(64, r.mtimeNs); // read back with asIntN
+      } else {
+        failures.push({ i, err: r });
+      }
+      if (k + 1 < n && Date.now() - lastReply >= REPLY_EVERY_MS) reply(k + 1);
+    }
+    reply(n);
   });
   const ready: WorkerReply = { type: "ready", threadId };
   port.postMessage(ready);

@@ -29,6 +29,7 @@ import { hashMailboxes } from "./hash-op.js";
 import { HashPool } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
 import { PairLock } from "./pair-lock.js";
+import { checkHost } from "./requirements.js";
 import { MailboxSession, scanMailboxFiles } from "./session.js";
 import { isEntryValidFor, readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 import { verifyMailbox } from "./verify-op.js";
@@ -77,6 +78,7 @@ const handlers: { [K in Op]: Handler<K> } = {
       {
         ...(req.maxBytesPerSec ? { maxBytesPerSec: req.maxBytesPerSec } : {}),
         ...(req.lowPriority ? { lowPriority: true } : {}),
+        ...(Number.isInteger(req.workers) && req.workers! > 0 ? { workers: req.workers! } : {}),
         signal,
       },
       throttle(PROGRESS_INTERVAL_MS, (p) => progress({ ...p })),
@@ -143,6 +145,8 @@ const handlers: { [K in Op]: Handler<K> } = {
       throw new ProtocolRequestError("pair-lock needs a holder");
     return pairLock.take(conf, req.holder);
   },
+  check: (req, { conf }) =>
+    checkHost(conf, req.mailboxes === undefined ? [] : confined(conf, list(req.mailboxes))),
 };
 
 /** Progress lines at most this often: one per file would flood the channel. */

@@ -396,7 +396,7 @@ export class MailboxSession {
     const cur = this.#current;
     if (!cur || this.state !== want) {
       throw new OutOfOrderError(
-        `${op}: needs a ${want} mailbox, but the session is ${this.state}${cur ? ` (${cur.files.name})` : ""}`,
+        `${op}: needs ${want === "upgraded" ? "an" : "a"} ${want} mailbox, but the session is ${this.state}${cur ? ` (${cur.files.name})` : ""}`,
       );
     }
     return cur;

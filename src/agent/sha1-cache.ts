@@ -40,6 +40,15 @@
 //   relayed entry of a mailbox when any sampled one mismatches.
 
 import { createHash } from "node:crypto";
+import {
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  openSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { open, readFile, rename, unlink } from "node:fs/promises";
 import { dirname } from "node:path";
 import { errorMessage, FileAccessError, GuidupError, InternalError } from "../errors.js";
@@ -456,27 +465,90 @@ export async function readSha1Cache(path: string): Promise<{ cache: Sha1Cache; p
 /** Writers of the same path in this process take turns (they share a temp name). */
 const writeQueue = new Map<string, Promise<void>>();
 
+export interface WriteOptions {
+  /**
+   * fsync the new file before the rename and the directory after it
+   * (default true): once the call returns, a crash keeps the new cache.
+   * `guidup hash` writes thousands of caches and passes false: without the
+   * fsyncs a crash may leave the old file, an empty or a torn one, and the
+   * checksum makes anything torn read as "no cache" (those files are hashed
+   * again), never as wrong GUIDs. Without fsync the write is done with
+   * synchronous calls: a few microseconds each for a file of a few kB.
+   */
+  durable?: boolean;
+}
+
 /**
  * Writes the cache atomically: `cyrus.sha1s.tmp.<pid>` in the same directory,
- * fsync, rename over `path`, fsync the directory. Readers (and a crash at any
- * point) see either the old file or the new one, never a mix. `mode` gives
- * the new file's owner, group and permission bits (the agent passes those of
- * cyrus.index so the file looks like the rest of the mailbox); without it
- * the file is created 0600 with the process's owner.
+ * (fsync,) rename over `path`, (fsync the directory). Readers see either the
+ * old file or the new one, never a mix. `mode` gives the new file's owner,
+ * group and permission bits (the agent passes those of cyrus.index so the
+ * file looks like the rest of the mailbox); without it the file is created
+ * 0600 with the process's owner.
  */
 export async function writeSha1Cache(
   path: string,
   cache: Sha1Cache,
   mode?: { uid: number; gid: number; mode: number },
+  options: WriteOptions = {},
 ): Promise<void> {
-  const prev = writeQueue.get(path) ?? Promise.resolve();
-  const run = prev.catch(() => {}).then(() => writeNow(path, cache.encode(), mode));
+  const durable = options.durable ?? true;
+  const prev = writeQueue.get(path);
+  if (!durable && prev === undefined) {
+    // Nothing to wait for: write now, synchronously.
+    writeNowSync(path, cache.encode(), mode);
+    return;
+  }
+  const run = (prev ?? Promise.resolve())
+    .catch(() => {})
+    .then(() =>
+      durable ? writeNow(path, cache.encode(), mode) : writeNowSync(path, cache.encode(), mode),
+    );
   const tail = run.catch(() => {});
   writeQueue.set(path, tail);
   try {
     await run;
   } finally {
     if (writeQueue.get(path) === tail) writeQueue.delete(path);
+  }
+}
+
+function writeError(path: string, err: unknown): FileAccessError {
+  return new FileAccessError(`cannot write ${path}: ${errorMessage(err)}`, {
+    file: path,
+    errno: (err as NodeJS.ErrnoException).code,
+  });
+}
+
+/** writeNow without the fsyncs, with synchronous calls. */
+function writeNowSync(
+  path: string,
+  data: Buffer,
+  mode: { uid: number; gid: number; mode: number } | undefined,
+): void {
+  const tmp = `${path}.tmp.${process.pid}`;
+  const perm = (mode?.mode ?? 0o600) & 0o7777;
+  try {
+    // "w" truncates a leftover temp of an earlier, crashed writer with our pid.
+    const fd = openSync(tmp, "w", perm);
+    try {
+      if (mode !== undefined) {
+        fchownSync(fd, mode.uid, mode.gid);
+        // open()'s mode is filtered by the umask; set the exact bits asked for.
+        fchmodSync(fd, perm);
+      }
+      for (let done = 0; done < data.length; ) done += writeSync(fd, data, done);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // Not there, or the rename happened: nothing to clean up.
+    }
+    throw writeError(path, err);
   }
 }
 
@@ -512,9 +584,6 @@ async function writeNow(
     }
   } catch (err) {
     if (!renamed) await unlink(tmp).catch(() => {});
-    throw new FileAccessError(`cannot write ${path}: ${errorMessage(err)}`, {
-      file: path,
-      errno: (err as NodeJS.ErrnoException).code,
-    });
+    throw writeError(path, err);
   }
 }

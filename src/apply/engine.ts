@@ -49,6 +49,8 @@ export interface ApplyOptions {
 
 export type ApplyEvent =
   | { type: "start"; total: number; alreadyDone: number; queued: number }
+  | { type: "begin"; name: string }
+  | { type: "requeued"; name: string; reason: string }
   | { type: "mailbox"; name: string; phase: Phase; state: MailboxState }
   | { type: "paused"; file: string }
   | { type: "resumed" }
@@ -142,8 +144,18 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
         emit({ type: "resumed" });
         continue;
       }
+      // The pause-file check awaited: other lanes may have started mailboxes
+      // meanwhile, so the batch limit is checked again right before taking one.
+      const late = stopReason();
+      if (late) {
+        report.stoppedBy ??= late;
+        return undefined;
+      }
       const item = queue.shift() ?? retryLater.shift();
-      if (item) started_++;
+      if (item) {
+        started_++;
+        emit({ type: "begin", name: item.entry.name });
+      }
       return item;
     }
   };
@@ -177,6 +189,7 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
           ) {
             retryLater.push({ entry: item.entry, previous: state, retried: true });
             started_--;
+            emit({ type: "requeued", name: state.name, reason: "lock-timeout" });
             continue;
           }
           report.processed++;

@@ -10,15 +10,29 @@ import { isSideDone } from "./mailbox-run.js";
 export const VERIFY_BATCH = 50;
 const VERIFY_AGENTS = 2;
 
+/** What verify found wrong, by kind (declared once; summaries count by these). */
+export const VERIFY_KINDS = [
+  "unreadable-mailbox",
+  "not-at-target",
+  "guid-not-sha1",
+  "unreadable-message",
+  "sides-differ",
+] as const;
+export type VerifyKind = (typeof VERIFY_KINDS)[number];
+
 export interface VerifyProblem {
   name: string;
+  kind: VerifyKind;
   problem: string;
 }
 
 export interface VerifyReport {
   mailboxes: number;
   recordsChecked: { master: number; replica: number };
+  /** Sorted by mailbox name (then as found). */
   problems: VerifyProblem[];
+  /** Mailboxes per result: "ok", or the kind of their first problem. */
+  results: Partial<Record<"ok" | VerifyKind, number>>;
 }
 
 async function verifySide(
@@ -79,32 +93,43 @@ export async function verifyPair(options: {
     mailboxes: total,
     recordsChecked: { master: 0, replica: 0 },
     problems: [],
+    results: {},
   };
-  for (const ref of options.mailboxes) {
+  const byName = [...options.mailboxes].sort((a, b) =>
+    a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+  );
+  for (const ref of byName) {
     const sides = { master: m!.get(ref.name), replica: r!.get(ref.name) };
-    const add = (problem: string) => report.problems.push({ name: ref.name, problem });
+    const found: VerifyProblem[] = [];
+    const add = (kind: VerifyKind, problem: string) =>
+      found.push({ name: ref.name, kind, problem });
     for (const side of ["master", "replica"] as const) {
       const v = sides[side];
       if (v?.scan.status !== "ok") {
-        add(`${side}: ${v?.scan.reason ?? v?.scan.status ?? "not checked"}`);
+        add("unreadable-mailbox", `${side}: ${v?.scan.reason ?? v?.scan.status ?? "not checked"}`);
         continue;
       }
       report.recordsChecked[side] += v.checked;
       if (!isSideDone(v.scan, options.target)) {
         const f = v.scan.index!;
         add(
+          "not-at-target",
           `${side}: index version ${f.minor}, ${f.oldStyle + (v.scan.expunge?.oldStyle ?? 0)} old-style GUIDs (target ${options.target})`,
         );
       }
       for (const x of v.mismatches)
         add(
+          "guid-not-sha1",
           `${side}: uid ${x.uid}: GUID ${x.stored} is not the SHA1 of its message file (${x.actual})`,
         );
-      for (const x of v.unreadable) add(`${side}: uid ${x.uid}: ${x.reason}`);
+      for (const x of v.unreadable) add("unreadable-message", `${side}: uid ${x.uid}: ${x.reason}`);
     }
     const mg = sides.master?.scan.guidDigest;
     const rg = sides.replica?.scan.guidDigest;
-    if (mg && rg && mg !== rg) add("master and replica (uid, GUID) lists differ");
+    if (mg && rg && mg !== rg) add("sides-differ", "master and replica (uid, GUID) lists differ");
+    const result = found[0]?.kind ?? "ok";
+    report.results[result] = (report.results[result] ?? 0) + 1;
+    report.problems.push(...found);
   }
   return report;
 }

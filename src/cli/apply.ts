@@ -11,14 +11,17 @@ import { nameFilter } from "../apply/glob.js";
 import { FINAL_PHASES } from "../apply/state.js";
 import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { ExitCode, UsageError } from "../errors.js";
-import { readPlan } from "../plan/plan-file.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
+import { ApplyTally } from "./apply-progress.js";
 import { parseCommandArgs, parseDurationMs, parseIntOption } from "./args.js";
+import { installInterrupts } from "./interrupts.js";
 import type { Io } from "./io.js";
+import { formatLockHold, type LockHoldSamples } from "./lock-hold.js";
 import { agentLogger, withHostKeyPolicy } from "./pairs.js";
-import { withProgress } from "./progress.js";
+import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
+import { ProgressView } from "./progress.js";
 
 const HELP = `usage: guidup apply PLAN [options]
 
@@ -30,7 +33,8 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
   --exclude GLOB         skip mailboxes matching GLOB (repeatable)
   --concurrency N        mailboxes in flight (default ${DEFAULT_CONCURRENCY}, at most ${MAX_CONCURRENCY})
   --max-failures N       stop starting mailboxes after N failures
-  --lock-timeout DUR     how long to wait for a mailbox's locks (default 30s)
+  --lock-timeout DUR     how long to wait for a mailbox's locks, with a unit:
+                         500ms, 30s, 2m (default 30s)
   --pause-file PATH      while PATH exists, start no new mailbox
   --allow-drift          upgrade mailboxes that changed since the plan
   --relay-cache          give a master without a sha1 cache the replica's, checking
@@ -42,6 +46,9 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
   --dry-run              connect to both hosts, lock nothing, list what would run
   --accept-new-host-keys record unknown SSH host keys instead of refusing them
   --json                 print the final report as JSON
+Ctrl-C (or SIGINT/SIGTERM) once: no new mailbox starts, those in flight
+finish, state is written. Twice: those in flight are aborted and roll back
+(the report names them). Either way exit 130; run apply again to continue.
 Exit codes: 0 all done, 1 stopped early with work left (batch, limit),
 2 bad input, 3 a mailbox is replica-ahead (the next apply repairs it),
 4 mailboxes failed, diverged or went stale, 130 interrupted.
@@ -84,11 +91,16 @@ export async function run(args: string[], io: Io): Promise<number> {
   const lockTimeoutMs = values["lock-timeout"]
     ? parseDurationMs(values["lock-timeout"], "lock-timeout")
     : 30_000;
-  const plan = await readPlan(planPath);
-  const hosts = withHostKeyPolicy(plan.hosts, values["accept-new-host-keys"] === true);
-  const store = new StateStore(stateDirFor(planPath), plan.id);
+  const plan = await readPlanArg(planPath, "apply");
   const only = values.only ?? [];
   const exclude = values.exclude ?? [];
+  requireOnlyMatches(
+    only,
+    plan.mailboxes.map((m) => m.name),
+    planPath,
+  );
+  const hosts = withHostKeyPolicy(plan.hosts, values["accept-new-host-keys"] === true);
+  const store = new StateStore(stateDirFor(planPath), plan.id);
 
   const [master, replica] = (await connectHosts([hosts.master, hosts.replica])) as [
     HostConnection,
@@ -107,71 +119,62 @@ export async function run(args: string[], io: Io): Promise<number> {
         values.json === true,
       );
     await store.acquire(plan.id);
-    const abort = new AbortController();
-    const onSignal = (sig: string) => {
-      if (!abort.signal.aborted)
-        io.err(`\n${sig}: starting no new mailboxes; finishing the ones in flight…\n`);
-      abort.abort();
-    };
-    const sigint = () => onSignal("SIGINT");
-    const sigterm = () => onSignal("SIGTERM");
-    process.on("SIGINT", sigint);
-    process.on("SIGTERM", sigterm);
+    const tally = new ApplyTally(Date.now, batch);
+    const view = new ProgressView(io, [`apply ${plan.pair}`]);
+    view.follow(0, () => tally.text());
+    const interrupts = installInterrupts(() => (t) => view.notice(t), io, {
+      first: (sig) => {
+        tally.stopping = "drain";
+        return `${sig}: starting no new mailboxes; finishing the ${tally.inFlight.size} in flight (state is written as they end). ${sig === "Ctrl-C" ? "Ctrl-C again" : "A second signal"} to abort them instead: they roll back.`;
+      },
+      second: (sig) => {
+        tally.stopping = "abort";
+        return `${sig} again: aborting the ${tally.inFlight.size} mailbox(es) in flight: their agents are stopped and roll back what is not committed; the report names them.`;
+      },
+    });
+    // The second signal: closing the connections ends every agent's input;
+    // an agent rolls back the mailbox it holds (unless its commit is done),
+    // and the engine records each one as it fails.
+    interrupts.hurry.addEventListener("abort", () => {
+      void Promise.all([master.close(), replica.close()]);
+    });
     let report: ApplyReport;
     try {
-      [report] = (await withProgress(io, [
-        {
-          title: `apply ${plan.pair}`,
-          run: (update) => {
-            let total = 0;
-            let done = 0;
-            let bad = 0;
-            const t0 = Date.now();
-            return runApply({
-              plan,
-              store,
-              connections: { master, replica },
-              concurrency,
-              ...(batch !== undefined ? { batch } : {}),
-              only,
-              exclude,
-              ...(maxFailures !== undefined ? { maxFailures } : {}),
-              lockTimeoutMs,
-              ...(values["pause-file"] ? { pauseFile: values["pause-file"] } : {}),
-              allowDrift: values["allow-drift"] === true,
-              relayCache: values["relay-cache"] === true,
-              ...(relaySample !== undefined ? { relaySample } : {}),
-              signal: abort.signal,
-              clientOptions: { onLog: agentLogger(io) },
-              onEvent: (e) => {
-                if (e.type === "start") {
-                  total = e.queued;
-                  update(`${e.alreadyDone} already done, ${e.queued} to do`);
-                } else if (e.type === "mailbox") {
-                  if (e.phase === "done") done++;
-                  else bad++;
-                  if (e.phase === "replica-ahead")
-                    io.err(
-                      `!!! ${e.name}: REPLICA AHEAD OF MASTER: ${e.state.lastError?.message ?? ""}\n`,
-                    );
-                  const rate = (done + bad) / Math.max(0.001, (Date.now() - t0) / 1000);
-                  const left = Math.max(0, total - done - bad);
-                  update(
-                    `done ${done} · failed ${bad} · remaining ${left} · ${rate.toFixed(1)}/s · ETA ${eta(left / Math.max(rate, 0.001))}`,
-                  );
-                } else if (e.type === "paused") update(`paused: ${e.file} exists`);
-                else if (e.type === "note") io.err(`${e.name}: ${e.message}\n`);
-              },
-            });
-          },
+      report = await runApply({
+        plan,
+        store,
+        connections: { master, replica },
+        concurrency,
+        ...(batch !== undefined ? { batch } : {}),
+        only,
+        exclude,
+        ...(maxFailures !== undefined ? { maxFailures } : {}),
+        lockTimeoutMs,
+        ...(values["pause-file"] ? { pauseFile: values["pause-file"] } : {}),
+        allowDrift: values["allow-drift"] === true,
+        relayCache: values["relay-cache"] === true,
+        ...(relaySample !== undefined ? { relaySample } : {}),
+        signal: interrupts.stop,
+        clientOptions: { onLog: agentLogger(view.io) },
+        onEvent: (e) => {
+          tally.event(e);
+          if (e.type === "mailbox" && e.phase === "replica-ahead")
+            view.notice(
+              `!!! ${e.name}: REPLICA AHEAD OF MASTER: ${e.state.lastError?.message ?? ""}\n`,
+            );
+          else if (e.type === "note") view.notice(`${e.name}: ${e.message}\n`);
         },
-      ])) as [ApplyReport];
+      });
     } finally {
-      process.off("SIGINT", sigint);
-      process.off("SIGTERM", sigterm);
+      view.end();
+      interrupts.uninstall();
       await store.release();
     }
-    printReport(io, report, planPath, values.json === true);
+    printReport(io, report, planPath, values.json === true, {
+      aborted: interrupts.hurry.aborted,
+      lockHold: tally.lockHold,
+      notRetried: [...tally.retryLater].sort(),
+    });
     if (report.interrupted) return ExitCode.interrupted;
     if (report.replicaAhead.length > 0) return ExitCode.replicaAhead;
     if (report.problems.length > 0) return ExitCode.incomplete;
@@ -182,19 +185,16 @@ export async function run(args: string[], io: Io): Promise<number> {
   }
 }
 
-function eta(seconds: number): string {
-  if (!Number.isFinite(seconds)) return "?";
-  const s = Math.round(seconds);
-  return s >= 3600
-    ? `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`
-    : s >= 60
-      ? `${Math.floor(s / 60)}m${s % 60}s`
-      : `${s}s`;
-}
-
-function printReport(io: Io, report: ApplyReport, planPath: string, json: boolean): void {
+function printReport(
+  io: Io,
+  report: ApplyReport,
+  planPath: string,
+  json: boolean,
+  run: { aborted: boolean; lockHold: LockHoldSamples; notRetried: string[] },
+): void {
+  const lockHold = run.lockHold.percentiles();
   if (json) {
-    io.out(`${JSON.stringify({ plan: planPath, ...report }, null, 2)}\n`);
+    io.out(`${JSON.stringify({ plan: planPath, ...report, lockHoldMs: lockHold }, null, 2)}\n`);
     return;
   }
   const outcomes =
@@ -204,10 +204,25 @@ function printReport(io: Io, report: ApplyReport, planPath: string, json: boolea
   io.out(
     `apply ${planPath}: ${outcomes}; ${report.alreadyDone} were already done; ${report.remaining} left${report.stoppedBy ? ` (stopped: ${report.stoppedBy})` : ""} in ${(report.elapsedMs / 1000).toFixed(1)} s\n`,
   );
+  const locks = formatLockHold(lockHold);
+  if (locks) io.out(`  ${locks}\n`);
   for (const p of report.problems) io.out(`  ${p.phase.padEnd(13)} ${p.name}: ${p.error ?? ""}\n`);
+  // A lock timeout queued for a retry the run then did not reach (batch,
+  // limit, signal): its state says failed, and status counts it so.
+  for (const name of run.notRetried)
+    io.out(`  ${"failed".padEnd(13)} ${name}: lock timeout, not retried in this run\n`);
   if (report.replicaAhead.length > 0) {
     io.out(
       `\n!!! ${report.replicaAhead.length} mailbox(es) have an upgraded REPLICA and a non-upgraded MASTER:\n${report.replicaAhead.map((n) => `!!!   ${n}\n`).join("")}!!! Run guidup apply ${planPath} again to repair them (it does these first).\n`,
+    );
+  }
+  if (report.interrupted) {
+    if (run.aborted)
+      io.out(
+        `aborted: the mailboxes that were in flight are listed above; each was rolled back unless it is replica-ahead\n`,
+      );
+    io.out(
+      `interrupted: ${report.remaining} mailbox(es) not started; run guidup apply ${planPath} again to continue\n`,
     );
   }
 }

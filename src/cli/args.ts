@@ -19,24 +19,39 @@ export function parseCommandArgs<O extends OptionSpec>(
   }
 }
 
-/** Parses a duration like "30s", "500ms", "2m", or plain milliseconds. */
+/**
+ * Parses a duration with its unit: "500ms", "30s", "2m", "1h". A bare number
+ * is refused: "--lock-timeout 30" once meant 30 ms to guidup and 30 s to the
+ * operator who typed it.
+ */
 export function parseDurationMs(text: string, option: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) throw new UsageError(`--${option}: "${text}" is not a duration (e.g. 500ms, 30s, 2m)`);
+  const t = text.trim();
+  if (/^\d+(?:\.\d+)?$/.test(t))
+    throw new UsageError(
+      `--${option} ${text}: give a unit, e.g. ${t}s for seconds or ${t}ms for milliseconds`,
+    );
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(t);
+  if (!m)
+    throw new UsageError(`--${option} ${text}: not a duration; write e.g. 500ms, 30s, 2m or 1h`);
   const n = Number(m[1]);
-  const unit = m[2] ?? "ms";
+  const unit = m[2];
   const factor = unit === "ms" ? 1 : unit === "s" ? 1000 : unit === "m" ? 60_000 : 3_600_000;
   return Math.round(n * factor);
 }
 
+/** Parses a whole number within min..max; the error says the range in words. */
 export function parseIntOption(
   text: string,
   option: string,
   min = 0,
   max = Number.MAX_SAFE_INTEGER,
 ): number {
-  if (!/^\d+$/.test(text)) throw new UsageError(`--${option}: "${text}" is not a whole number`);
-  const n = Number(text);
-  if (n < min || n > max) throw new UsageError(`--${option}: ${n} is outside ${min}..${max}`);
+  const n = /^\d+$/.test(text.trim()) ? Number(text.trim()) : Number.NaN;
+  const bounded = max < Number.MAX_SAFE_INTEGER;
+  const range = bounded
+    ? `a whole number from ${min} to ${max}`
+    : `a whole number, at least ${min}`;
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new UsageError(`--${option} ${text}: give ${range}`);
   return n;
 }

@@ -3,7 +3,7 @@
 // once the upgrade is over.
 
 import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import YAML from "yaml";
 import { FINAL_PHASES } from "../apply/state.js";
 import { StateStore, stateDirFor } from "../apply/state-store.js";
@@ -22,10 +22,12 @@ const HELP = `usage: guidup cache clean --inventory FILE [--pair NAME] [--plan F
                           [--plans-dir DIR] [--force]
 
 Removes guidup's sha1 caches (cyrus.sha1s) from every mailbox on master and
-replica. Refuses while the pair's newest plan (in --plans-dir, default plans/,
-or the one named by --plan) still has mailboxes that are not done, unless
---force.
-Exit codes: 0 removed, 1 refused (work remains), 2 bad input.
+replica, once the pair's upgrade is done: it checks the pair's newest plan in
+--plans-dir (default: the plans/ directory next to the inventory, where guidup
+plan writes them), or the plan named by --plan, and says which. It refuses
+while that plan has mailboxes that are not done, and when it finds no plan of
+the pair; --force skips the check.
+Exit codes: 0 removed, 1 refused (work remains, or no plan found), 2 bad input.
 `;
 
 const CLEAN_BATCH = 500;
@@ -58,17 +60,29 @@ export async function run(args: string[], io: Io): Promise<number> {
   if (!values.inventory) throw new UsageError("--inventory FILE is required");
   const inventory = await loadInventory(values.inventory);
   const pairs = pairsToRun(inventory.pairs, values.pair);
+  // Next to the inventory, not the current directory: where guidup plan writes.
+  const plansDir = values["plans-dir"] ?? join(dirname(values.inventory), "plans");
   let refused = false;
   for (const pair of pairs) {
-    if (!values.force) {
-      const remaining = await unfinished(pair.name, values.plan, values["plans-dir"] ?? "plans");
-      if (remaining) {
+    if (values.force) io.err(`cache clean ${pair.name}: --force: no plan checked\n`);
+    else {
+      const path = values.plan ?? (await newestPlan(pair.name, plansDir));
+      if (!path) {
         io.err(
-          `cache clean ${pair.name}: refused: ${remaining}; finish the apply (or use --force)\n`,
+          `cache clean ${pair.name}: refused: found no plan of pair ${pair.name} in ${plansDir}; name it with --plan FILE (or its directory with --plans-dir DIR), or use --force to remove the caches unchecked\n`,
         );
         refused = true;
         continue;
       }
+      const check = await planProgress(pair.name, path);
+      if (check.left > 0) {
+        io.err(
+          `cache clean ${pair.name}: refused: ${check.left} mailbox(es) of plan ${path} are not done (${check.total} planned); finish with guidup apply ${path} (or use --force)\n`,
+        );
+        refused = true;
+        continue;
+      }
+      io.out(`cache clean ${pair.name}: checked plan ${path}: all ${check.total} mailboxes done\n`);
     }
     const removed = await cleanPair(
       withHostKeyPolicy(pair, values["accept-new-host-keys"] === true),
@@ -81,24 +95,20 @@ export async function run(args: string[], io: Io): Promise<number> {
   return refused ? ExitCode.failed : ExitCode.ok;
 }
 
-/** Why the pair's plan is not finished, or undefined when it is (or there is none). */
-async function unfinished(
-  pair: string,
-  planFile: string | undefined,
-  plansDir: string,
-): Promise<string | undefined> {
-  const path = planFile ?? (await newestPlan(pair, plansDir));
-  if (!path) return undefined;
+/** How many of the plan's mailboxes are not done. */
+async function planProgress(pair: string, path: string): Promise<{ total: number; left: number }> {
   const plan = await readPlan(path);
   if (plan.pair !== pair)
-    throw new UsageError(`${path} is a plan of pair ${plan.pair}, not ${pair}`);
+    throw new UsageError(
+      `${path} is a plan of pair ${plan.pair}, not ${pair}; give --pair ${plan.pair}, or the plan of ${pair}`,
+    );
   const store = new StateStore(stateDirFor(path), plan.id);
   let left = 0;
   for (const mb of plan.mailboxes) {
     const st = await store.read(mb.name);
     if (!st || !FINAL_PHASES.has(st.phase)) left++;
   }
-  return left > 0 ? `${left} mailbox(es) of ${path} are not done` : undefined;
+  return { total: plan.mailboxes.length, left };
 }
 
 async function newestPlan(pair: string, dir: string): Promise<string | undefined> {

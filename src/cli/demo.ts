@@ -5,10 +5,14 @@
 // transport, then runs the real commands an operator would: hash → plan →
 // show → apply in two batches → status → verify.
 
+import { accessSync, constants, realpathSync } from "node:fs";
 import { mkdir, mkdtemp, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { delimiter, dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import YAML from "yaml";
+import { readImapdConf } from "../cyrus/imapd-conf.js";
+import { mailboxDataDir } from "../cyrus/mailbox-path.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { generateSpool } from "../spoolgen/spool-generator.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";
@@ -58,9 +62,8 @@ export async function run(args: string[], io: Io): Promise<number> {
   }
   await mkdir(dir, { recursive: true });
 
-  io.out(
-    `guidup demo in ${dir}\n\n== generating a Cyrus 2.3 master and replica with ${count} mailboxes\n`,
-  );
+  io.out(`guidup demo in ${dir}\n${runHint()}`);
+  io.out(`\n== generating a Cyrus 2.3 master and replica with ${count} mailboxes\n`);
   const t0 = Date.now();
   const spool = await generateSpool({
     dir: join(dir, "spool"),
@@ -138,10 +141,47 @@ export async function run(args: string[], io: Io): Promise<number> {
       return ExitCode.failed;
     }
   }
+  const conf = await readImapdConf(spool.master.imapdConf);
+  const first = spool.mailboxes[0]!;
+  const index = join(mailboxDataDir(conf, first.name, conf.defaultPartition), "cyrus.index");
   io.out(
-    `\n== done in ${((Date.now() - t0) / 1000).toFixed(1)} s: every mailbox of both sides is at index version 10 with SHA1 GUIDs, verified.\n   spool: ${join(dir, "spool")} (master/, replica/)\n   inventory: ${inventory}\n   plan and state: ${plan}, ${plan}.state/\n   inspect a mailbox: guidup inspect <spool>/…/cyrus.index\n`,
+    `\n== done in ${((Date.now() - t0) / 1000).toFixed(1)} s: every mailbox of both sides is at index version 10 with SHA1 GUIDs, verified.\n   spool: ${join(dir, "spool")} (master/, replica/)\n   inventory: ${inventory}\n   plan and state: ${plan}, ${plan}.state/\n   inspect a mailbox (${first.name} on the master): guidup inspect ${quote(index)}\n`,
   );
   return ExitCode.ok;
+}
+
+/** This program's bin (dist/src/cli/main.js), and its package directory. */
+function ownBin(): { main: string; packageDir: string } {
+  const here = join(dirname(fileURLToPath(import.meta.url)), "main.js");
+  let main = here;
+  try {
+    main = realpathSync(here);
+  } catch {
+    // run from the TypeScript source (tests): no main.js beside it
+  }
+  return { main, packageDir: resolve(dirname(main), "..", "..", "..") };
+}
+
+/** Whether `guidup` on PATH is this very program (npm link, npm install -g). */
+function onPath(main: string): boolean {
+  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, "guidup");
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (realpathSync(candidate) === main) return true;
+    } catch {
+      // not there
+    }
+  }
+  return false;
+}
+
+/** How to run the printed `guidup …` commands when guidup is not on PATH. */
+function runHint(): string {
+  const { main, packageDir } = ownBin();
+  if (onPath(main)) return "";
+  return `(guidup is not on your PATH: to run the commands below as printed, run \`npm link\` once in ${packageDir}; or prefix them with \`npx\` there, or run \`node ${main}\` instead of \`guidup\`)\n`;
 }
 
 function quote(arg: string): string {

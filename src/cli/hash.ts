@@ -5,32 +5,50 @@
 
 import { ExitCode, UsageError } from "../errors.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
-import { listMailboxes, scanSide } from "../plan/scan-pair.js";
-import type { MailboxRef, Requests } from "../protocol/messages.js";
+import { listMailboxes } from "../plan/scan-pair.js";
+import type { Requests } from "../protocol/messages.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
 import { parseCommandArgs } from "./args.js";
+import { installInterrupts } from "./interrupts.js";
 import type { Io } from "./io.js";
 import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
 import { withProgress } from "./progress.js";
 
 const HELP = `usage: guidup hash --inventory FILE [--pair NAME] [--side replica|master|both]
-                   [--max-rate MB/s] [--json] [--accept-new-host-keys]
+                   [--max-rate MB/s] [--workers N] [--json] [--accept-new-host-keys]
 
 Fills each mailbox's sha1 cache (cyrus.sha1s) on the chosen side (default:
 replica) with the SHA1 of every message whose GUID is old-style, in parallel on
 the host's cores. Interrupted and run again, it skips what is cached and valid.
-apply later relays the replica's cache to the master.
+Hash both sides (--side both): apply then finds each side's SHA1s in its own
+cache. (apply --relay-cache can instead give a master without a cache the
+replica's; it is off by default, see guidup apply --help.)
+Ctrl-C (or SIGINT/SIGTERM): the agents stop and save what they hashed.
   --max-rate MB/s   limit the reading rate per host, to run beside live traffic
+  --workers N       hashing threads per host (default: one per core of the host)
 Exit codes: 0 done, 1 some message files could not be read (listed), 2 bad
 input, 130 interrupted (the caches keep what was hashed).
 `;
 
-/** Mailboxes per hash request: the agent saves each mailbox's cache as it goes. */
-const HASH_BATCH = 50;
+/**
+ * Mailboxes per hash request: the agent saves each mailbox's cache as it
+ * goes; its workers drain at the end of each request, so requests are big.
+ */
+const HASH_BATCH = 500;
 
-type HashTotals = Requests["hash"]["result"] & { host: string; side: string; seconds: number };
+/**
+ * One side's totals: `scanned` every listed mailbox, `mailboxes` those the
+ * agent got through, `hashed` the files it hashed; `alreadyCached` counts
+ * old-style GUIDs whose SHA1 was cached (and still valid) before this run.
+ */
+type HashTotals = Requests["hash"]["result"] & {
+  host: string;
+  side: string;
+  seconds: number;
+  scanned: number;
+};
 
 export async function run(args: string[], io: Io): Promise<number> {
   const { values } = parseCommandArgs(
@@ -41,6 +59,7 @@ export async function run(args: string[], io: Io): Promise<number> {
       pair: { type: "string" },
       side: { type: "string" },
       "max-rate": { type: "string" },
+      workers: { type: "string" },
       json: { type: "boolean" },
       "accept-new-host-keys": { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -62,17 +81,22 @@ export async function run(args: string[], io: Io): Promise<number> {
       throw new UsageError(`--max-rate: "${values["max-rate"]}" is not a positive number of MB/s`);
     maxBytesPerSec = Math.round(mb * 1024 * 1024);
   }
+  let workers: number | undefined;
+  if (values.workers !== undefined) {
+    workers = Number(values.workers);
+    if (!Number.isInteger(workers) || workers < 1 || workers > 256)
+      throw new UsageError(`--workers: "${values.workers}" is not a whole number from 1 to 256`);
+  }
   const inventory = await loadInventory(values.inventory);
   const pairs = pairsToRun(inventory.pairs, values.pair).map((p) =>
     withHostKeyPolicy(p, values["accept-new-host-keys"] === true),
   );
-  const abort = new AbortController();
-  const onSignal = () => {
-    if (!abort.signal.aborted) io.err("\ninterrupted: saving what was hashed…\n");
-    abort.abort();
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  let say = io.err;
+  const interrupts = installInterrupts(() => say, io, {
+    first: (sig) => `${sig}: stopping; the agents save what they hashed (a rerun skips it)…`,
+    second: (sig) => `${sig} again: already stopping; the agents are saving their caches…`,
+  });
+  const abort = { signal: interrupts.stop };
   const jobs: { pair: PairSpec; side: "master" | "replica" }[] = [];
   for (const pair of pairs) {
     if (side !== "master") jobs.push({ pair, side: "replica" });
@@ -84,13 +108,16 @@ export async function run(args: string[], io: Io): Promise<number> {
       io,
       jobs.map((job) => ({
         title: `hash ${job.pair.name} ${job.side}`,
-        run: (update: (t: string) => void) =>
-          hashSide(io, job.pair, job.side, maxBytesPerSec, abort.signal, update),
+        run: (update: (t: string) => void, viewIo: Io) =>
+          hashSide(viewIo, job.pair, job.side, { maxBytesPerSec, workers }, abort.signal, update),
       })),
+      (view) => {
+        say = (t) => view.notice(t);
+      },
     );
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    say = io.err;
+    interrupts.uninstall();
   }
   const failed = totals.reduce((n, t) => n + t.failed.length, 0);
   if (values.json)
@@ -98,15 +125,24 @@ export async function run(args: string[], io: Io): Promise<number> {
   else {
     for (const t of totals) {
       io.out(
-        `${t.host} (${t.side}): ${t.mailboxes} mailboxes, hashed ${t.hashed} files (${mb(t.hashedBytes)} MB, ${(t.hashedBytes / 1048576 / Math.max(t.seconds, 0.001)).toFixed(1)} MB/s), ${t.alreadyCached} already cached, ${t.failed.length} unreadable\n`,
+        `${t.host} (${t.side}): ${t.scanned} mailboxes: hashed ${t.hashed} files (${mb(t.hashedBytes)} MB, ${(t.hashedBytes / 1048576 / Math.max(t.seconds, 0.001)).toFixed(1)} MB/s), ${t.alreadyCached} already cached, ${t.failed.length} unreadable${abort.signal.aborted ? " (interrupted)" : ""}\n`,
       );
       for (const f of t.failed.slice(0, 50))
         io.out(`  ${f.mailbox}${f.uid ? ` uid ${f.uid}` : ""}: ${f.reason}\n`);
       if (t.failed.length > 50) io.out(`  … and ${t.failed.length - 50} more (--json lists all)\n`);
     }
   }
-  if (abort.signal.aborted) return ExitCode.interrupted;
+  if (abort.signal.aborted) {
+    io.err(
+      `interrupted: the caches keep what was hashed; run guidup hash ${args.map(quoteArg).join(" ")} again to finish\n`,
+    );
+    return ExitCode.interrupted;
+  }
   return failed > 0 ? ExitCode.failed : ExitCode.ok;
+}
+
+function quoteArg(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
 }
 
 function mb(bytes: number): string {
@@ -117,7 +153,7 @@ async function hashSide(
   io: Io,
   pair: PairSpec,
   side: "master" | "replica",
-  maxBytesPerSec: number | undefined,
+  { maxBytesPerSec, workers }: { maxBytesPerSec: number | undefined; workers: number | undefined },
   signal: AbortSignal,
   update: (t: string) => void,
 ): Promise<HashTotals> {
@@ -130,31 +166,18 @@ async function hashSide(
     const conn = side === "master" ? master : await connectHost(pair.replica);
     if (conn !== master) conns.push(conn);
     const list = await listMailboxes(pair.mailboxes, master, clientOptions);
-    // A scan first: only mailboxes with uncached old-style GUIDs go to hash,
-    // and the totals make an honest ETA.
-    update(`scanning ${list.mailboxes.length} mailboxes`);
-    const scans = await scanSide(conn, side, list.mailboxes, clientOptions, (p) =>
-      update(`scanning ${p.done}/${p.total}`),
-    );
-    const todo: MailboxRef[] = [];
-    let bytesTodo = 0;
-    for (const ref of list.mailboxes) {
-      const s = scans.get(ref.name);
-      if (s?.status !== "ok") continue;
-      const oldStyle = (s.index?.oldStyle ?? 0) + (s.expunge?.oldStyle ?? 0);
-      if (oldStyle > (s.cached ?? 0)) {
-        todo.push(ref);
-        const bytes = (s.index?.oldStyleBytes ?? 0) + (s.expunge?.oldStyleBytes ?? 0);
-        bytesTodo +=
-          oldStyle > 0 ? Math.round((bytes * (oldStyle - (s.cached ?? 0))) / oldStyle) : 0;
-      }
-    }
+    // No separate scan: the hash op reads each mailbox's index and cache
+    // anyway and skips what is cached, so a scan first would read every
+    // mailbox twice (and cost an agent start); for mail of a few kB that
+    // was most of the command's time. The ETA is by mailboxes.
+    const todo = list.mailboxes;
     const agent = await AgentClient.start(conn, clientOptions);
     const t0 = Date.now();
     const totals: HashTotals = {
       host: conn.host,
       side,
       seconds: 0,
+      scanned: list.mailboxes.length,
       mailboxes: 0,
       hashed: 0,
       hashedBytes: 0,
@@ -176,14 +199,17 @@ async function hashSide(
                 mailboxes: todo.slice(i, i + HASH_BATCH),
                 lowPriority: true,
                 ...(maxBytesPerSec ? { maxBytesPerSec } : {}),
+                ...(workers ? { workers } : {}),
               },
               (p) => {
                 last = p;
                 const bytes = base.hashedBytes + Number(p.bytes ?? 0);
+                const done = base.mailboxes + Number(p.mailboxesDone ?? 0);
                 const secs = (Date.now() - t0) / 1000;
                 const rate = bytes / Math.max(secs, 0.001);
+                const eta = done > 0 ? Math.round((secs * (todo.length - done)) / done) : undefined;
                 update(
-                  `${base.mailboxes + Number(p.mailboxesDone ?? 0)}/${todo.length} mailboxes · ${base.hashed + Number(p.files ?? 0)} files · ${mb(bytes)}/${mb(bytesTodo)} MB · ${(rate / 1048576).toFixed(1)} MB/s · ETA ${Math.round(Math.max(0, bytesTodo - bytes) / Math.max(rate, 1))} s`,
+                  `${done}/${todo.length} mailboxes · ${base.hashed + Number(p.files ?? 0)} files · ${mb(bytes)} MB · ${(rate / 1048576).toFixed(1)} MB/s · ETA ${eta === undefined ? "?" : `${eta} s`}`,
                 );
               },
             )
@@ -213,7 +239,8 @@ async function hashSide(
     update(
       `${totals.hashed} files, ${mb(totals.hashedBytes)} MB hashed${signal.aborted ? " (interrupted)" : ""}`,
     );
-    if (todo.length === 0) update("nothing to hash: every old-style GUID is cached");
+    if (totals.hashed === 0 && totals.failed.length === 0 && !signal.aborted)
+      update("nothing to hash: every old-style GUID is cached");
     return totals;
   } finally {
     await Promise.all(conns.map((c) => c.close()));

@@ -4,8 +4,10 @@
 export interface Io {
   out: (text: string) => void;
   err: (text: string) => void;
-  /** Whether stdout is a terminal (progress rendering). */
+  /** Whether stdout is a terminal. */
   isTTY: boolean;
+  /** Whether stderr is a terminal: progress is drawn live there (default: isTTY). */
+  errIsTTY?: boolean;
   /** Resolves when `out` can take more without buffering (pipe backpressure). */
   drained: () => Promise<void>;
 }
@@ -14,6 +16,7 @@ export const processIo: Io = {
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
   isTTY: process.stdout.isTTY === true,
+  errIsTTY: process.stderr.isTTY === true,
   drained: () =>
     process.stdout.writableNeedDrain
       ? new Promise((resolve) => process.stdout.once("drain", () => resolve()))

@@ -43,6 +43,14 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
     summary: "print an index or expunge file (like mbexamine)",
     load: () => import("./inspect.js"),
   },
+  agent: {
+    summary: "agent install: put this guidup version on every ssh host",
+    load: () => import("./agent-install.js"),
+  },
+  check: {
+    summary: "preflight: reach every host, check agents and host requirements",
+    load: () => import("./check.js"),
+  },
   serve: {
     summary: "run the agent on a Cyrus host (started by the controller)",
     load: () => import("./serve.js"),

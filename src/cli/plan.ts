@@ -3,7 +3,7 @@
 
 import { randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { setStateAside, stateDirFor } from "../apply/state-store.js";
 import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
@@ -31,8 +31,9 @@ apply re-checks. Review it with guidup show / guidup diff, then guidup apply it.
   --inventory FILE        the pairs (see examples/inventory.yaml)
   --pair NAME             only this pair (default: every pair)
   --out FILE              where to write the plan (one pair only); default
-                          plans/<pair>-<UTC time>.yaml. An existing file is
-                          never replaced without --overwrite
+                          plans/<plan id>.yaml next to the inventory
+                          (the id: <pair>-<UTC time>-<random>). An existing
+                          file is never replaced without --overwrite
   --overwrite             replace an existing plan file; its apply state
                           (FILE.state/) is moved aside to FILE.state.<old id>
   --target-version N      10 (default), or 6..9 to plan a downgrade
@@ -94,12 +95,9 @@ export async function run(args: string[], io: Io): Promise<number> {
     })),
   );
   for (const plan of plans) {
-    const out =
-      values.out ??
-      join(
-        "plans",
-        `${plan.pair}-${plan.created.replace(/[:.]/g, "").replace(/\d{3}Z$/, "Z")}.yaml`,
-      );
+    // Named by the plan's id, in plans/ next to the inventory (where cache
+    // clean looks), whatever the current directory.
+    const out = values.out ?? join(dirname(values.inventory), "plans", `${plan.id}.yaml`);
     await refuseExistingPlan(out, overwrite);
     if (overwrite) {
       const aside = await setStateAside(out);

@@ -1,27 +1,46 @@
-// guidup verify --inventory FILE [--pair NAME] [--sample N]: checks that the
-// upgrade is complete and correct on both sides of each pair.
+// guidup verify --inventory FILE [--pair NAME] | --plan PLAN: checks that the
+// upgrade is complete and correct on both sides of each pair (or of the
+// plan's mailboxes), and prints a summary with the problems by mailbox.
 
-import { type VerifyReport, verifyPair } from "../apply/verify-pair.js";
+import { nameFilter } from "../apply/glob.js";
+import { VERIFY_KINDS, type VerifyReport, verifyPair } from "../apply/verify-pair.js";
 import { TARGET_MINOR } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { loadInventory } from "../plan/inventory.js";
 import { listMailboxes } from "../plan/scan-pair.js";
+import type { MailboxRef } from "../protocol/messages.js";
 import { connectHosts } from "../transport/index.js";
-import type { HostConnection } from "../transport/types.js";
+import type { HostConnection, HostSpec } from "../transport/types.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";
 import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
+import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
 import { withProgress } from "./progress.js";
 
-const HELP = `usage: guidup verify --inventory FILE [--pair NAME] [--sample N]
-                     [--target-version N] [--json] [--accept-new-host-keys]
+const HELP = `usage: guidup verify --inventory FILE [--pair NAME] | --plan PLAN
+                     [--only GLOB]… [--sample N] [--target-version N]
+                     [--details] [--json] [--accept-new-host-keys]
 
 For every mailbox of each pair: both sides at the target version, no
 old-style GUIDs left, master and replica (uid, GUID) lists identical, and each
-GUID equal to the SHA1 of its message file (--sample N hashes only N random
-records per mailbox and side). Reads only.
+GUID equal to the SHA1 of its message file. Reads only. Prints a summary per
+pair (mailboxes per result), then each problem, by mailbox name.
+  --plan PLAN    only the mailboxes that plan upgrades, on the hosts it names
+                 (no inventory needed; the target is the plan's)
+  --only GLOB    only mailboxes matching GLOB (repeatable; * and ?)
+  --sample N     hash only N random records per mailbox and side
+  --details      also list each problem of a mailbox, not only its first
 Exit codes: 0 everything holds, 1 something does not (listed), 2 bad input.
 `;
+
+/** One pair to verify: its hosts and how to get its mailboxes. */
+interface VerifyJob {
+  name: string;
+  master: HostSpec;
+  replica: HostSpec;
+  target: number;
+  mailboxes: (master: HostConnection) => Promise<MailboxRef[]>;
+}
 
 export async function run(args: string[], io: Io): Promise<number> {
   const { values } = parseCommandArgs(
@@ -30,8 +49,11 @@ export async function run(args: string[], io: Io): Promise<number> {
     {
       inventory: { type: "string", short: "i" },
       pair: { type: "string" },
+      plan: { type: "string" },
+      only: { type: "string", multiple: true },
       sample: { type: "string" },
       "target-version": { type: "string" },
+      details: { type: "boolean" },
       "accept-new-host-keys": { type: "boolean" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -42,35 +64,79 @@ export async function run(args: string[], io: Io): Promise<number> {
     io.out(HELP);
     return ExitCode.ok;
   }
-  if (!values.inventory) throw new UsageError("--inventory FILE is required");
+  if (values.plan !== undefined && (values.inventory !== undefined || values.pair !== undefined))
+    throw new UsageError(
+      "--plan takes the hosts and mailboxes from the plan: give --plan alone, or --inventory (and --pair) without it",
+    );
+  if (!values.inventory && values.plan === undefined)
+    throw new UsageError("--inventory FILE or --plan PLAN is required (see guidup verify --help)");
   const sample = values.sample ? parseIntOption(values.sample, "sample", 1) : undefined;
-  const target = values["target-version"]
+  const targetOption = values["target-version"]
     ? parseIntOption(values["target-version"], "target-version", 6, 10)
-    : TARGET_MINOR;
-  const inventory = await loadInventory(values.inventory);
-  const pairs = pairsToRun(inventory.pairs, values.pair).map((p) =>
-    withHostKeyPolicy(p, values["accept-new-host-keys"] === true),
-  );
+    : undefined;
+  const only = values.only ?? [];
+  const keep = nameFilter(only, []);
+  const acceptNew = values["accept-new-host-keys"] === true;
   const clientOptions = { onLog: agentLogger(io) };
+  let jobs: VerifyJob[];
+  if (values.plan !== undefined) {
+    const planPath = values.plan;
+    const plan = await readPlanArg(planPath, "verify --plan");
+    const refs = plan.mailboxes.map((m) => ({
+      name: m.name,
+      ...(m.partition ? { partition: m.partition } : {}),
+    }));
+    requireOnlyMatches(
+      only,
+      refs.map((r) => r.name),
+      planPath,
+    );
+    const hosts = withHostKeyPolicy(plan.hosts, acceptNew);
+    jobs = [
+      {
+        name: plan.pair,
+        ...hosts,
+        target: targetOption ?? plan.target,
+        mailboxes: async () => refs.filter((r) => keep(r.name)),
+      },
+    ];
+  } else {
+    const inventory = await loadInventory(values.inventory!);
+    jobs = pairsToRun(inventory.pairs, values.pair).map((p) => {
+      const pair = withHostKeyPolicy(p, acceptNew);
+      return {
+        name: pair.name,
+        master: pair.master,
+        replica: pair.replica,
+        target: targetOption ?? TARGET_MINOR,
+        mailboxes: async (master: HostConnection) => {
+          const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+          const names = list.mailboxes.map((m) => m.name);
+          requireOnlyMatches(only, names, `pair ${pair.name}'s mailbox list`);
+          return list.mailboxes.filter((m) => keep(m.name));
+        },
+      };
+    });
+  }
   const reports = await withProgress(
     io,
-    pairs.map((pair) => ({
-      title: `verify ${pair.name}`,
-      run: async (update: (t: string) => void): Promise<VerifyReport> => {
-        const [master, replica] = (await connectHosts([pair.master, pair.replica])) as [
+    jobs.map((job) => ({
+      title: `verify ${job.name}`,
+      run: async (update: (t: string) => void, viewIo: Io): Promise<VerifyReport> => {
+        const [master, replica] = (await connectHosts([job.master, job.replica])) as [
           HostConnection,
           HostConnection,
         ];
         try {
-          const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+          const mailboxes = await job.mailboxes(master);
           const done = { master: 0, replica: 0 };
           return await verifyPair({
             master,
             replica,
-            mailboxes: list.mailboxes,
-            target,
+            mailboxes,
+            target: job.target,
             ...(sample !== undefined ? { sample } : {}),
-            clientOptions,
+            clientOptions: { onLog: agentLogger(viewIo) },
             onProgress: (side, d, total) => {
               done[side] = d;
               update(`master ${done.master}/${total}, replica ${done.replica}/${total}`);
@@ -85,15 +151,40 @@ export async function run(args: string[], io: Io): Promise<number> {
   let ok = true;
   const json: unknown[] = [];
   reports.forEach((report, i) => {
-    const pair = pairs[i]!.name;
+    const pair = jobs[i]!.name;
     if (report.problems.length > 0) ok = false;
     json.push({ pair, ...report });
-    if (values.json) return;
-    io.out(
-      `verify ${pair}: ${report.mailboxes} mailboxes, ${report.recordsChecked.master} + ${report.recordsChecked.replica} records hashed: ${report.problems.length === 0 ? "OK" : `${report.problems.length} problem(s)`}\n`,
-    );
-    for (const p of report.problems) io.out(`  ${p.name}: ${p.problem}\n`);
+    if (!values.json) printPairReport(io, pair, report, values.details === true);
   });
   if (values.json) io.out(`${JSON.stringify({ ok, pairs: json }, null, 2)}\n`);
   return ok ? ExitCode.ok : ExitCode.failed;
+}
+
+/** The summary line, then per problem mailbox its first problem (all with details). */
+function printPairReport(io: Io, pair: string, report: VerifyReport, details: boolean): void {
+  const bad = report.mailboxes - (report.results.ok ?? 0);
+  const counts = (["ok", ...VERIFY_KINDS] as const)
+    .filter((k) => (report.results[k] ?? 0) > 0)
+    .map((k) => `${k} ${report.results[k]}`)
+    .join(", ");
+  io.out(
+    `verify ${pair}: ${report.mailboxes} mailboxes, ${report.recordsChecked.master} + ${report.recordsChecked.replica} records hashed: ${bad === 0 ? "OK" : `${bad} with problems (${counts})`}\n`,
+  );
+  let last: string | undefined;
+  let more = 0;
+  const flush = () => {
+    if (more > 0)
+      io.out(`    … and ${more} more problem(s) of this mailbox (--details lists them)\n`);
+    more = 0;
+  };
+  for (const p of report.problems) {
+    if (p.name === last && !details) {
+      more++;
+      continue;
+    }
+    if (p.name !== last) flush();
+    io.out(`  ${p.kind.padEnd(18)} ${p.name}: ${p.problem}\n`);
+    last = p.name;
+  }
+  flush();
 }

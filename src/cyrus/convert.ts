@@ -333,6 +333,187 @@ export function convertRecord(
   }
 }
 
+/**
+ * A RecordPlan in 32-bit words, for the fast path of convertIndex: every
+ * field offset and size of every version is a multiple of 4, so a record
+ * converts as a few runs of word copies. Only for targets with a 20-byte
+ * GUID slot (v10); downgrades take the general path.
+ */
+interface WordPlan {
+  srcWords: number;
+  dstWords: number;
+  /** (source word, target word, length in words) triples. */
+  copies: Int32Array;
+  /** (target word, constant) pairs, the constant as the word's native value. */
+  fillAt: Int32Array;
+  fillValue: Uint32Array;
+  /** Source GUID slot: word offset and length in words (5 GUID, 3 UUID), or -1 and 0. */
+  srcGuid: number;
+  srcGuidWords: number;
+  /** Target GUID slot (5 words). */
+  dstGuid: number;
+  /** Target MODSEQ word offset when 0 must become 1, else -1. */
+  modseqFix: number;
+}
+
+function wordPlan(plan: RecordPlan): WordPlan | undefined {
+  const t = plan.targetGuid;
+  if (t === undefined || t.size !== GUID_SIZE) return undefined;
+  const copies: number[] = [];
+  for (const run of plan.copies) copies.push(run.src >> 2, run.dst >> 2, run.len >> 2);
+  const fillAt: number[] = [];
+  const fillValue: number[] = [];
+  const word = new Uint8Array(4);
+  const view = new Uint32Array(word.buffer);
+  for (const fill of plan.fills) {
+    for (let k = 0; k < fill.bytes.length; k += 4) {
+      word.set(fill.bytes.subarray(k, k + 4));
+      fillAt.push((fill.dst + k) >> 2);
+      fillValue.push(view[0] as number);
+    }
+  }
+  return {
+    srcWords: plan.source.recordSize >> 2,
+    dstWords: plan.target.recordSize >> 2,
+    copies: Int32Array.from(copies),
+    fillAt: Int32Array.from(fillAt),
+    fillValue: Uint32Array.from(fillValue),
+    srcGuid: plan.sourceGuid ? plan.sourceGuid.offset >> 2 : -1,
+    srcGuidWords: plan.sourceGuid ? plan.sourceGuid.size >> 2 : 0,
+    dstGuid: t.offset >> 2,
+    modseqFix: plan.modseqZeroFix === undefined ? -1 : plan.modseqZeroFix >> 2,
+  };
+}
+
+/**
+ * Converts `count` records of a chunk, word by word (the fast path): the
+ * target records into `dst`, the (uid, stored GUID) pairs of the digest into
+ * `pairs`. The GUID of record i is `decided[i]` when given (guidFor's
+ * answers), else `table.get(uid)` for an old-style source GUID, else the
+ * source's. Returns how many stored GUIDs differ from the source's.
+ */
+function convertChunkWords(
+  wp: WordPlan,
+  src: Buffer,
+  src32: Uint32Array,
+  dst: Buffer,
+  dst32: Uint32Array,
+  pairs: Buffer,
+  pairs32: Uint32Array,
+  count: number,
+  decided: readonly (Buffer | undefined)[] | undefined,
+  table: ReadonlyMap<number, Buffer> | undefined,
+  cursor: TableCursor | undefined,
+): number {
+  const tableGuids = cursor?.table.guids;
+  // The table's GUIDs as words when they are 4-byte aligned (they usually are).
+  const tableWords =
+    tableGuids !== undefined && (tableGuids.byteOffset & 3) === 0
+      ? new Uint32Array(tableGuids.buffer, tableGuids.byteOffset, tableGuids.length >> 2)
+      : undefined;
+  const { srcWords, dstWords, copies, fillAt, fillValue, srcGuid, srcGuidWords, dstGuid } = wp;
+  const modseqFix = wp.modseqFix;
+  const nCopies = copies.length;
+  const nFills = fillAt.length;
+  let changed = 0;
+  for (let i = 0; i < count; i++) {
+    const s = i * srcWords;
+    const d = i * dstWords;
+    const p = i * (PAIR_BYTES >> 2);
+    for (let c = 0; c < nCopies; c += 3) {
+      const from = s + (copies[c] as number);
+      const to = d + (copies[c + 1] as number);
+      const n = copies[c + 2] as number;
+      for (let k = 0; k < n; k++) dst32[to + k] = src32[from + k] as number;
+    }
+    for (let f = 0; f < nFills; f++) dst32[d + (fillAt[f] as number)] = fillValue[f] as number;
+    // The source GUID as 20 bytes: a v7–v9 UUID is padded with zeros.
+    let g0 = 0;
+    let g1 = 0;
+    let g2 = 0;
+    let g3 = 0;
+    let g4 = 0;
+    if (srcGuidWords > 0) {
+      const g = s + srcGuid;
+      g0 = src32[g] as number;
+      g1 = src32[g + 1] as number;
+      g2 = src32[g + 2] as number;
+      if (srcGuidWords === 5) {
+        g3 = src32[g + 3] as number;
+        g4 = src32[g + 4] as number;
+      }
+    }
+    let chosen: Buffer | undefined;
+    let row = -1;
+    if (decided !== undefined) chosen = decided[i];
+    else if ((table !== undefined || cursor !== undefined) && g3 === 0 && g4 === 0) {
+      const at = s << 2;
+      const uid =
+        (src[at] as number) * 0x1000000 +
+        (((src[at + 1] as number) << 16) |
+          ((src[at + 2] as number) << 8) |
+          (src[at + 3] as number));
+      if (table !== undefined) chosen = table.get(uid);
+      else row = (cursor as TableCursor).find(uid);
+    }
+    pairs32[p] = src32[s] as number;
+    const gd = d + dstGuid;
+    if (row >= 0) {
+      if (tableWords !== undefined) {
+        const from = row * 5;
+        for (let k = 0; k < 5; k++) {
+          const w = tableWords[from + k] as number;
+          dst32[gd + k] = w;
+          pairs32[p + 1 + k] = w;
+        }
+      } else {
+        const g = tableGuids as Uint8Array;
+        const from = row * GUID_SIZE;
+        copyBytes(g, from, dst, gd << 2, GUID_SIZE);
+        copyBytes(g, from, pairs, (p + 1) << 2, GUID_SIZE);
+      }
+      if (
+        dst32[gd] !== g0 ||
+        dst32[gd + 1] !== g1 ||
+        dst32[gd + 2] !== g2 ||
+        dst32[gd + 3] !== g3 ||
+        dst32[gd + 4] !== g4
+      )
+        changed++;
+    } else if (chosen === undefined) {
+      dst32[gd] = g0;
+      dst32[gd + 1] = g1;
+      dst32[gd + 2] = g2;
+      dst32[gd + 3] = g3;
+      dst32[gd + 4] = g4;
+      pairs32[p + 1] = g0;
+      pairs32[p + 2] = g1;
+      pairs32[p + 3] = g2;
+      pairs32[p + 4] = g3;
+      pairs32[p + 5] = g4;
+    } else {
+      if (chosen.length !== GUID_SIZE) throw new RangeError(`GUID of ${chosen.length} bytes`);
+      // TypedArray set: one builtin call, cheaper than a loop over a buffer
+      // object seen for the first time.
+      dst.set(chosen, gd << 2);
+      pairs.set(chosen, (p + 1) << 2);
+      if (
+        dst32[gd] !== g0 ||
+        dst32[gd + 1] !== g1 ||
+        dst32[gd + 2] !== g2 ||
+        dst32[gd + 3] !== g3 ||
+        dst32[gd + 4] !== g4
+      )
+        changed++;
+    }
+    if (modseqFix >= 0) {
+      const w = d + modseqFix;
+      if (dst32[w] === 0 && dst32[w + 1] === 0) dst[(w << 2) + 7] = 1;
+    }
+  }
+  return changed;
+}
+
 export interface ConvertOptions {
   target: IndexFormat;
   guidFor?: GuidSource;
@@ -342,6 +523,104 @@ export interface ConvertOptions {
    * object per record. Ignored when guidFor is given.
    */
   guids?: ReadonlyMap<number, Buffer>;
+  /**
+   * The same as `guids`, packed: the fastest way to hand over many GUIDs
+   * (no object per GUID to look up and read; for a million records, the
+   * map's lookups cost more than the rest of the conversion). Ignored when
+   * guidFor or guids is given.
+   */
+  guidTable?: GuidTable;
+}
+
+/**
+ * GUIDs by UID, packed: `uids` strictly ascending, `guids` 20 bytes per uid
+ * in the same order.
+ */
+export interface GuidTable {
+  readonly uids: Uint32Array;
+  readonly guids: Uint8Array;
+}
+
+/**
+ * The GUIDs of a map as a GuidTable (sorted by uid), or undefined when a
+ * value is not 20 bytes (the converter then uses the map, and refuses such a
+ * GUID only if a record asks for it). Walking a map in order costs a
+ * fraction of looking each record's uid up in it.
+ */
+export function guidTableFromMap(map: ReadonlyMap<number, Uint8Array>): GuidTable | undefined {
+  const n = map.size;
+  const uids = new Uint32Array(n);
+  const guids = Buffer.allocUnsafeSlow(n * GUID_SIZE);
+  let k = 0;
+  let sorted = true;
+  for (const [uid, guid] of map) {
+    if (guid.length !== GUID_SIZE || !Number.isInteger(uid) || uid < 0 || uid > 0xffffffff)
+      return undefined;
+    if (k > 0 && uid <= (uids[k - 1] as number)) sorted = false;
+    uids[k] = uid;
+    guids.set(guid, k * GUID_SIZE);
+    k++;
+  }
+  if (sorted) return { uids, guids };
+  // (uid, position) as one exactly representable number (uid < 2^32, n < 2^21
+  // for any real mailbox; beyond that, keep the map): a numeric sort, no
+  // comparator calls.
+  if (n >= 1 << 21) return undefined;
+  const keys = new Float64Array(n);
+  for (let i = 0; i < n; i++) keys[i] = (uids[i] as number) * 0x200000 + i;
+  keys.sort();
+  const sortedUids = new Uint32Array(n);
+  const sortedGuids = Buffer.allocUnsafeSlow(n * GUID_SIZE);
+  for (let i = 0; i < n; i++) {
+    const key = keys[i] as number;
+    const from = key % 0x200000;
+    sortedUids[i] = (key - from) / 0x200000;
+    guids.copy(sortedGuids, i * GUID_SIZE, from * GUID_SIZE, from * GUID_SIZE + GUID_SIZE);
+  }
+  return { uids: sortedUids, guids: sortedGuids };
+}
+
+/** Checks a GuidTable's shape once, before any record is converted. */
+function checkGuidTable(t: GuidTable): void {
+  if (t.guids.length !== t.uids.length * GUID_SIZE)
+    throw new RangeError(`guid table: ${t.guids.length} bytes for ${t.uids.length} uids`);
+  for (let i = 1; i < t.uids.length; i++) {
+    if ((t.uids[i] as number) <= (t.uids[i - 1] as number))
+      throw new RangeError("guid table: uids must be strictly ascending");
+  }
+}
+
+/**
+ * Finds uids in a GuidTable. Index files list UIDs ascending, so each
+ * lookup first tries the entry after the previous hit; otherwise (expunge
+ * files) a binary search.
+ */
+class TableCursor {
+  #next = 0;
+  constructor(readonly table: GuidTable) {}
+  /** Index of `uid` in the table, or -1. */
+  find(uid: number): number {
+    const uids = this.table.uids;
+    const n = uids.length;
+    let j = this.#next;
+    if (j < n && uids[j] === uid) {
+      this.#next = j + 1;
+      return j;
+    }
+    let lo = 0;
+    let hi = n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((uids[mid] as number) < uid) lo = mid + 1;
+      else hi = mid;
+    }
+    j = lo;
+    if (j < n && uids[j] === uid) {
+      this.#next = j + 1;
+      return j;
+    }
+    return -1;
+  }
 }
 
 export interface ConvertResult {
@@ -371,14 +650,61 @@ export async function convertIndex(
   let position = await writeFully(outFd, header, 0);
   let guidsChanged = 0;
   const toGuid = plan.targetGuid?.size === GUID_SIZE;
+  const wp = wordPlan(plan);
+  const given =
+    !options.guidFor && !options.guids && options.guidTable !== undefined
+      ? options.guidTable
+      : undefined;
+  if (given !== undefined) checkGuidTable(given);
+  // The agent passes a map: packed once here, the fast path walks it in step
+  // with the records instead of a lookup per record.
+  const packed =
+    !options.guidFor && options.guids !== undefined && wp !== undefined
+      ? guidTableFromMap(options.guids)
+      : undefined;
+  const table = given ?? packed;
+  const cursor = table === undefined ? undefined : new TableCursor(table);
+  const mapForFastPath = packed === undefined ? options.guids : undefined;
   // Write-behind: the previous chunk is written while this one converts.
   let pendingWrite: Promise<number> | undefined;
+  const outBufs: (Buffer | undefined)[] = [undefined, undefined];
+  let storedBuf = Buffer.alloc(0);
+  let chunkNo = 0;
   for await (const chunk of reader.chunks()) {
     const { buf, count, recordSize } = chunk;
     const dstSize = plan.target.recordSize;
+    const srcWords = words(buf);
+    if (wp !== undefined && srcWords !== undefined && !options.guidFor) {
+      // Fast path: records and digest pairs straight from the source, word by
+      // word, into two output buffers used in turn (one may still be being
+      // written) and one pairs buffer (hashed before the next chunk).
+      const which = chunkNo++ & 1;
+      if ((outBufs[which]?.length ?? 0) < count * dstSize)
+        outBufs[which] = Buffer.allocUnsafeSlow(count * dstSize);
+      if (storedBuf.length < count * PAIR_BYTES)
+        storedBuf = Buffer.allocUnsafeSlow(count * PAIR_BYTES);
+      const out = (outBufs[which] as Buffer).subarray(0, count * dstSize);
+      const stored = storedBuf.subarray(0, count * PAIR_BYTES);
+      guidsChanged += convertChunkWords(
+        wp,
+        buf,
+        srcWords,
+        out,
+        words(out)!,
+        stored,
+        words(stored)!,
+        count,
+        undefined,
+        mapForFastPath,
+        mapForFastPath === undefined ? cursor : undefined,
+      );
+      digest.update(stored);
+      if (pendingWrite) position += await pendingWrite;
+      pendingWrite = writeFully(outFd, out, position);
+      continue;
+    }
     // The source (uid, GUID) pairs of the whole chunk, in one buffer.
     const pairs = Buffer.allocUnsafe(count * PAIR_BYTES);
-    const srcWords = words(buf);
     const pairWords = words(pairs);
     for (let i = 0; i < count; i++) {
       writeGuidPair(plan, buf, i * recordSize, pairs, i * PAIR_BYTES, srcWords, pairWords);
@@ -390,6 +716,14 @@ export async function convertIndex(
       for (let i = 0; i < count; i++) {
         if (isOldStyleGuid(pairs, i * PAIR_BYTES + 4))
           guids[i] = table.get(buf.readUInt32BE(i * recordSize));
+      }
+    } else if (!options.guidFor && cursor !== undefined) {
+      const g = cursor.table.guids;
+      guids = new Array(count);
+      for (let i = 0; i < count; i++) {
+        if (!isOldStyleGuid(pairs, i * PAIR_BYTES + 4)) continue;
+        const row = cursor.find(buf.readUInt32BE(i * recordSize));
+        if (row >= 0) guids[i] = Buffer.from(g.buffer, g.byteOffset + row * GUID_SIZE, GUID_SIZE);
       }
     } else if (options.guidFor) {
       const decided: (Buffer | undefined | Promise<Buffer | undefined>)[] = new Array(count);
@@ -414,6 +748,28 @@ export async function convertIndex(
     }
     const out = Buffer.allocUnsafe(count * dstSize);
     const dstWords = words(out);
+    if (wp !== undefined && srcWords !== undefined && dstWords !== undefined) {
+      // guidFor's answers through the fast path; `pairs` stays as the
+      // requests saw it (their sourceGuid views point into it).
+      const stored = Buffer.allocUnsafe(count * PAIR_BYTES);
+      guidsChanged += convertChunkWords(
+        wp,
+        buf,
+        srcWords,
+        out,
+        dstWords,
+        stored,
+        words(stored)!,
+        count,
+        guids ?? [],
+        undefined,
+        undefined,
+      );
+      digest.update(stored);
+      if (pendingWrite) position += await pendingWrite;
+      pendingWrite = writeFully(outFd, out, position);
+      continue;
+    }
     // What the digest covers: the uid and the GUID as stored in the target.
     const storedPairs = Buffer.from(pairs);
     for (let i = 0; i < count; i++) {

@@ -4,9 +4,12 @@
 // reports every problem at once, each as "file:line:col: path: message".
 //
 // Normalising (also here): relative paths on this machine (a mailbox list
-// `file`, a local host's `config`, `identityFile`, `knownHostsFile`) are
-// resolved against the inventory file's directory, and a leading "~/" is the
-// home directory. Remote paths (an ssh host's `config`) are left alone.
+// `file`, a local host's `config`, `identityFile`, `knownHostsFile`,
+// `sshConfig`) are resolved against the inventory file's directory, and a
+// leading "~/" is the home directory. Remote paths (an ssh host's `config`)
+// are left alone. Each ssh host is then resolved through the OpenSSH client
+// configuration (src/plan/ssh-config.ts): `host` may be just an alias,
+// explicit fields win, and what comes out is all the transport needs.
 
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
@@ -21,6 +24,13 @@ import {
   type Problem,
   schemaProblems,
 } from "./schema-check.js";
+import {
+  type LoadedSshConfig,
+  loadSshConfig,
+  resolveSshHost,
+  SshConfigError,
+  type UnresolvedSshHost,
+} from "./ssh-config.js";
 
 /** Where a pair's mailbox list comes from (paths already resolved). */
 export type MailboxSource = { command: string } | { file: string } | { discover: true };
@@ -43,9 +53,14 @@ export class InventoryError extends GuidupError {
   readonly code: string = "inventory";
 }
 
+/** A host as the inventory may write it: an ssh host can still name an alias and a ProxyJump. */
+type RawHost = HostSpec | UnresolvedSshHost;
+
 /** The inventory as the schema describes it, before normalising. */
 interface RawInventory {
-  pairs: PairSpec[];
+  /** OpenSSH client config for every ssh host without its own; "none" for none. */
+  sshConfig?: string;
+  pairs: (Omit<PairSpec, "master" | "replica"> & { master: RawHost; replica: RawHost })[];
 }
 
 /** Reads, checks and normalises an inventory. Throws InventoryError listing every problem. */
@@ -77,7 +92,10 @@ export function parseInventory(text: string, path: string): Inventory {
   const file = resolve(path);
   if (problems.length === 0) problems.push(...inventoryRules(value as RawInventory, dirname(file)));
   if (problems.length > 0) fail(formatProblems(problems, path, locate), path);
-  return normalise(value as RawInventory, file);
+  const inventory = normalise(value as RawInventory, file, problems);
+  if (problems.length === 0) problems.push(...distinctSides(inventory));
+  if (problems.length > 0) fail(formatProblems(problems, path, locate), path);
+  return inventory;
 }
 
 function fail(lines: string[], path: string): never {
@@ -109,11 +127,14 @@ const uniquePairNames: Rule = (inv) => {
   return problems;
 };
 
-/** Upgrading one spool as both master and replica would lock it against itself. */
-const distinctSides: Rule = (inv, base) => {
+/**
+ * Upgrading one spool as both master and replica would lock it against
+ * itself. Checked on the resolved inventory: two aliases may name one host.
+ */
+function distinctSides(inv: Inventory): Problem[] {
   const problems: Problem[] = [];
   inv.pairs.forEach((pair, i) => {
-    if (hostIdentity(pair.master, base) === hostIdentity(pair.replica, base)) {
+    if (hostIdentity(pair.master) === hostIdentity(pair.replica)) {
       problems.push({
         pointer: `/pairs/${i}/replica`,
         message: "master and replica are the same host and imapd.conf",
@@ -121,7 +142,7 @@ const distinctSides: Rule = (inv, base) => {
     }
   });
   return problems;
-};
+}
 
 /** ssh `~user/` is not expanded: say so rather than look for a file named "~user". */
 const onlyHomeTilde: Rule = (inv) => {
@@ -130,8 +151,8 @@ const onlyHomeTilde: Rule = (inv) => {
     for (const side of ["master", "replica"] as const) {
       const host = pair[side];
       if (host.transport === "local") continue;
-      for (const key of ["identityFile", "knownHostsFile"] as const) {
-        const value = host[key];
+      for (const key of ["identityFile", "knownHostsFile", "sshConfig"] as const) {
+        const value = (host as UnresolvedSshHost)[key];
         if (value?.startsWith("~") && value !== "~" && !value.startsWith("~/")) {
           problems.push({
             pointer: `/pairs/${i}/${side}/${key}`,
@@ -144,40 +165,68 @@ const onlyHomeTilde: Rule = (inv) => {
   return problems;
 };
 
-const RULES: readonly Rule[] = [uniquePairNames, distinctSides, onlyHomeTilde];
+const RULES: readonly Rule[] = [uniquePairNames, onlyHomeTilde];
 
 function inventoryRules(inv: RawInventory, base: string): Problem[] {
   return RULES.flatMap((rule) => rule(inv, base));
 }
 
-/** Same transport, machine (host and port) and imapd.conf = the same spool. */
-function hostIdentity(host: HostSpec, base: string): string {
-  if (host.transport === "local") return JSON.stringify(["local", localPath(host.config, base)]);
+/** Same transport, machine (host and port) and imapd.conf = the same spool (paths already resolved). */
+function hostIdentity(host: HostSpec): string {
+  if (host.transport === "local") return JSON.stringify(["local", host.config]);
   return JSON.stringify(["ssh", host.host.toLowerCase(), host.port ?? 22, host.config]);
 }
 
 // --- normalising ---------------------------------------------------------------
 
-function normalise(inv: RawInventory, file: string): Inventory {
+/** Resolves paths and ssh hosts; a host that cannot be resolved adds a problem at its `host`. */
+function normalise(inv: RawInventory, file: string, problems: Problem[]): Inventory {
   const base = dirname(file);
+  const configs = new Map<string, LoadedSshConfig>();
+  const configFor = (name: string | undefined): LoadedSshConfig => {
+    const key = name ?? "";
+    let loaded = configs.get(key);
+    if (loaded === undefined) {
+      loaded = loadSshConfig(name);
+      configs.set(key, loaded);
+    }
+    return loaded;
+  };
+  const host = (raw: RawHost, pointer: string): HostSpec => {
+    try {
+      return normaliseHost(raw, base, inv.sshConfig, configFor);
+    } catch (err) {
+      if (!(err instanceof SshConfigError)) throw err;
+      problems.push({ pointer, message: err.message });
+      return raw as HostSpec;
+    }
+  };
   return {
     file,
-    pairs: inv.pairs.map((pair) => ({
+    pairs: inv.pairs.map((pair, i) => ({
       name: pair.name,
       mailboxes:
         "file" in pair.mailboxes ? { file: localPath(pair.mailboxes.file, base) } : pair.mailboxes,
-      master: normaliseHost(pair.master, base),
-      replica: normaliseHost(pair.replica, base),
+      master: host(pair.master, `/pairs/${i}/master`),
+      replica: host(pair.replica, `/pairs/${i}/replica`),
     })),
   };
 }
 
-function normaliseHost(host: HostSpec, base: string): HostSpec {
+function normaliseHost(
+  host: RawHost,
+  base: string,
+  inventoryConfig: string | undefined,
+  configFor: (name: string | undefined) => LoadedSshConfig,
+): HostSpec {
   if (host.transport === "local") return { ...host, config: localPath(host.config, base) };
-  const out = { ...host };
+  const out: UnresolvedSshHost = { ...host };
   if (out.identityFile !== undefined) out.identityFile = localPath(out.identityFile, base);
   if (out.knownHostsFile !== undefined) out.knownHostsFile = localPath(out.knownHostsFile, base);
-  return out;
+  const configName = out.sshConfig ?? inventoryConfig;
+  const config =
+    configName === undefined || configName === "none" ? configName : localPath(configName, base);
+  return resolveSshHost(out, configFor(config));
 }
 
 /** "~" and "~/…" → the home directory; relative → against the inventory's directory. */

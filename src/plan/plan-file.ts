@@ -16,7 +16,7 @@ import { basename, dirname, join } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { FileAccessError, GuidupError, InternalError } from "../errors.js";
 import type { FileFacts } from "../protocol/messages.js";
-import type { HostSpec } from "../transport/types.js";
+import type { HostSpec, LocalHostSpec, SshHostSpec, SshJumpHop } from "../transport/types.js";
 import { compareNames } from "./build.js";
 import type {
   Action,
@@ -214,14 +214,38 @@ const SSH_HOST_KEYS = [
   "port",
   "user",
   "identityFile",
+  "identitiesOnly",
   "knownHostsFile",
+  "moreKnownHostsFiles",
+  "jump",
+  "serverAliveInterval",
+  "serverAliveCountMax",
   "command",
   "config",
   "name",
   "acceptNewHostKeys",
   "connectTimeoutMs",
   "closeTimeoutMs",
-] as const;
+] as const satisfies readonly (keyof SshHostSpec)[];
+/** Every field of a ProxyJump hop (src/transport/types.ts SshJumpHop), in the order written. */
+const JUMP_HOP_KEYS = [
+  "host",
+  "port",
+  "user",
+  "identityFile",
+  "identitiesOnly",
+  "knownHostsFile",
+  "moreKnownHostsFiles",
+  "name",
+] as const satisfies readonly (keyof SshJumpHop)[];
+
+// A field added to a host spec but not to these lists fails to compile: the
+// plan would silently drop it and apply would reach the host another way.
+type Unlisted<T, K> = [Exclude<keyof T, K>] extends [never] ? true : Exclude<keyof T, K>;
+const sshKeysComplete: Unlisted<SshHostSpec, (typeof SSH_HOST_KEYS)[number]> = true;
+const jumpKeysComplete: Unlisted<SshJumpHop, (typeof JUMP_HOP_KEYS)[number]> = true;
+const localKeysComplete: Unlisted<LocalHostSpec, (typeof LOCAL_HOST_KEYS)[number]> = true;
+void [sshKeysComplete, jumpKeysComplete, localKeysComplete];
 
 type Scalar = string | number | boolean;
 
@@ -239,12 +263,25 @@ function flowList(values: readonly Scalar[]): string {
   return `[${values.map(yamlScalar).join(", ")}]`;
 }
 
-function hostLines(host: HostSpec, indent: string): string[] {
-  const keys: readonly string[] = host.transport === "local" ? LOCAL_HOST_KEYS : SSH_HOST_KEYS;
+function hostLines(
+  host: HostSpec,
+  indent: string,
+  keys: readonly string[] = host.transport === "local" ? LOCAL_HOST_KEYS : SSH_HOST_KEYS,
+): string[] {
   const lines: string[] = [];
   for (const k of keys) {
     const v = (host as unknown as Record<string, unknown>)[k];
     if (v === undefined) continue;
+    if (k === "jump") {
+      // A block sequence of block mappings, one per hop: the style yaml-subset reads.
+      lines.push(`${indent}jump:`);
+      for (const hop of v as SshJumpHop[]) {
+        hostLines(hop as unknown as HostSpec, `${indent}    `, JUMP_HOP_KEYS).forEach((line, i) => {
+          lines.push(i === 0 ? `${indent}  - ${line.trimStart()}` : line);
+        });
+      }
+      continue;
+    }
     lines.push(
       `${indent}${yamlKey(k)}: ${Array.isArray(v) ? flowList(v as Scalar[]) : yamlScalar(v as Scalar)}`,
     );

@@ -6,6 +6,7 @@
 // (display only, and a hand edit may have left it behind); where the two
 // disagree the review says so.
 
+import { TARGET_MINOR } from "../cyrus/formats/index.js";
 import type { HostSpec } from "../transport/types.js";
 import type { Action, Plan, PlannedMailbox, SideFacts, SkipReason } from "./model.js";
 
@@ -38,6 +39,8 @@ export interface PlanReview {
   created: string;
   tool: string;
   target: number;
+  /** The target is below the upgrade's version: a downgrade, which drops GUIDs. */
+  downgrade: boolean;
   toApply: number;
   upToDate: number;
   skipped: number;
@@ -74,6 +77,7 @@ export function reviewPlan(plan: Plan): PlanReview {
     created: plan.created,
     tool: plan.tool,
     target: plan.target,
+    downgrade: plan.target < TARGET_MINOR,
     toApply: plan.mailboxes.length,
     upToDate: plan.summary.upToDate,
     skipped: plan.skipped.length,
@@ -222,8 +226,13 @@ function counts(entries: [string, number][]): string {
 /** The review as text: what to read before the entries. */
 export function renderPlanSummary(plan: Plan): string {
   const r = reviewPlan(plan);
-  const lines = [
-    `plan ${r.id} for pair ${r.pair}: target index version ${r.target}`,
+  const lines = r.downgrade
+    ? [
+        `DOWNGRADE plan ${r.id} for pair ${r.pair}: target index version ${r.target}, below ${TARGET_MINOR}`,
+        `  it DROPS GUIDs: each SHA1 GUID becomes the NULL UUID${r.target < 7 ? " (version 6 has no GUID at all: every GUID goes)" : ""}; UUIDs padded to GUIDs are given back`,
+      ]
+    : [`plan ${r.id} for pair ${r.pair}: target index version ${r.target}`];
+  lines.push(
     `  created ${r.created} by guidup ${r.tool}`,
     `  master   ${r.hosts.master.label}`,
     `  replica  ${r.hosts.replica.label}`,
@@ -234,7 +243,7 @@ export function renderPlanSummary(plan: Plan): string {
       ["guid", r.byAction.guid],
     ])}`,
     `  skipped: ${counts(SKIP_REASON_ORDER.map((k) => [k, r.bySkipReason[k] ?? 0]))}`,
-  ];
+  );
   if (r.summaryMismatches.length > 0) {
     lines.push("  note: the plan's summary disagrees with its entries (edited by hand?):");
     for (const m of r.summaryMismatches) lines.push(`    ${m}`);
@@ -283,16 +292,49 @@ export function renderPlanSummary(plan: Plan): string {
   return `${lines.join("\n")}\n`;
 }
 
-/** One line per entry: planned mailboxes, then skipped ones (each in plan order). */
-export function* renderPlanEntries(plan: Plan): Generator<string> {
-  if (plan.mailboxes.length > 0)
+/** Which entries to list; every given condition must hold. */
+export interface EntryFilter {
+  /** Mailbox names to list (planned and skipped). */
+  name?: (name: string) => boolean;
+  /** Planned entries with this action (skipped entries are then left out). */
+  action?: Action;
+  /** Planned entries with at least this many records on the larger side (skipped left out). */
+  minRecords?: number;
+  /** Skipped entries only. */
+  skippedOnly?: boolean;
+}
+
+/** The planned and skipped entries the filter keeps, each in plan order. */
+export function filterEntries(
+  plan: Plan,
+  filter: EntryFilter = {},
+): { mailboxes: PlannedMailbox[]; skipped: Plan["skipped"] } {
+  const name = filter.name ?? (() => true);
+  const plannedOnly = filter.action !== undefined || filter.minRecords !== undefined;
+  const mailboxes = filter.skippedOnly
+    ? []
+    : plan.mailboxes.filter(
+        (m) =>
+          name(m.name) &&
+          (filter.action === undefined || m.actions.includes(filter.action)) &&
+          (filter.minRecords === undefined ||
+            Math.max(sideSize(m.master).records, sideSize(m.replica).records) >= filter.minRecords),
+      );
+  const skipped = plannedOnly ? [] : plan.skipped.filter((s) => name(s.name));
+  return { mailboxes, skipped };
+}
+
+/** One line per entry the filter keeps: planned mailboxes, then skipped ones (each in plan order). */
+export function* renderPlanEntries(plan: Plan, filter: EntryFilter = {}): Generator<string> {
+  const kept = filterEntries(plan, filter);
+  if (kept.mailboxes.length > 0)
     yield "to apply (actions, index version master/replica, records, old-style, cached):";
-  for (const m of plan.mailboxes) {
+  for (const m of kept.mailboxes) {
     const a = sideSize(m.master);
     const b = sideSize(m.replica);
     const part = m.partition ? ` (${m.partition})` : "";
     yield `  ${m.actions.join(",").padEnd(12)} ${m.name}${part}  v${m.master.index.minor}/v${m.replica.index.minor}  records ${a.records}/${b.records}  old-style ${a.oldStyle}/${b.oldStyle}  cached ${m.master.cached ?? 0}/${m.replica.cached ?? 0}`;
   }
-  if (plan.skipped.length > 0) yield "skipped (reason: detail):";
-  for (const s of plan.skipped) yield `  ${s.reason.padEnd(18)} ${s.name}: ${s.detail}`;
+  if (kept.skipped.length > 0) yield "skipped (reason: detail):";
+  for (const s of kept.skipped) yield `  ${s.reason.padEnd(18)} ${s.name}: ${s.detail}`;
 }

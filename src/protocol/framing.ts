@@ -52,6 +52,19 @@ export class LineReader {
   /** Feeds one chunk; returns the whole lines it completed (possibly none). */
   push(chunk: Buffer): string[] {
     if (this.failure !== undefined) throw this.failure;
+    const last = chunk.lastIndexOf(NEWLINE);
+    if (this.tailBytes === 0 && last !== -1 && last <= this.maxLineBytes) {
+      // The usual case: the chunk starts a line and holds whole lines, none
+      // of which can be too long (all of them together are not). Decode them
+      // in one go and split the string: one decode per chunk, not per line.
+      const lines = chunk.toString("utf8", 0, last).split("\n");
+      for (let i = 0; i < lines.length; i++) {
+        const line = lines[i] as string;
+        if (line.charCodeAt(line.length - 1) === CARRIAGE_RETURN) lines[i] = line.slice(0, -1);
+      }
+      if (last + 1 < chunk.length) this.keep(chunk.subarray(last + 1));
+      return lines;
+    }
     const lines: string[] = [];
     let start = 0;
     for (;;) {
@@ -62,14 +75,16 @@ export class LineReader {
       lines.push(this.takeLine(piece));
       start = nl + 1;
     }
-    if (start < chunk.length) {
-      const rest = chunk.subarray(start);
-      this.checkLength(this.tailBytes + rest.length);
-      // Copy: a caller may reuse its buffer after push returns.
-      this.tail.push(Buffer.from(rest));
-      this.tailBytes += rest.length;
-    }
+    if (start < chunk.length) this.keep(chunk.subarray(start));
     return lines;
+  }
+
+  /** Holds the start of a line not complete yet. */
+  private keep(rest: Buffer): void {
+    this.checkLength(this.tailBytes + rest.length);
+    // Copy: a caller may reuse its buffer after push returns.
+    this.tail.push(Buffer.from(rest));
+    this.tailBytes += rest.length;
   }
 
   /**

@@ -116,6 +116,20 @@ export interface PairLockRecord extends PairLockHolder {
   since: string;
 }
 
+/** What the agent found about its host for `guidup check` (src/agent/requirements.ts). */
+export interface HostCheck {
+  node: string;
+  platform: string;
+  arch: string;
+  /** Kernel release (uname -r). */
+  kernel: string;
+  user: { name: string; uid: number; gid: number };
+  /** Free and (estimated) needed bytes per filesystem holding index files. */
+  space: { partition: string; path: string; freeBytes: number; neededBytes: number }[];
+  /** One line per requirement the host does not meet; empty when it is fit. */
+  problems: string[];
+}
+
 export type Requests = {
   scan: { args: { mailboxes: MailboxRef[] }; result: { mailboxes: MailboxScan[] } };
   discover: {
@@ -127,7 +141,13 @@ export type Requests = {
     };
   };
   hash: {
-    args: { mailboxes: MailboxRef[]; maxBytesPerSec?: number; lowPriority?: boolean };
+    args: {
+      mailboxes: MailboxRef[];
+      maxBytesPerSec?: number;
+      lowPriority?: boolean;
+      /** Hashing threads; default one per core of the host. */
+      workers?: number;
+    };
     result: {
       mailboxes: number;
       hashed: number;
@@ -201,6 +221,11 @@ export type Requests = {
     args: { holder: PairLockHolder };
     result: { lockFile: string; holder: PairLockRecord };
   };
+  check: {
+    /** Host requirements; mailboxes (optional) size the free-space estimate. Reads only. */
+    args: { mailboxes?: MailboxRef[] };
+    result: HostCheck;
+  };
   status: {
     args: { mailbox?: MailboxRef };
     result: {
@@ -228,6 +253,7 @@ export const OPS: readonly Op[] = [
   "verify",
   "status",
   "pair-lock",
+  "check",
 ];
 
 export type Request<K extends Op = Op> = { id: number; op: K } & Requests[K]["args"];

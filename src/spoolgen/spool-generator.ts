@@ -67,6 +67,12 @@ export interface GenerateOptions {
   messagesPerMailbox?: [number, number];
   /** Message size range, default [300, 20000] (log-uniform; about 0.5% bigger, up to 10× the max). */
   messageBytes?: [number, number];
+  /**
+   * Instead of messageBytes: size classes picked by weight, each log-uniform
+   * in its range, with an attachment when `attachment` says so (benchmarks
+   * that need a given mix, e.g. 78 % short text and 22 % attachments).
+   */
+  sizeClasses?: readonly { weight: number; bytes: [number, number]; attachment: boolean }[];
   /** hashimapspool, default true (fulldirhash is always no). */
   hashSpool?: boolean;
   /** Default false. */
@@ -351,10 +357,17 @@ function planMailbox(
       internalDate = source.message.internalDate; // COPY keeps INTERNALDATE
       sentDate = source.message.sentDate;
     } else {
-      const bigger = prng.chance(0.005);
-      const target = bigger
-        ? prng.logInt(maxBytes, maxBytes * 10)
-        : prng.logInt(minBytes, maxBytes);
+      const sizeClass =
+        ctx.opts.sizeClasses.length > 0
+          ? prng.weighted(ctx.opts.sizeClasses.map((c) => [c, c.weight] as const))
+          : undefined;
+      const bigger = sizeClass === undefined && prng.chance(0.005);
+      const target =
+        sizeClass !== undefined
+          ? prng.logInt(sizeClass.bytes[0], sizeClass.bytes[1])
+          : bigger
+            ? prng.logInt(maxBytes, maxBytes * 10)
+            : prng.logInt(minBytes, maxBytes);
       const correspondent = prng.pick(CORRESPONDENTS);
       const outgoing = sent || drafts;
       const built = buildMessage(prng, {
@@ -366,7 +379,10 @@ function planMailbox(
         received: time,
         messageId: `<${prng.u32().toString(16)}.${prng.u32().toString(16)}@${prng.pick(["mail.example.net", "example.com", "mx.example.org"])}>`,
         targetSize: target,
-        attachment: bigger || (target > 6000 && prng.chance(0.15)),
+        attachment:
+          sizeClass !== undefined
+            ? sizeClass.attachment
+            : bigger || (target > 6000 && prng.chance(0.15)),
       });
       ({ bytes, headerSize, contentLines, cache, sentDate } = built);
       digest = sha1(bytes);
@@ -733,6 +749,7 @@ export async function generateSpool(options: GenerateOptions): Promise<Generated
     largeMailboxes: options.largeMailboxes ?? 2,
     messagesPerMailbox: options.messagesPerMailbox ?? [0, 40],
     messageBytes: options.messageBytes ?? [300, 20000],
+    sizeClasses: options.sizeClasses ?? [],
     hashSpool: options.hashSpool ?? true,
     virtdomains: options.virtdomains ?? false,
     metapartition: options.metapartition ?? false,

@@ -4,6 +4,7 @@
 // as AgentError with the agent's code; a vanished agent fails every pending
 // request with a TransportError naming the host.
 
+import { TOOL_VERSION } from "../cli/version.js";
 import { errorMessage, GuidupError } from "../errors.js";
 import { encodeLine } from "../protocol/framing.js";
 import {
@@ -34,7 +35,11 @@ export class AgentError extends GuidupError {
   }
 }
 
-/** The agent speaks another protocol version. */
+/** How an operator puts the right agent on a host: said wherever a wrong one is found. */
+export const AGENT_VERSION_FIX =
+  "run `guidup agent install --inventory FILE` to put this version on the host, then use the command it prints (README, Install)";
+
+/** The agent is another guidup version, or speaks another protocol version. */
 export class ProtocolVersionError extends GuidupError {
   readonly code: string = "protocol-version";
 }
@@ -99,7 +104,7 @@ export class AgentClient {
           lastStderr && !why.includes(lastStderr) ? `; last stderr: ${lastStderr}` : "";
         const hint = lastStderr.startsWith("guidup ")
           ? ""
-          : "; is guidup installed there and is the command right?";
+          : "; is guidup installed there and is the command right? (guidup agent install --inventory FILE puts it there)";
         reject(
           new TransportError(
             `${host}: the agent ended before saying hello (${why})${stderrPart}${hint}`,
@@ -134,10 +139,11 @@ export class AgentClient {
           reject(new TransportError(`${host}: the agent did not start with hello`));
           return;
         }
-        if (msg.protocol !== PROTOCOL_VERSION) {
+        if (msg.protocol !== PROTOCOL_VERSION || msg.tool !== TOOL_VERSION) {
           reject(
             new ProtocolVersionError(
-              `${host}: agent speaks protocol ${msg.protocol} (guidup ${msg.tool}), this controller speaks ${PROTOCOL_VERSION}; install the same guidup version on both`,
+              `${host}: the agent there is guidup ${msg.tool} (protocol ${msg.protocol}) and this controller is guidup ${TOOL_VERSION} (protocol ${PROTOCOL_VERSION}); they must be the same version: ${AGENT_VERSION_FIX}`,
+              { host, agentTool: msg.tool, agentProtocol: msg.protocol, tool: TOOL_VERSION },
             ),
           );
           return;
@@ -169,7 +175,8 @@ export class AgentClient {
         ...(onProgress ? { onProgress } : {}),
       });
       try {
-        this.channel.send(encodeLine({ id, op, ...args }).trimEnd());
+        // encodeLine's "\n" included: the channel sends it as is, no copy.
+        this.channel.send(encodeLine({ id, op, ...args }));
       } catch (err) {
         this.#pending.delete(id);
         reject(new TransportError(`${this.host}: cannot send ${op}: ${errorMessage(err)}`));

@@ -11,7 +11,7 @@
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { FileAccessError, GuidupError, UsageError } from "../errors.js";
+import { FileAccessError, GuidupError, InternalError, UsageError } from "../errors.js";
 
 /** An SSH host key that is not on record, differs from the record, or is revoked. */
 export class HostKeyError extends GuidupError {
@@ -176,10 +176,15 @@ export function checkHostKey(
 }
 
 /** Key types on record for host:port (not revoked), in file order, for choosing which host key to ask for. */
-export function knownKeyTypes(file: string, host: string, port: number): string[] {
+export function knownKeyTypes(
+  file: string | readonly string[],
+  host: string,
+  port: number,
+): string[] {
   const name = knownHostsName(host, port);
   const types: string[] = [];
-  for (const entry of readEntries(file)) {
+  const entries = (typeof file === "string" ? [file] : file).flatMap((f) => readEntries(f));
+  for (const entry of entries) {
     if (entry.marker === undefined && hostFieldMatches(entry.hostField, name)) {
       if (!types.includes(entry.keyType)) types.push(entry.keyType);
     }
@@ -232,7 +237,10 @@ export function appendHostKey(
 }
 
 export interface VerifyHostKeyOptions {
+  /** Read, and written when a new key is accepted. */
   knownHostsFile: string;
+  /** Read too, never written (OpenSSH's further UserKnownHostsFile files, GlobalKnownHostsFile). */
+  moreKnownHostsFiles?: readonly string[];
   host: string;
   port: number;
   /** The raw public key blob the server presented. */
@@ -243,31 +251,43 @@ export interface VerifyHostKeyOptions {
 
 /**
  * The whole host key decision: returns "match" or "added", or throws a
- * HostKeyError that says what was found and what to do about it.
+ * HostKeyError that says what was found and what to do about it. With more
+ * than one file: a revocation in any wins, then a match in any, then a
+ * changed key in any; an unknown key is recorded in the first.
  */
 export function verifyHostKey(options: VerifyHostKeyOptions): "match" | "added" {
-  const { knownHostsFile: file, host, port, keyBlob, acceptNew } = options;
+  const { knownHostsFile: first, host, port, keyBlob, acceptNew } = options;
+  const files = [first, ...(options.moreKnownHostsFiles ?? [])];
   const keyType = keyTypeOfBlob(keyBlob);
   const name = knownHostsName(host, port);
   const key = `${keyType} ${fingerprintSha256(keyBlob)}`;
   const detail = {
     host: name,
-    knownHostsFile: file,
+    knownHostsFile: first,
     keyType,
     fingerprint: fingerprintSha256(keyBlob),
   };
-  const result = checkHostKey(file, host, port, keyType, keyBlob);
-  if (result === "match") return "match";
-  if (result === "unknown") {
+  const results = files.map((file) => ({
+    file,
+    result: checkHostKey(file, host, port, keyType, keyBlob),
+  }));
+  const found =
+    results.find((r) => typeof r.result === "object" && "revoked" in r.result) ??
+    results.find((r) => r.result === "match") ??
+    results.find((r) => typeof r.result === "object");
+  if (found === undefined) {
     if (acceptNew) {
-      appendHostKey(file, host, port, keyType, keyBlob);
+      appendHostKey(first, host, port, keyType, keyBlob);
       return "added";
     }
     throw new HostKeyError(
-      `host key for ${name} is not in ${file} (${key}); add it with ssh-keyscan or run with --accept-new-host-keys`,
+      `host key for ${name} is not in ${files.join(" or ")} (${key}); add it with ssh-keyscan or run with --accept-new-host-keys`,
       detail,
     );
   }
+  const { file, result } = found;
+  if (result === "match") return "match";
+  if (result === "unknown") throw new InternalError("verifyHostKey: unknown counted as found");
   if ("revoked" in result) {
     throw new HostKeyError(
       `host key for ${name} (${key}) is marked @revoked in ${file} line ${result.line}; refusing to connect`,

@@ -70,12 +70,18 @@ export abstract class LineChannel implements AgentChannel {
         host: this.host,
       });
     }
-    const text = line.endsWith("\n") ? line : `${line}\n`;
-    if (text.indexOf("\n") !== text.length - 1) {
+    // One scan for a newline; a line that already ends with its "\n" (as
+    // encodeLine makes them) is written as is, without a copy.
+    const nl = line.indexOf("\n");
+    if (nl === -1) {
+      this.write(`${line}\n`);
+      return;
+    }
+    if (nl !== line.length - 1) {
       // A caller bug: JSON lines from encodeLine never contain a raw newline.
       throw new InternalError("a protocol line to send contains a newline inside it");
     }
-    this.write(text);
+    this.write(line);
   }
 
   onLine(cb: (line: string) => void): void {

@@ -7,22 +7,36 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type { ClientChannel, ConnectConfig, ParsedKey, ServerHostKeyAlgorithm } from "ssh2";
+import type { Duplex, Readable } from "node:stream";
+import type {
+  ClientChannel,
+  ConnectConfig,
+  ParsedKey,
+  ServerHostKeyAlgorithm,
+  SFTPWrapper,
+} from "ssh2";
 import ssh2 from "ssh2";
-import { FileAccessError, UsageError } from "../errors.js";
+import { FileAccessError, InternalError, UsageError } from "../errors.js";
 import { HostUnreachableError, SshAuthError, TransportError } from "./errors.js";
-import { knownKeyTypes, verifyHostKey } from "./known-hosts.js";
+import {
+  fingerprintSha256,
+  keyTypeOfBlob,
+  knownHostsName,
+  knownKeyTypes,
+  verifyHostKey,
+} from "./known-hosts.js";
 import { DEFAULT_CLOSE_TIMEOUT_MS, LineChannel } from "./line-channel.js";
-import type { AgentChannel, HostConnection, SshHostSpec } from "./types.js";
+import {
+  type AgentChannel,
+  type HostConnection,
+  MAX_SESSIONS_PER_CONNECTION,
+  type SshHostSpec,
+} from "./types.js";
 
 // ssh2 is CommonJS and Node cannot see its exports by name from ESM.
 const { Client, utils } = ssh2;
 
-/**
- * OpenSSH's default MaxSessions: sshd refuses the 11th session on one
- * connection. Agents beyond this wait for a free slot instead of failing.
- */
-export const MAX_SESSIONS_PER_CONNECTION = 10;
+export { MAX_SESSIONS_PER_CONNECTION };
 /** Keep-alive probe interval; a silent peer is declared gone after KEEPALIVE_COUNT_MAX probes. */
 export const KEEPALIVE_INTERVAL_MS = 15_000;
 export const KEEPALIVE_COUNT_MAX = 3;
@@ -30,6 +44,8 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 20_000;
 /** How long close() waits for the server to confirm the end of the connection. */
 const DISCONNECT_TIMEOUT_MS = 2_000;
 export const DEFAULT_AGENT_COMMAND = "guidup serve";
+/** Files SFTP copies at once: enough to hide round trips, few enough for a small server. */
+const SFTP_PARALLEL_FILES = 8;
 
 /** ssh2's default host key algorithms, most preferred first (lib/protocol/constants.js). */
 const DEFAULT_HOST_KEY_ALGORITHMS: ServerHostKeyAlgorithm[] = [
@@ -210,7 +226,13 @@ class SshChannel extends LineChannel {
     const exit = { code: null as number | null, signal: null as string | null };
     stream.on("exit", (code: number | null, signal?: string) => {
       exit.code = code;
-      exit.signal = signal === undefined || signal === null ? null : `SIG${signal}`;
+      // ssh2 already names it "SIGKILL" (the wire says "KILL").
+      exit.signal =
+        signal === undefined || signal === null
+          ? null
+          : signal.startsWith("SIG")
+            ? signal
+            : `SIG${signal}`;
     });
     // ssh2 emits the channel's "close" after stdout ended and stderr's
     // "close" after stderr ended; wait for both so no line is cut off.
@@ -291,6 +313,7 @@ export class SshConnection implements HostConnection {
   private goneError: Error | undefined;
   private lastError: Error | undefined;
   private readonly closedPromise: Promise<void>;
+  private readonly bastions: { client: InstanceType<typeof Client>; closed: Promise<void> }[];
 
   constructor(
     readonly host: string,
@@ -299,7 +322,18 @@ export class SshConnection implements HostConnection {
     private readonly client: InstanceType<typeof Client>,
     private readonly command: string,
     private readonly closeTimeoutMs: number,
+    /** Connections to the ProxyJump hops, first hop first; closed after this one. */
+    bastions: InstanceType<typeof Client>[] = [],
   ) {
+    this.bastions = bastions.map((bastion) => {
+      // A bastion that drops takes the forwarded connection with it; that
+      // connection's close reports it.
+      bastion.on("error", () => {});
+      return {
+        client: bastion,
+        closed: new Promise<void>((resolve) => bastion.once("close", () => resolve())),
+      };
+    });
     client.on("error", (err: Error) => {
       this.lastError = err;
     });
@@ -398,6 +432,47 @@ export class SshConnection implements HostConnection {
     }
   }
 
+  /**
+   * Copies local files to the host over one SFTP session (`agent install`),
+   * a few at a time; remote directories must exist. Rejects with a
+   * TransportError naming the first file that failed.
+   */
+  async putFiles(files: readonly { local: string; remote: string }[]): Promise<void> {
+    await this.acquireSession(false);
+    try {
+      const sftp = await new Promise<SFTPWrapper>((resolve, reject) =>
+        this.client.sftp((err, s) => (err ? reject(err) : resolve(s))),
+      ).catch((err: Error) => {
+        throw new TransportError(
+          `cannot open SFTP to ${this.where}: ${err.message} (is the sftp Subsystem enabled in its sshd_config?)`,
+          { host: this.where },
+        );
+      });
+      try {
+        let next = 0;
+        const worker = async () => {
+          while (next < files.length) {
+            const file = files[next++]!;
+            await new Promise<void>((resolve, reject) =>
+              sftp.fastPut(file.local, file.remote, (err) => (err ? reject(err) : resolve())),
+            ).catch((err: Error) => {
+              throw new TransportError(
+                `cannot copy ${file.local} to ${this.where}:${file.remote}: ${err.message}`,
+                { host: this.where },
+              );
+            });
+          }
+        };
+        await Promise.all(Array.from({ length: SFTP_PARALLEL_FILES }, worker));
+      } finally {
+        sftp.end();
+      }
+    } finally {
+      this.sessions--;
+      this.pump();
+    }
+  }
+
   private async execRetrying(): Promise<ClientChannel> {
     for (const delayMs of SESSION_RETRY_DELAYS_MS) {
       try {
@@ -455,64 +530,226 @@ export class SshConnection implements HostConnection {
     const timer = setTimeout(() => this.client.destroy(), DISCONNECT_TIMEOUT_MS);
     await this.closedPromise;
     clearTimeout(timer);
+    // Innermost first: each bastion carried the connection after it.
+    for (const bastion of [...this.bastions].reverse()) {
+      bastion.client.end();
+      const stop = setTimeout(() => bastion.client.destroy(), DISCONNECT_TIMEOUT_MS);
+      await bastion.closed;
+      clearTimeout(stop);
+    }
   }
 }
 
+/** Where host key notices go (a key recorded under --accept-new-host-keys); stderr unless a command says otherwise. */
+let hostKeyNotice: (line: string) => void = (line) => process.stderr.write(`${line}\n`);
+
+/** Sends the notices of recorded host keys somewhere else (a command's own output); returns the previous sink. */
+export function setHostKeyNotice(sink: (line: string) => void): (line: string) => void {
+  const previous = hostKeyNotice;
+  hostKeyNotice = sink;
+  return previous;
+}
+
+/** One machine to log in to: the host itself or a bastion on the way. */
+interface Endpoint {
+  host: string;
+  port: number;
+  user: string;
+  identityFile: string | undefined;
+  identitiesOnly: boolean;
+  knownHostsFile: string;
+  moreKnownHostsFiles: string[];
+  /** What messages call it: "imap1 (10.0.0.1:22)", "10.0.0.1:22", "… via bastion (…)". */
+  where: string;
+}
+
+function endpoint(
+  spec: {
+    host: string;
+    port?: number;
+    user?: string;
+    identityFile?: string;
+    identitiesOnly?: boolean;
+    knownHostsFile?: string;
+    moreKnownHostsFiles?: string[];
+    name?: string;
+  },
+  via: string | undefined,
+): Endpoint {
+  const port = spec.port ?? 22;
+  const address = formatAddress(spec.host, port);
+  const named =
+    spec.name !== undefined && spec.name !== spec.host ? `${spec.name} (${address})` : address;
+  return {
+    host: spec.host,
+    port,
+    user: spec.user ?? os.userInfo().username,
+    identityFile: spec.identityFile,
+    identitiesOnly: spec.identitiesOnly === true,
+    knownHostsFile: spec.knownHostsFile ?? path.join(os.homedir(), ".ssh", "known_hosts"),
+    moreKnownHostsFiles: spec.moreKnownHostsFiles ?? [],
+    where: via === undefined ? named : `${named} via ${via}`,
+  };
+}
+
 /**
- * Connects and authenticates. Rejects with HostKeyError (key unknown,
- * changed or revoked), HostUnreachableError, SshAuthError, FileAccessError
- * (identity or known_hosts file unreadable) or UsageError.
+ * Connects and authenticates, through each ProxyJump hop in turn (a
+ * forwarded channel from one to the next, each hop's host key checked
+ * against its own known_hosts like the host's). Rejects with HostKeyError
+ * (key unknown, changed or revoked), HostUnreachableError, SshAuthError,
+ * FileAccessError (identity or known_hosts file unreadable) or UsageError.
  */
 export async function connectSsh(
   spec: SshHostSpec,
   tuning: SshTuning = {},
 ): Promise<SshConnection> {
-  const port = spec.port ?? 22;
-  const address = formatAddress(spec.host, port);
-  const where =
-    spec.name !== undefined && spec.name !== spec.host ? `${spec.name} (${address})` : address;
   const label = spec.name ?? spec.host;
-  const user = spec.user ?? os.userInfo().username;
-  const knownHostsFile = spec.knownHostsFile ?? path.join(os.homedir(), ".ssh", "known_hosts");
-  const timeoutMs = spec.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const command = remoteCommand(spec.command ?? DEFAULT_AGENT_COMMAND, spec.config);
+  const timeoutMs = spec.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const keepalive = {
+    intervalMs:
+      tuning.keepaliveIntervalMs ??
+      (spec.serverAliveInterval === undefined
+        ? KEEPALIVE_INTERVAL_MS
+        : spec.serverAliveInterval * 1000),
+    countMax: tuning.keepaliveCountMax ?? spec.serverAliveCountMax ?? KEEPALIVE_COUNT_MAX,
+  };
+  const acceptNew = spec.acceptNewHostKeys === true;
 
-  const agentSocket = process.env.SSH_AUTH_SOCK;
-  const key = spec.identityFile === undefined ? undefined : readIdentity(spec.identityFile, where);
-  const useAgent = agentSocket !== undefined && agentSocket !== "";
-  if (key === undefined && !useAgent) {
+  // Every hop's credentials are read before the first connection is made.
+  const hops: Endpoint[] = [];
+  let via: string | undefined;
+  for (const hop of spec.jump ?? []) {
+    const e = endpoint(hop, via);
+    hops.push(e);
+    via = hop.name ?? hop.host;
+  }
+  const target = endpoint(spec, via);
+  const steps = [...hops, target].map((e) => ({ endpoint: e, auth: credentials(e) }));
+
+  const bastions: InstanceType<typeof Client>[] = [];
+  let sock: Duplex | undefined;
+  try {
+    for (const [i, step] of steps.entries()) {
+      const client = await openClient(step.endpoint, step.auth, {
+        sock,
+        timeoutMs,
+        keepalive,
+        acceptNew,
+      });
+      const next = steps[i + 1];
+      if (next === undefined) {
+        return new SshConnection(
+          label,
+          target.where,
+          client,
+          command,
+          spec.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS,
+          bastions,
+        );
+      }
+      bastions.push(client);
+      sock = await forwardTo(client, step.endpoint, next.endpoint);
+    }
+  } catch (err) {
+    for (const client of bastions) client.destroy();
+    throw err;
+  }
+  throw new InternalError("connectSsh: no endpoint to connect to");
+}
+
+interface Credentials {
+  key: Buffer | undefined;
+  agentSocket: string | undefined;
+  description: string;
+}
+
+/** The key file and/or ssh-agent an endpoint logs in with; an error when it has neither. */
+function credentials(e: Endpoint): Credentials {
+  const socket = process.env.SSH_AUTH_SOCK;
+  const key = e.identityFile === undefined ? undefined : readIdentity(e.identityFile, e.where);
+  const agentSocket =
+    socket !== undefined && socket !== "" && !(e.identitiesOnly && key !== undefined)
+      ? socket
+      : undefined;
+  if (key === undefined && agentSocket === undefined) {
     throw new SshAuthError(
-      `no SSH credentials for ${where}: set identityFile for it in the inventory, or start ssh-agent (SSH_AUTH_SOCK)`,
-      { host: where },
+      `no SSH credentials for ${e.where}: set identityFile for it in the inventory or the ssh config, or start ssh-agent (SSH_AUTH_SOCK)`,
+      { host: e.where },
     );
   }
-  const authDescription = [
-    ...(spec.identityFile === undefined ? [] : [`identity file ${spec.identityFile}`]),
-    ...(useAgent ? ["the ssh-agent keys"] : []),
+  const description = [
+    ...(e.identityFile === undefined ? [] : [`identity file ${e.identityFile}`]),
+    ...(agentSocket !== undefined ? ["the ssh-agent keys"] : []),
   ].join(" and ");
+  return { key, agentSocket, description };
+}
 
-  const algorithms = hostKeyAlgorithms(knownKeyTypes(knownHostsFile, spec.host, port));
+/** Asks a connected bastion for a channel to the next hop (OpenSSH `direct-tcpip`, what ProxyJump uses). */
+function forwardTo(
+  client: InstanceType<typeof Client>,
+  bastion: Endpoint,
+  next: Endpoint,
+): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    client.forwardOut("127.0.0.1", 0, next.host, next.port, (err, channel) => {
+      if (err) {
+        reject(
+          new HostUnreachableError(
+            `cannot reach ${next.where}: the bastion ${bastion.where} could not open a connection to ${formatAddress(next.host, next.port)} (${err.message}; is AllowTcpForwarding on there, and the address right?)`,
+            { host: next.where, via: bastion.where },
+          ),
+        );
+      } else resolve(channel);
+    });
+  });
+}
+
+interface OpenOptions {
+  sock: Duplex | undefined;
+  timeoutMs: number;
+  keepalive: { intervalMs: number; countMax: number };
+  acceptNew: boolean;
+}
+
+/** One SSH login: host key checked before authentication, then key and/or agent. */
+function openClient(
+  e: Endpoint,
+  auth: Credentials,
+  options: OpenOptions,
+): Promise<InstanceType<typeof Client>> {
+  const { timeoutMs } = options;
+  const algorithms = hostKeyAlgorithms(
+    knownKeyTypes([e.knownHostsFile, ...e.moreKnownHostsFiles], e.host, e.port),
+  );
   let hostKeyError: Error | undefined;
   const config: ConnectConfig = {
-    host: spec.host,
-    port,
-    username: user,
+    host: e.host,
+    port: e.port,
+    username: e.user,
     // Exactly these methods, in this order: no "none", no password, no keyboard-interactive.
     authHandler: [
-      ...(key === undefined ? [] : ["publickey" as const]),
-      ...(useAgent ? ["agent" as const] : []),
+      ...(auth.key === undefined ? [] : ["publickey" as const]),
+      ...(auth.agentSocket !== undefined ? ["agent" as const] : []),
     ],
-    ...(key === undefined ? {} : { privateKey: key }),
-    ...(useAgent ? { agent: agentSocket } : {}),
+    ...(auth.key === undefined ? {} : { privateKey: auth.key }),
+    ...(auth.agentSocket !== undefined ? { agent: auth.agentSocket } : {}),
+    ...(options.sock === undefined ? {} : { sock: options.sock as Readable }),
     hostVerifier: (keyBlob: Buffer): boolean => {
       try {
-        verifyHostKey({
-          knownHostsFile,
-          host: spec.host,
-          port,
+        const outcome = verifyHostKey({
+          knownHostsFile: e.knownHostsFile,
+          moreKnownHostsFiles: e.moreKnownHostsFiles,
+          host: e.host,
+          port: e.port,
           keyBlob,
-          acceptNew: spec.acceptNewHostKeys === true,
+          acceptNew: options.acceptNew,
         });
+        if (outcome === "added") {
+          hostKeyNotice(
+            `recorded the host key of ${knownHostsName(e.host, e.port)} (${keyTypeOfBlob(keyBlob)} ${fingerprintSha256(keyBlob)}) in ${e.knownHostsFile}`,
+          );
+        }
         return true;
       } catch (err) {
         hostKeyError = err as Error;
@@ -521,12 +758,12 @@ export async function connectSsh(
     },
     algorithms: { serverHostKey: algorithms },
     readyTimeout: timeoutMs,
-    keepaliveInterval: tuning.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS,
-    keepaliveCountMax: tuning.keepaliveCountMax ?? KEEPALIVE_COUNT_MAX,
+    keepaliveInterval: options.keepalive.intervalMs,
+    keepaliveCountMax: options.keepalive.countMax,
   };
 
   const client = new Client();
-  return new Promise<SshConnection>((resolve, reject) => {
+  return new Promise((resolve, reject) => {
     let settled = false;
     let firstError: Error | undefined;
     const fail = (err: Error) => {
@@ -540,7 +777,7 @@ export async function connectSsh(
     const onError = (err: Error) => {
       firstError ??= err;
       // Errors after the host key was refused are ssh2's echo of that refusal.
-      fail(hostKeyError ?? connectError(err, where, timeoutMs, user, authDescription));
+      fail(hostKeyError ?? connectError(err, e.where, timeoutMs, e.user, auth.description));
     };
     client.on("error", onError);
     client.once("close", () => {
@@ -548,10 +785,10 @@ export async function connectSsh(
         hostKeyError ??
           connectError(
             firstError ?? new Error("Connection lost before handshake"),
-            where,
+            e.where,
             timeoutMs,
-            user,
-            authDescription,
+            e.user,
+            auth.description,
           ),
       );
     });
@@ -559,21 +796,15 @@ export async function connectSsh(
       if (settled) return;
       settled = true;
       client.off("error", onError);
-      resolve(
-        new SshConnection(
-          label,
-          where,
-          client,
-          command,
-          spec.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS,
-        ),
-      );
+      resolve(client);
     });
     try {
       client.connect(config);
     } catch (err) {
       fail(
-        new TransportError(`ssh to ${where} failed: ${(err as Error).message}`, { host: where }),
+        new TransportError(`ssh to ${e.where} failed: ${(err as Error).message}`, {
+          host: e.where,
+        }),
       );
     }
   });

@@ -19,6 +19,28 @@ export interface LocalHostSpec {
   closeTimeoutMs?: number;
 }
 
+/**
+ * One bastion on the way to a host (OpenSSH ProxyJump): the connection to it
+ * is checked and authenticated like any other, and the next hop is reached
+ * through a forwarded channel it opens.
+ */
+export interface SshJumpHop {
+  host: string;
+  /** Default 22. */
+  port?: number;
+  /** Default: the local user name. */
+  user?: string;
+  identityFile?: string;
+  /** Use only identityFile, not the ssh-agent's keys. */
+  identitiesOnly?: boolean;
+  /** Default ~/.ssh/known_hosts. */
+  knownHostsFile?: string;
+  /** Further known_hosts files, read but never written. */
+  moreKnownHostsFiles?: string[];
+  /** Name in messages (the alias written in ProxyJump); default the host. */
+  name?: string;
+}
+
 /** An agent on a host reached over SSH, one exec channel per agent. */
 export interface SshHostSpec {
   transport?: "ssh";
@@ -29,8 +51,22 @@ export interface SshHostSpec {
   user?: string;
   /** Private key file (unencrypted OpenSSH/PEM); without it, keys from ssh-agent (SSH_AUTH_SOCK). */
   identityFile?: string;
+  /** Use only identityFile, not the ssh-agent's keys (OpenSSH IdentitiesOnly). */
+  identitiesOnly?: boolean;
   /** Default ~/.ssh/known_hosts. */
   knownHostsFile?: string;
+  /**
+   * Further known_hosts files, read but never written: OpenSSH's
+   * UserKnownHostsFile after the first, and GlobalKnownHostsFile when the
+   * ssh config sets it.
+   */
+  moreKnownHostsFiles?: string[];
+  /** Bastions to go through, first hop first (OpenSSH ProxyJump, resolved). */
+  jump?: SshJumpHop[];
+  /** Seconds between keep-alive probes (OpenSSH ServerAliveInterval); default 15, 0 = none. */
+  serverAliveInterval?: number;
+  /** Unanswered probes before the peer is declared gone (ServerAliveCountMax); default 3. */
+  serverAliveCountMax?: number;
   /**
    * Remote command, used verbatim as the start of the remote command line
    * (it comes from the operator's inventory). Default "guidup serve".
@@ -97,3 +133,10 @@ export interface HostConnection {
   /** Closes every agent it opened, then the connection. Never rejects. */
   close(): Promise<void>;
 }
+
+/**
+ * OpenSSH's default MaxSessions: sshd refuses the 11th session on one
+ * connection. Agents beyond this wait for a free slot instead of failing.
+ * (Here rather than in ssh.ts so that importing it does not load ssh2.)
+ */
+export const MAX_SESSIONS_PER_CONNECTION = 10;

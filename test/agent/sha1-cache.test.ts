@@ -379,4 +379,30 @@ describe("readSha1Cache / writeSha1Cache", () => {
     await expect(writeSha1Cache(path, Sha1Cache.empty())).rejects.toThrow(/cannot write/);
     expect(await readdir(dir)).toEqual([]);
   });
+
+  it("a non-durable write (guidup hash) writes the same file, owner and mode, atomically", async () => {
+    const path = join(dir, SHA1_CACHE_FILE);
+    const c = Sha1Cache.empty();
+    for (let uid = 1; uid <= 50; uid++) c.set(entry(uid, uid * 7));
+    const owner = { uid: process.getuid!(), gid: process.getgid!(), mode: 0o640 };
+    await writeSha1Cache(path, c, owner, { durable: false });
+    expect(await readdir(dir)).toEqual([SHA1_CACHE_FILE]);
+    expect((await stat(path)).mode & 0o777).toBe(0o640);
+    expect((await readFile(path)).equals(c.encode())).toBe(true);
+    // Mixed with durable writes of the same path, the last one called wins.
+    const later = Sha1Cache.empty();
+    later.set(entry(1, 1));
+    await Promise.all([
+      writeSha1Cache(path, c),
+      writeSha1Cache(path, later, owner, { durable: false }),
+    ]);
+    expect((await readFile(path)).equals(later.encode())).toBe(true);
+    expect(await readdir(dir)).toEqual([SHA1_CACHE_FILE]);
+    // A failed one throws naming the file and leaves no temp file.
+    const bad = join(dir, "missing-dir", SHA1_CACHE_FILE);
+    await expect(writeSha1Cache(bad, c, undefined, { durable: false })).rejects.toThrow(
+      /cannot write .*missing-dir/,
+    );
+    expect(await readdir(dir)).toEqual([SHA1_CACHE_FILE]);
+  });
 });

@@ -780,3 +780,99 @@ describe("the guids option (the agent's upgrade path)", () => {
     }
   });
 });
+
+describe("the guidTable option (packed GUIDs)", () => {
+  /** The same GUIDs as a sorted table: uids ascending, 20 bytes each. */
+  function tableOf(map: Map<number, Buffer>): { uids: Uint32Array; guids: Buffer } {
+    const uids = Uint32Array.from([...map.keys()].sort((a, b) => a - b));
+    return { uids, guids: Buffer.concat([...uids].map((u) => map.get(u)!)) };
+  }
+
+  it("gives byte-identical output and digest to the guids map, for every source and target", async () => {
+    for (const sourceMinor of [6, 7, 9, 10]) {
+      const f = format(sourceMinor);
+      const records = Array.from({ length: 40 }, (_, i) => {
+        const values: RecordValues = { uid: i * 3 + 1, size: 200 + i, modseq: BigInt(i % 4) };
+        if (sourceMinor >= 7 && sourceMinor <= 9 && i % 2 === 0) values.uuid = randomBytes(12);
+        if (sourceMinor === 10 && i % 3 === 1) values.guid = randomBytes(20);
+        return pick(f, values);
+      });
+      const source = encodeIndexFile(f, { lastUid: 200, uidValidity: 9 }, records);
+      // GUIDs for most uids (not all: a missing one keeps the source's).
+      const map = new Map<number, Buffer>();
+      for (const r of records) {
+        const uid = r.uid as number;
+        if (uid % 5 !== 0) map.set(uid, createHash("sha1").update(`g${uid}`).digest());
+      }
+      for (const targetMinor of [6, 7, 8, 9, 10]) {
+        const target = format(targetMinor);
+        const viaMap = await convertBytes(source, { target, guids: map });
+        const viaTable = await convertBytes(source, { target, guidTable: tableOf(map) });
+        // The reference: one callback per record, the map's rule spelled out.
+        const viaCallback = await convertBytes(source, {
+          target,
+          guidFor: (r) => (r.oldStyle ? map.get(r.uid) : undefined),
+        });
+        // The map in descending insertion order (packed after a sort).
+        const reversed = new Map([...map].reverse());
+        const viaReversed = await convertBytes(source, { target, guids: reversed });
+        const where = `v${sourceMinor} → v${targetMinor}`;
+        for (const other of [viaMap, viaTable, viaReversed]) {
+          expect(other.bytes.equals(viaCallback.bytes), where).toBe(true);
+          expect(other.result.digest.equals(viaCallback.result.digest), where).toBe(true);
+          expect(other.result.guidsChanged, where).toBe(viaCallback.result.guidsChanged);
+        }
+      }
+    }
+  });
+
+  it("finds uids of an expunge file in any order, repeated ones too", async () => {
+    const uids = [9, 3, 7, 3, 12, 1, 9];
+    const records = uids.map((uid) => pick(V10, { uid, size: 10 + uid, modseq: 2n }));
+    const source = encodeIndexFile(V10, { lastUid: 12, uidValidity: 1 }, records);
+    const file = await writeTemp(source, "cyrus.expunge");
+    const map = new Map([1, 3, 7, 9].map((u) => [u, createHash("sha1").update(`e${u}`).digest()]));
+    const viaMap = await convertFile(file, { target: V10, guids: map }, "expunge");
+    const viaTable = await convertFile(file, { target: V10, guidTable: tableOf(map) }, "expunge");
+    expect(viaTable.bytes.equals(viaMap.bytes)).toBe(true);
+    expect(viaTable.result.digest.equals(viaMap.result.digest)).toBe(true);
+    expect(viaTable.result.guidsChanged).toBe(6);
+  });
+
+  it("refuses a table whose uids do not ascend or whose GUID bytes do not match", async () => {
+    const source = encodeIndexFile(V10, { lastUid: 5, uidValidity: 1 }, [
+      pick(V10, { uid: 1, size: 1 }),
+    ]);
+    await expect(
+      convertBytes(source, {
+        target: V10,
+        guidTable: { uids: Uint32Array.from([2, 1]), guids: Buffer.alloc(40) },
+      }),
+    ).rejects.toThrow(/ascending/);
+    await expect(
+      convertBytes(source, {
+        target: V10,
+        guidTable: { uids: Uint32Array.from([1]), guids: Buffer.alloc(19) },
+      }),
+    ).rejects.toThrow(/19 bytes/);
+  });
+
+  it("a map value that is not 20 bytes fails only when a record uses it", async () => {
+    const source = encodeIndexFile(V10, { lastUid: 9, uidValidity: 1 }, [
+      pick(V10, { uid: 1, size: 1 }),
+      pick(V10, { uid: 2, size: 2, guid: randomBytes(20) }),
+    ]);
+    // uid 2 has an SHA1 GUID: its odd map value is never used.
+    const good = createHash("sha1").update("x").digest();
+    const unused = new Map([
+      [1, good],
+      [2, Buffer.alloc(7)],
+    ]);
+    const c = await convertBytes(source, { target: V10, guids: unused });
+    expect(c.bytes.subarray(96 + 60, 96 + 80).equals(good)).toBe(true);
+    const used = new Map([[1, Buffer.alloc(7)]]);
+    await expect(convertBytes(source, { target: V10, guids: used })).rejects.toThrow(
+      /GUID of 7 bytes/,
+    );
+  });
+});

@@ -13,6 +13,7 @@ import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promi
 import path from "node:path";
 import { expect } from "vitest";
 import { stringify } from "yaml";
+import { ATTENTION_PHASES } from "../../src/apply/state.js";
 import { convertIndex } from "../../src/cyrus/convert.js";
 import { formatFor } from "../../src/cyrus/formats/index.js";
 import { isOldStyleGuid } from "../../src/cyrus/guid.js";
@@ -268,9 +269,16 @@ export interface StatusJson {
   mailboxes: { name: string; phase: string; step?: string; error?: string; attempts: number }[];
 }
 
+/** status --json; its exit code (0, or 3/4 when mailboxes need a person) is checked against the counts. */
 export async function statusOf(plan: string): Promise<StatusJson> {
-  const r = await cli(["status", plan, "--json"], 0);
-  return JSON.parse(r.out) as StatusJson;
+  const r = await runCli(["status", plan, "--json"]);
+  const status = JSON.parse(r.out) as StatusJson;
+  const c = status.counts;
+  const want =
+    (c["replica-ahead"] ?? 0) > 0 ? 3 : [...ATTENTION_PHASES].some((p) => (c[p] ?? 0) > 0) ? 4 : 0;
+  if (r.code !== want)
+    throw new Error(`guidup status ${plan} --json: exit ${r.code}, expected ${want}\n${r.err}`);
+  return status;
 }
 
 /** The state file of one mailbox (src/apply/state-store.ts layout). */

@@ -309,9 +309,11 @@ export async function runCliProcess(
   return { code: r.code, out: r.out, err: r.err };
 }
 
-/** Progress lines of the plain (non-TTY) renderer: "plan <pair>: connecting" and the like. */
+/** Progress lines of the plain (non-TTY) renderer: "<UTC time> plan <pair>: connecting" and the like. */
 export function isProgressLine(line: string): boolean {
-  return /^plan [A-Za-z0-9._-]+: (connecting|listing mailboxes|scanned )/.test(line);
+  return /^(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ )?plan [A-Za-z0-9._-]+: (connecting|listing mailboxes|scanned )/.test(
+    line,
+  );
 }
 
 /** stderr without the progress lines, as non-empty lines. */

@@ -77,11 +77,11 @@ describe("show", () => {
     expect(lines.at(-1)).toMatch(/^ {2}missing-on-master +user\.s000006: /);
   });
 
-  it("guidup show prints summary and entries; --json the review and the plan", async () => {
+  it("guidup show --entries prints summary and entries; --json the review and the plan", async () => {
     const file = join(dir, "show.yaml");
     await writePlan(file, plan);
     const io = captureIo();
-    expect(await runShow([file], io)).toBe(ExitCode.ok);
+    expect(await runShow([file, "--entries"], io)).toBe(ExitCode.ok);
     expect(io.stdout()).toContain("mailboxes: 30 to apply");
     expect(io.stdout()).toContain("user.s000003");
     const json = captureIo();

@@ -94,6 +94,32 @@ describe("LineReader", () => {
     expect(() => new LineReader({ maxLineBytes: 0 })).toThrow(RangeError);
   });
 
+  it("gives the same lines whole-chunk and byte by byte, for any cut (CR, LF, multibyte, long lines)", () => {
+    // A chunk holding many whole lines takes the one-decode path; a chunk
+    // continuing a line takes the per-line path. Both must agree everywhere.
+    const text = `a\r\n\n€😀x\r\r\n${"z".repeat(40)}\nü\n\r\nend`;
+    const bytes = Buffer.from(text, "utf8");
+    const expected = text.split("\n").map((l) => (l.endsWith("\r") ? l.slice(0, -1) : l));
+    const whole = feedInPieces(bytes, []);
+    expect([...whole.lines, whole.rest]).toEqual(expected);
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const got = feedInPieces(bytes, [cut]);
+      expect([...got.lines, got.rest], `cut at ${cut}`).toEqual(expected);
+    }
+    const bytewise = feedInPieces(
+      bytes,
+      Array.from({ length: bytes.length - 1 }, (_, i) => i + 1),
+    );
+    expect([...bytewise.lines, bytewise.rest]).toEqual(expected);
+  });
+
+  it("checks the cap per line when a chunk holds whole lines longer than the cap", () => {
+    const reader = new LineReader({ maxLineBytes: 8 });
+    expect(reader.push(Buffer.from("12345678\n1\n"))).toEqual(["12345678", "1"]);
+    const strict = new LineReader({ maxLineBytes: 8 });
+    expect(() => strict.push(Buffer.from("1\n123456789\n"))).toThrow(LineTooLongError);
+  });
+
   it("does not let a caller's reused buffer corrupt the held tail", () => {
     const reader = new LineReader();
     const chunk = Buffer.from("abc");

@@ -76,6 +76,7 @@ const OP_SET: Record<Op, true> = {
   verify: true,
   status: true,
   "pair-lock": true,
+  check: true,
 };
 
 describe("the JSON schemas' enums equal the TypeScript lists", () => {

@@ -283,7 +283,7 @@ describe("bad input: one clear line, exit 2, no plan written", () => {
       await writeInventory(fixture, { ssh: sshd }, { command: "/nonexistent/guidup serve" }),
     );
     expect(line).toMatch(
-      /^guidup plan: (master|replica): the agent ended before saying hello \(the agent `\/nonexistent\/guidup serve --config '[^']+'` on (master|replica) \(127\.0\.0\.1:\d+\) exited unexpectedly with code 127 \(command not found\? check the agent command\); last stderr line: .*\/nonexistent\/guidup: (not found|No such file or directory)\); is guidup installed there and is the command right\?$/,
+      /^guidup plan: (master|replica): the agent ended before saying hello \(the agent `\/nonexistent\/guidup serve --config '[^']+'` on (master|replica) \(127\.0\.0\.1:\d+\) exited unexpectedly with code 127 \(command not found\? check the agent command\); last stderr line: .*\/nonexistent\/guidup: (not found|No such file or directory)\); is guidup installed there and is the command right\? \(guidup agent install --inventory FILE puts it there\)$/,
     );
   });
 

@@ -222,3 +222,48 @@ describe("host key decisions", () => {
     );
   });
 });
+
+describe("several known_hosts files (OpenSSH UserKnownHostsFile a b, GlobalKnownHostsFile)", () => {
+  const verify = (more: string[], blob: Buffer, acceptNew = false) =>
+    verifyHostKey({
+      knownHostsFile: file,
+      moreKnownHostsFiles: more,
+      host: "imap1",
+      port: 22,
+      keyBlob: blob,
+      acceptNew,
+    });
+
+  it("matches a key recorded in a later file, and offers its type first", () => {
+    const global = path.join(dir, "ssh_known_hosts");
+    fs.writeFileSync(global, `imap1 ${A.text}\n`);
+    expect(verify([global], A.blob)).toBe("match");
+    expect(knownKeyTypes([file, global], "imap1", 22)).toEqual(["ssh-ed25519"]);
+  });
+
+  it("a revocation in any file wins over a match in another", () => {
+    const global = path.join(dir, "ssh_known_hosts");
+    fs.writeFileSync(file, `imap1 ${A.text}\n`);
+    fs.writeFileSync(global, `@revoked imap1 ${A.text}\n`);
+    expect(() => verify([global], A.blob)).toThrow(
+      /is marked @revoked in .*ssh_known_hosts line 1/,
+    );
+  });
+
+  it("a changed key in a later file is refused, naming that file", () => {
+    const second = path.join(dir, "known_hosts2");
+    fs.writeFileSync(second, `imap1 ${B.text}\n`);
+    expect(() => verify([second], A.blob)).toThrow(/HAS CHANGED .*known_hosts2 line 1/);
+  });
+
+  it("an unknown key names every file and is recorded in the first only", () => {
+    const second = path.join(dir, "known_hosts2");
+    fs.writeFileSync(second, "");
+    expect(() => verify([second], A.blob)).toThrow(
+      new RegExp(`^host key for imap1 is not in ${file} or ${second} `),
+    );
+    expect(verify([second], A.blob, true)).toBe("added");
+    expect(fs.readFileSync(file, "utf8")).toBe(`imap1 ${A.text}\n`);
+    expect(fs.readFileSync(second, "utf8")).toBe("");
+  });
+});

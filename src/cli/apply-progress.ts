@@ -1,0 +1,135 @@
+// What apply's progress line says, computed from the engine's events (pure:
+// the clock is given). Counts per outcome by phase name — done, stale,
+// lagging, diverged, replica-ahead, failed, and any phase the engine adds —
+// never folded into one "failed"; remaining of this run (of this batch with
+// --batch); the mailboxes in flight; a rate over the time something was in
+// flight (so a pause, or the wait for a lock file, does not dilute it) and an
+// ETA only once the rate means something; lock hold p50/p99 per side.
+
+import type { ApplyEvent } from "../apply/engine.js";
+import { formatLockHold, LockHoldSamples } from "./lock-hold.js";
+
+/** Outcomes in the order they are shown; other phases follow by name. */
+const OUTCOME_ORDER = ["done", "stale", "lagging", "diverged", "replica-ahead", "failed"];
+/** No ETA before this many mailboxes have finished… */
+const ETA_MIN_FINISHED = 5;
+/** …and before something has been in flight this long. */
+const ETA_MIN_ACTIVE_MS = 3_000;
+
+export class ApplyTally {
+  readonly outcomes = new Map<string, number>();
+  readonly inFlight = new Set<string>();
+  /** Requeued (a lock timeout) and not finished since: tried again later in the run. */
+  readonly retryLater = new Set<string>();
+  readonly lockHold = new LockHoldSamples();
+  alreadyDone = 0;
+  /** Mailboxes this run means to finish: the queue, or at most --batch of it. */
+  toDo = 0;
+  finished = 0;
+  paused: string | undefined;
+  /** Set by the command when a signal asked it to stop. */
+  stopping: "drain" | "abort" | undefined;
+  #activeMs = 0;
+  #activeSince: number | undefined;
+
+  constructor(
+    private readonly now: () => number,
+    private readonly batch?: number,
+  ) {}
+
+  event(e: ApplyEvent): void {
+    switch (e.type) {
+      case "start":
+        this.alreadyDone = e.alreadyDone;
+        this.toDo = this.batch !== undefined ? Math.min(e.queued, this.batch) : e.queued;
+        break;
+      case "begin":
+        if (this.inFlight.size === 0) this.#activeSince = this.now();
+        this.inFlight.add(e.name);
+        this.retryLater.delete(e.name);
+        break;
+      case "requeued":
+        this.#leave(e.name);
+        this.retryLater.add(e.name);
+        break;
+      case "mailbox":
+        this.#leave(e.name);
+        this.retryLater.delete(e.name);
+        this.finished++;
+        this.outcomes.set(e.phase, (this.outcomes.get(e.phase) ?? 0) + 1);
+        if (e.phase === "done") this.lockHold.add(e.state.lockHeldMs);
+        break;
+      case "paused":
+        this.paused = e.file;
+        break;
+      case "resumed":
+        this.paused = undefined;
+        break;
+      default:
+        break;
+    }
+  }
+
+  #leave(name: string): void {
+    if (!this.inFlight.delete(name) || this.inFlight.size > 0) return;
+    if (this.#activeSince !== undefined) this.#activeMs += this.now() - this.#activeSince;
+    this.#activeSince = undefined;
+  }
+
+  /** Milliseconds during which at least one mailbox was in flight. */
+  activeMs(): number {
+    return this.#activeMs + (this.#activeSince !== undefined ? this.now() - this.#activeSince : 0);
+  }
+
+  /** Mailboxes per second of active time; undefined while too early to say. */
+  rate(): number | undefined {
+    const ms = this.activeMs();
+    if (this.finished < ETA_MIN_FINISHED || ms < ETA_MIN_ACTIVE_MS) return undefined;
+    return this.finished / (ms / 1000);
+  }
+
+  remaining(): number {
+    return Math.max(0, this.toDo - this.finished);
+  }
+
+  /** Two lines: counts, then pace. */
+  text(): string {
+    const counts = [...this.outcomes.keys()]
+      .sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : 1))
+      .map((k) => `${k} ${this.outcomes.get(k)}`);
+    if (!this.outcomes.has("done")) counts.unshift("done 0");
+    if (this.retryLater.size > 0)
+      counts.push(`lock timeout, retried later ${this.retryLater.size}`);
+    const of = this.batch !== undefined ? " of this batch" : "";
+    counts.push(`remaining ${this.remaining()}${of}`, `in flight ${this.inFlight.size}`);
+    const pace: string[] = [];
+    if (this.stopping === "drain")
+      pace.push(`stopping: finishing ${this.inFlight.size} in flight, starting none`);
+    else if (this.stopping === "abort") pace.push("aborting the mailboxes in flight");
+    else if (this.paused !== undefined) pace.push(`paused: ${this.paused} exists`);
+    const rate = this.rate();
+    if (rate === undefined) pace.push(`ETA after ${ETA_MIN_FINISHED} mailboxes`);
+    else {
+      pace.push(`${rate.toFixed(1)}/s`);
+      if (this.remaining() > 0) pace.push(`ETA ${formatSeconds(this.remaining() / rate)}`);
+    }
+    const locks = formatLockHold(this.lockHold.percentiles());
+    if (locks) pace.push(locks);
+    return `${counts.join(" · ")}\n${pace.join(" · ")}`;
+  }
+}
+
+function rank(phase: string): number {
+  const i = OUTCOME_ORDER.indexOf(phase);
+  return i < 0 ? OUTCOME_ORDER.length : i;
+}
+
+export function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const s = Math.round(seconds);
+  return s >= 3600
+    ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`
+    : s >= 60
+      ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`
+      : `${s}s`;
+}

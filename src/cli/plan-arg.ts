@@ -1,0 +1,61 @@
+// Reading the PLAN argument of apply, status and show, and checking --only
+// globs against the plan: the mistakes an operator makes at the prompt get a
+// message that says what the file or the pattern is and what to run instead.
+
+import { readFile } from "node:fs/promises";
+import YAML from "yaml";
+import { globToRegExp } from "../apply/glob.js";
+import { UsageError } from "../errors.js";
+import type { Plan } from "../plan/model.js";
+import { PlanError, readPlan } from "../plan/plan-file.js";
+
+/**
+ * readPlan, but an inventory given where a plan belongs is named as such
+ * (the schema check alone would answer "unknown key pairs (did you mean
+ * 'pair'?)").
+ */
+export async function readPlanArg(path: string, command: string): Promise<Plan> {
+  try {
+    return await readPlan(path);
+  } catch (err) {
+    if (err instanceof PlanError && (await looksLikeInventory(path)))
+      throw new UsageError(
+        `${path} is an inventory, not a plan: make a plan with guidup plan --inventory ${path}, then run guidup ${command} on the plan file it writes`,
+      );
+    throw err;
+  }
+}
+
+async function looksLikeInventory(path: string): Promise<boolean> {
+  try {
+    const doc = YAML.parse(await readFile(path, "utf8")) as unknown;
+    return (
+      typeof doc === "object" &&
+      doc !== null &&
+      Array.isArray((doc as { pairs?: unknown }).pairs) &&
+      !("mailboxes" in doc)
+    );
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Refuses an --only GLOB that matches none of `names` (a typo would
+ * otherwise look like "nothing to do"), naming every such glob.
+ */
+export function requireOnlyMatches(
+  only: readonly string[],
+  names: readonly string[],
+  where: string,
+): void {
+  const unmatched = only.filter((g) => {
+    const re = globToRegExp(g);
+    return !names.some((n) => re.test(n));
+  });
+  if (unmatched.length === 0) return;
+  const example = names[0] ? ` (names look like ${names[0]})` : "";
+  throw new UsageError(
+    `--only ${unmatched.map((g) => `'${g}'`).join(", ")} matches none of the ${names.length} mailboxes of ${where}${example}; check the pattern: * matches any run of characters, ? one`,
+  );
+}

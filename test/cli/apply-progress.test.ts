@@ -1,0 +1,89 @@
+// apply's progress line (src/cli/apply-progress.ts), fed engine events with
+// a hand-driven clock: counts per outcome by phase name (a phase the engine
+// adds, like "lagging", shows under its own name), remaining of this batch,
+// in flight, a rate over the time something was in flight only (a pause does
+// not dilute it), no ETA before it means something, a lock-timeout requeue
+// counted, and lock hold percentiles.
+
+import { describe, expect, it } from "vitest";
+import type { ApplyEvent } from "../../src/apply/engine.js";
+import type { MailboxState, Phase } from "../../src/apply/state.js";
+import { ApplyTally } from "../../src/cli/apply-progress.js";
+import { percentile } from "../../src/cli/lock-hold.js";
+
+function finished(
+  name: string,
+  phase: string,
+  lockHeldMs?: MailboxState["lockHeldMs"],
+): ApplyEvent {
+  const state = {
+    name,
+    phase: phase as Phase,
+    attempts: 1,
+    updated: "2026-12-05T00:00:00.000Z",
+    ...(lockHeldMs ? { lockHeldMs } : {}),
+  };
+  return { type: "mailbox", name, phase: phase as Phase, state };
+}
+
+describe("ApplyTally", () => {
+  it("counts each outcome under its own name and shows remaining of this batch and in flight", () => {
+    let t = 0;
+    const tally = new ApplyTally(() => t, 6);
+    tally.event({ type: "start", total: 100, alreadyDone: 10, queued: 90 });
+    for (const n of ["a", "b", "c", "d", "e", "f"]) tally.event({ type: "begin", name: n });
+    t = 1000;
+    tally.event(finished("a", "done", { master: 4, replica: 2 }));
+    tally.event(finished("b", "stale"));
+    tally.event(finished("c", "lagging"));
+    tally.event(finished("d", "replica-ahead"));
+    const [counts] = tally.text().split("\n");
+    expect(counts).toBe(
+      "done 1 · stale 1 · lagging 1 · replica-ahead 1 · remaining 2 of this batch · in flight 2",
+    );
+  });
+
+  it("rates over in-flight time only, and gives no ETA before 5 mailboxes and 3 s", () => {
+    let t = 0;
+    const tally = new ApplyTally(() => t);
+    tally.event({ type: "start", total: 20, alreadyDone: 0, queued: 20 });
+    const run = (name: string, ms: number) => {
+      tally.event({ type: "begin", name });
+      t += ms;
+      tally.event(finished(name, "done", { master: ms / 2, replica: ms / 4 }));
+    };
+    run("m1", 1000);
+    expect(tally.text()).toContain("ETA after 5 mailboxes");
+    // A paused hour with nothing in flight does not count.
+    tally.event({ type: "paused", file: "/tmp/pause" });
+    expect(tally.text()).toContain("paused: /tmp/pause exists");
+    t += 3_600_000;
+    tally.event({ type: "resumed" });
+    for (const n of ["m2", "m3", "m4", "m5"]) run(n, 1000);
+    expect(tally.activeMs()).toBe(5000);
+    expect(tally.rate()).toBe(1);
+    const pace = tally.text().split("\n")[1];
+    expect(pace).toBe("1.0/s · ETA 15s · lock hold p50/p99: master 500/500 ms, replica 250/250 ms");
+  });
+
+  it("counts a lock-timeout requeue until the mailbox runs again", () => {
+    let t = 0;
+    const tally = new ApplyTally(() => t);
+    tally.event({ type: "start", total: 2, alreadyDone: 0, queued: 2 });
+    tally.event({ type: "begin", name: "x" });
+    tally.event({ type: "requeued", name: "x", reason: "lock-timeout" });
+    expect(tally.text()).toContain("lock timeout, retried later 1 · remaining 2 · in flight 0");
+    tally.event({ type: "begin", name: "x" });
+    t = 10;
+    tally.event(finished("x", "failed"));
+    expect(tally.text().split("\n")[0]).toBe("done 0 · failed 1 · remaining 1 · in flight 0");
+  });
+
+  it("percentiles are nearest-rank", () => {
+    const xs = Array.from({ length: 100 }, (_, i) => i + 1);
+    expect(percentile(xs, 0.5)).toBe(50);
+    expect(percentile(xs, 0.99)).toBe(99);
+    expect(percentile([7], 0.99)).toBe(7);
+    expect(percentile([], 0.5)).toBeUndefined();
+  });
+});

@@ -1,0 +1,90 @@
+// guidup verify (issue #10, "make the long run legible"): --plan PLAN checks
+// only that plan's mailboxes on its hosts, --only GLOB narrows, the output is
+// a summary per pair (mailboxes per result) with a line per problem mailbox,
+// sorted by name, and --details for every problem.
+
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  cli,
+  generatedPair,
+  localHost,
+  planMailboxes,
+  runCli,
+  type TestPair,
+  writeInventory,
+} from "../helpers/apply-harness.js";
+
+let pair: TestPair;
+let inventory: string;
+let plan: string;
+let planned: string[];
+beforeAll(async () => {
+  pair = await generatedPair({
+    seed: 81,
+    mailboxes: 6,
+    versions: [9],
+    largeMailboxes: 0,
+    expungeFraction: 0,
+    messagesPerMailbox: [1, 3],
+    messageBytes: [200, 400],
+  });
+  inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
+    master: localHost(pair, "master"),
+    replica: localHost(pair, "replica"),
+  });
+  plan = path.join(pair.dir, "plan.yaml");
+  await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+  planned = await planMailboxes(plan);
+  // Half of the plan applied.
+  await cli(["apply", plan, ...planned.slice(0, 3).flatMap((n) => ["--only", n])], 0);
+});
+afterAll(async () => {
+  await pair?.cleanup();
+});
+
+describe("guidup verify", () => {
+  it("--plan --only the applied mailboxes: OK", async () => {
+    const r = await runCli([
+      "verify",
+      "--plan",
+      plan,
+      ...planned.slice(0, 3).flatMap((n) => ["--only", n]),
+    ]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^verify t: 3 mailboxes, \d+ \+ \d+ records hashed: OK\n$/);
+  });
+
+  it("--plan: a summary by result, then one line per problem mailbox, sorted; --details lists all", async () => {
+    const r = await runCli(["verify", "--plan", plan]);
+    expect(r.code, r.err).toBe(1);
+    const lines = r.out.trimEnd().split("\n");
+    expect(lines[0]).toMatch(
+      /^verify t: 6 mailboxes, \d+ \+ \d+ records hashed: 3 with problems \(ok 3, not-at-target 3\)$/,
+    );
+    const named = lines
+      .filter((l) => l.startsWith("  not-at-target"))
+      .map((l) => /^ {2}not-at-target +(.*?): (?:master|replica): /.exec(l)?.[1]);
+    expect(named).toEqual([...planned.slice(3)].sort());
+    expect(lines.filter((l) => /^ {4}… and \d+ more problem\(s\)/.test(l))).toHaveLength(3);
+    expect(lines).toHaveLength(7);
+    const d = await runCli(["verify", "--plan", plan, "--details"]);
+    expect(d.out.split("\n").filter((l) => l.startsWith("  not-at-target"))).toHaveLength(6);
+    expect(d.out).not.toContain("more problem(s)");
+  });
+
+  it("--inventory --only: the pair's mailboxes matching the glob", async () => {
+    const r = await runCli(["verify", "--inventory", inventory, "--only", planned[0]!]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^verify t: 1 mailboxes, .*: OK$/m);
+  });
+
+  it("refuses --plan with --inventory, and an --only that matches nothing", async () => {
+    const both = await runCli(["verify", "--plan", plan, "--inventory", inventory]);
+    expect(both.code).toBe(2);
+    expect(both.err).toMatch(/give --plan alone/);
+    const none = await runCli(["verify", "--plan", plan, "--only", "nobody"]);
+    expect(none.code).toBe(2);
+    expect(none.err).toMatch(/--only 'nobody' matches none of the 6 mailboxes/);
+  });
+});
