@@ -18,7 +18,7 @@ it("as a user without openssl on PATH, names the package to install and fails", 
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "guidup-provision-"));
   fs.chmodSync(dir, 0o755);
   // Only presence is checked, so stand-ins will do; openssl is left out.
-  for (const tool of ["ssh", "ssh-keygen", "python3"])
+  for (const tool of ["ssh", "ssh-keygen", "python3", "ip"])
     fs.writeFileSync(path.join(dir, tool), "#!/bin/sh\n", { mode: 0o755 });
   const r = spawnSync(process.execPath, [script], {
     env: { PATH: dir },
