@@ -115,11 +115,10 @@ const handlers: { [K in Op]: Handler<K> } = {
     }
     return { removed };
   },
-  prepare: (req, { session }) => session.prepare(req.mailbox, req.verifySample),
-  lock: (req, { session }) => session.lock(req.mailbox, Number(req.timeoutMs)),
-  upgrade: (req, { session }) => session.upgrade(req),
+  prepare: (req, { session }) => session.prepare(req.mailbox, req.stage),
+  lock: (req, { session }) => session.lock(req.mailbox, Number(req.timeoutMs), req.stage),
   commit: (_req, { session }) => session.commit(),
-  rollback: (_req, { session }) => session.rollback(),
+  rollback: (req, { session }) => session.rollback({ ...(req.pairs ? { pairs: true } : {}) }),
   verify: async (req, { conf, pool }) => {
     const out = [];
     for (const ref of list(req.mailboxes)) {

@@ -90,7 +90,7 @@ export async function verifyPair(options: {
         continue;
       }
       report.recordsChecked[side] += v.checked;
-      if (!isSideDone(v.scan, options.target)) {
+      if (!isSideDone(v.scan, options.target, ["version", "guid"])) {
         const f = v.scan.index!;
         add(
           `${side}: index version ${f.minor}, ${f.oldStyle + (v.scan.expunge?.oldStyle ?? 0)} old-style GUIDs (target ${options.target})`,

@@ -32,7 +32,15 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
   --max-failures N       stop starting mailboxes after N failures
   --lock-timeout DUR     how long to wait for a mailbox's locks (default 30s)
   --pause-file PATH      while PATH exists, start no new mailbox
-  --allow-drift          upgrade mailboxes that changed since the plan
+  --allow-drift          upgrade mailboxes whatever changed since the plan
+  --exact-plan           any change since the plan (even an append, an expunge)
+                         makes a mailbox stale; default: only changes that may
+                         make the plan wrong do (README "Safety rules")
+  --master-lock-wait DUR how long to wait for the master's locks (default 300ms,
+                         never more than --lock-timeout); busy → retried later
+  --retries N            retries in this run of a lagging mailbox or a busy
+                         master (default 5, back-off doubling from --retry-backoff)
+  --retry-backoff DUR    first back-off before such a retry (default 2s)
   --relay-cache          give a master without a sha1 cache the replica's, checking
                          only a sample of it by re-hashing (saves hashing on the
                          master; a replica file that differs from the master's is
@@ -44,7 +52,8 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
   --json                 print the final report as JSON
 Exit codes: 0 all done, 1 stopped early with work left (batch, limit),
 2 bad input, 3 a mailbox is replica-ahead (the next apply repairs it),
-4 mailboxes failed, diverged or went stale, 130 interrupted.
+4 mailboxes failed, diverged or went stale, 130 interrupted; 1 also when
+mailboxes are left lagging (replication had not caught up: rerun later).
 `;
 
 export async function run(args: string[], io: Io): Promise<number> {
@@ -56,6 +65,10 @@ export async function run(args: string[], io: Io): Promise<number> {
     "max-failures": { type: "string" },
     "lock-timeout": { type: "string" },
     "pause-file": { type: "string" },
+    "exact-plan": { type: "boolean" },
+    "master-lock-wait": { type: "string" },
+    retries: { type: "string" },
+    "retry-backoff": { type: "string" },
     "allow-drift": { type: "boolean" },
     "relay-cache": { type: "boolean" },
     "relay-sample": { type: "string" },
@@ -84,6 +97,15 @@ export async function run(args: string[], io: Io): Promise<number> {
   const lockTimeoutMs = values["lock-timeout"]
     ? parseDurationMs(values["lock-timeout"], "lock-timeout")
     : 30_000;
+  if (values["allow-drift"] && values["exact-plan"])
+    throw new UsageError("--allow-drift and --exact-plan contradict each other: give one");
+  const masterLockWaitMs = values["master-lock-wait"]
+    ? parseDurationMs(values["master-lock-wait"], "master-lock-wait")
+    : undefined;
+  const retries = values.retries ? parseIntOption(values.retries, "retries", 0, 100) : undefined;
+  const retryBackoffMs = values["retry-backoff"]
+    ? parseDurationMs(values["retry-backoff"], "retry-backoff")
+    : undefined;
   const plan = await readPlan(planPath);
   const hosts = withHostKeyPolicy(plan.hosts, values["accept-new-host-keys"] === true);
   const store = new StateStore(stateDirFor(planPath));
@@ -138,7 +160,10 @@ export async function run(args: string[], io: Io): Promise<number> {
               ...(maxFailures !== undefined ? { maxFailures } : {}),
               lockTimeoutMs,
               ...(values["pause-file"] ? { pauseFile: values["pause-file"] } : {}),
-              allowDrift: values["allow-drift"] === true,
+              drift: values["allow-drift"] ? "any" : values["exact-plan"] ? "exact" : "contract",
+              ...(masterLockWaitMs !== undefined ? { masterLockWaitMs } : {}),
+              ...(retries !== undefined ? { retries } : {}),
+              ...(retryBackoffMs !== undefined ? { retryBackoffMs } : {}),
               relayCache: values["relay-cache"] === true,
               ...(relaySample !== undefined ? { relaySample } : {}),
               signal: abort.signal,
@@ -159,6 +184,10 @@ export async function run(args: string[], io: Io): Promise<number> {
                   update(
                     `done ${done} · failed ${bad} · remaining ${left} · ${rate.toFixed(1)}/s · ETA ${eta(left / Math.max(rate, 0.001))}`,
                   );
+                } else if (e.type === "retry") {
+                  update(
+                    `${e.name}: ${e.phase === "lagging" ? "lagging" : "busy"}, retry ${e.attempt} in ${Math.round(e.afterMs / 1000)}s (${e.state.lastError?.message ?? ""})`,
+                  );
                 } else if (e.type === "paused") update(`paused: ${e.file} exists`);
                 else if (e.type === "note") io.err(`${e.name}: ${e.message}\n`);
               },
@@ -174,7 +203,8 @@ export async function run(args: string[], io: Io): Promise<number> {
     printReport(io, report, planPath, values.json === true);
     if (report.interrupted) return ExitCode.interrupted;
     if (report.replicaAhead.length > 0) return ExitCode.replicaAhead;
-    if (report.problems.length > 0) return ExitCode.incomplete;
+    if (report.problems.some((p) => p.phase !== "lagging")) return ExitCode.incomplete;
+    if (report.problems.length > 0) return ExitCode.failed;
     if (report.remaining > 0) return ExitCode.failed;
     return ExitCode.ok;
   } finally {
@@ -192,6 +222,22 @@ function eta(seconds: number): string {
       : `${s}s`;
 }
 
+/** Lock holds, cut-over paths, tolerated drift and retries: one line each. */
+export function cutoverSummary(report: ApplyReport): string {
+  const h = (x: ApplyReport["lockHold"]["master"]) =>
+    x.count === 0 ? "none" : `p50 ${x.p50} ms, p99 ${x.p99} ms, max ${x.max} ms (${x.count})`;
+  const paths =
+    Object.entries(report.paths)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ") || "none";
+  const d = report.drift;
+  return [
+    `  lock hold: master ${h(report.lockHold.master)}; replica ${h(report.lockHold.replica)}`,
+    `  cut-over paths: ${paths}`,
+    `  since the plan: ${d.appended} appended, ${d.expunged} expunged, ${d.cleanedUp} cleaned up; ${report.retries} retries`,
+  ].join("\n");
+}
+
 function printReport(io: Io, report: ApplyReport, planPath: string, json: boolean): void {
   if (json) {
     io.out(`${JSON.stringify({ plan: planPath, ...report }, null, 2)}\n`);
@@ -205,6 +251,7 @@ function printReport(io: Io, report: ApplyReport, planPath: string, json: boolea
     `apply ${planPath}: ${outcomes}; ${report.alreadyDone} were already done; ${report.remaining} left${report.stoppedBy ? ` (stopped: ${report.stoppedBy})` : ""} in ${(report.elapsedMs / 1000).toFixed(1)} s\n`,
   );
   for (const p of report.problems) io.out(`  ${p.phase.padEnd(13)} ${p.name}: ${p.error ?? ""}\n`);
+  io.out(`${cutoverSummary(report)}\n`);
   if (report.replicaAhead.length > 0) {
     io.out(
       `\n!!! ${report.replicaAhead.length} mailbox(es) have an upgraded REPLICA and a non-upgraded MASTER:\n${report.replicaAhead.map((n) => `!!!   ${n}\n`).join("")}!!! Run guidup apply ${planPath} again to repair them (it does these first).\n`,

@@ -145,6 +145,7 @@ function sideFacts(scan: MailboxScan): SideFacts {
     index: scan.index as FileFacts,
     ...(scan.expunge ? { expunge: scan.expunge } : {}),
     fingerprint: scan.fingerprint as string,
+    planned: { records: scan.planned?.records ?? 0, digest: scan.planned?.digest ?? "" },
     ...(scan.cached !== undefined ? { cached: scan.cached } : {}),
   };
 }
