@@ -117,6 +117,7 @@ const handlers: { [K in Op]: Handler<K> } = {
   },
   prepare: (req, { session }) => session.prepare(req.mailbox, req.stage),
   lock: (req, { session }) => session.lock(req.mailbox, Number(req.timeoutMs), req.stage),
+  upgrade: (req, { session }) => session.upgrade(req),
   commit: (_req, { session }) => session.commit(),
   rollback: (req, { session }) => session.rollback({ ...(req.pairs ? { pairs: true } : {}) }),
   verify: async (req, { conf, pool }) => {
@@ -250,6 +251,9 @@ export async function serve(options: ServeOptions): Promise<void> {
       await session
         .abandon()
         .catch((err) => log({ level: "error", msg: `rollback failed: ${errorMessage(err)}` }));
+    } else {
+      // A prepared conversion nobody will lock: remove its temporary files.
+      await session.abandon().catch(() => {});
     }
     await pool.close();
   }

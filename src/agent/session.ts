@@ -144,6 +144,8 @@ interface Locked {
   files: MailboxFiles;
   locks: FileLock[];
   lockedAt: number;
+  /** The files as read through the locked fds (lock without stage). */
+  read?: Record<Kind, FileState>;
   stage?: Stage;
 }
 
@@ -168,7 +170,7 @@ export class MailboxSession {
 
   get state(): "idle" | "locked" | "upgraded" {
     if (!this.#current) return "idle";
-    return this.#current.stage && stagedChanged(this.#current.stage) ? "upgraded" : "locked";
+    return this.#current.stage ? "upgraded" : "locked";
   }
 
   get mailbox(): string | undefined {
@@ -252,6 +254,7 @@ export class MailboxSession {
       let result: Result<"lock">;
       if (!args || !target) {
         const read = readFiles(files, indexBytes, expungeBytes);
+        current.read = read;
         result = {
           scan: mailboxScan(files.name, read),
           removedStale,
@@ -288,6 +291,37 @@ export class MailboxSession {
       }
       throw err;
     }
+  }
+
+  /**
+   * Stages now, under the lock, from what the lock read: the `reconverted`
+   * path without a prepare (tools and tests; apply stages in its lock).
+   */
+  async upgrade(args: Requests["upgrade"]["args"]): Promise<Result<"upgrade">> {
+    const cur = this.#current;
+    if (!cur?.read || cur.stage) {
+      throw new OutOfOrderError(
+        `upgrade: needs a locked mailbox not staged yet, but the session is ${this.state}${cur ? ` (${cur.files.name})` : ""}`,
+      );
+    }
+    const stageArgs: StageArgs = {
+      target: args?.target,
+      guids: args?.guids ?? args?.target === 10,
+      ...(args?.verifySample !== undefined ? { verifySample: args.verifySample } : {}),
+    };
+    const target = targetFormat(stageArgs);
+    const stage = await this.#stage(cur.files, stageArgs, target, cur.read, "reconverted");
+    await this.#write(cur.files, stage);
+    cur.stage = stage;
+    const staged = stagedResult(stage);
+    const ec = stage.staged.expunge?.converted;
+    const expungeDigest = ec ? digestOf(ec) : stage.files.expunge.scan?.guidDigest;
+    return {
+      changed: staged.changed,
+      counts: staged.counts,
+      guidDigest: staged.guidDigest,
+      ...(expungeDigest !== undefined ? { expungeDigest } : {}),
+    };
   }
 
   async commit(): Promise<Result<"commit">> {
@@ -343,7 +377,7 @@ export class MailboxSession {
   async status(ref: MailboxRef | undefined): Promise<Result<"status">> {
     const session = this.state;
     const out: Result<"status"> = { session, ...(this.mailbox ? { mailbox: this.mailbox } : {}) };
-    if (this.#current?.stage)
+    if (this.#current)
       out.newFiles = ORDER.filter((k) => this.#current?.stage?.staged[k]?.written).map((k) =>
         tmpPath(this.#current!.files, k),
       );

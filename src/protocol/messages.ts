@@ -11,7 +11,8 @@
 // Arguments are by name; the agent ignores names it does not know.
 
 // 2: the cut-over protocol (prepare converts outside the locks, lock compares
-// and stages, no `upgrade` op; rollback can return the (uid, GUID) list).
+// and stages in one answer; `upgrade` only stages after a plain lock; rollback
+// can return the (uid, GUID) list).
 export const PROTOCOL_VERSION = 2;
 
 export interface Hello {
@@ -195,6 +196,21 @@ export type Requests = {
       waitedMs: number;
     };
   };
+  upgrade: {
+    /**
+     * After a lock without `stage`: stage now from what the lock read (the
+     * `reconverted` path, no prepare). For tools and tests; apply stages in
+     * its lock request.
+     */
+    args: { target: number; guids?: boolean; verifySample?: number };
+    result: {
+      changed: boolean;
+      counts: UpgradeCounts;
+      /** SHA1 over (uid, stored GUID) of the new index, in file order. */
+      guidDigest: string;
+      expungeDigest?: string;
+    };
+  };
   commit: { args: Record<string, never>; result: { renamed: string[]; lockHeldMs: number } };
   rollback: {
     /** pairs: also answer cyrus.index's (uid, GUID) list as it is or would be after commit. */
@@ -232,6 +248,7 @@ export const OPS: readonly Op[] = [
   "cache-clean",
   "prepare",
   "lock",
+  "upgrade",
   "commit",
   "rollback",
   "verify",
