@@ -60,7 +60,10 @@ function write(file: string, p: Parsed, values: Partial<HeaderValues> = {}): voi
     ...values,
     exists: p.records.length,
   };
-  writeFileSync(file, Buffer.concat([encodeHeader(p.header.format, all, p.records.length), ...p.records]));
+  writeFileSync(
+    file,
+    Buffer.concat([encodeHeader(p.header.format, all, p.records.length), ...p.records]),
+  );
 }
 
 /** convertIndex from scratch on `file`, GUIDs of old-style records = SHA1 of the message files. */
@@ -73,7 +76,12 @@ async function reference(file: string, dir: string, kind: "index" | "expunge"): 
     const g = Buffer.alloc(20);
     if (slot) r.copy(g, 0, slot.offset, slot.offset + slot.size);
     if (isOldStyleGuid(g))
-      guids.set(uid, createHash("sha1").update(readFileSync(path.join(dir, `${uid}.`))).digest());
+      guids.set(
+        uid,
+        createHash("sha1")
+          .update(readFileSync(path.join(dir, `${uid}.`)))
+          .digest(),
+      );
   }
   const out = await mkdtemp(path.join(tmpdir(), "guidup-ref-"));
   try {
@@ -127,7 +135,9 @@ async function cutOver(change: (ctx: Awaited<ReturnType<typeof setup>>) => void)
   await ctx.agent.call("commit", {});
   expect(readFileSync(ctx.index)).toEqual(await reference(`${saved}.index`, ctx.dir, "index"));
   if (hasExpunge)
-    expect(readFileSync(ctx.expunge)).toEqual(await reference(`${saved}.expunge`, ctx.dir, "expunge"));
+    expect(readFileSync(ctx.expunge)).toEqual(
+      await reference(`${saved}.expunge`, ctx.dir, "expunge"),
+    );
   return { lock, prep, ...ctx };
 }
 

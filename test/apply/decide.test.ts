@@ -40,12 +40,18 @@ function plannedSide(over: Partial<SideFacts> = {}): SideFacts {
   };
 }
 
-function entry(actions: Action[] = ["version", "guid"], over: Partial<PlannedMailbox> = {}): PlannedMailbox {
+function entry(
+  actions: Action[] = ["version", "guid"],
+  over: Partial<PlannedMailbox> = {},
+): PlannedMailbox {
   return { name: "user.x", actions, master: plannedSide(), replica: plannedSide(), ...over };
 }
 
 /** A side as planned, not upgraded yet, its staged list `staged`. */
-function notDone(staged: string, over: { index?: Partial<FileFacts>; check?: Partial<SideNow["check"]> } = {}): SideNow {
+function notDone(
+  staged: string,
+  over: { index?: Partial<FileFacts>; check?: Partial<SideNow["check"]> } = {},
+): SideNow {
   const scan: MailboxScan = {
     name: "user.x",
     status: "ok",
@@ -61,7 +67,14 @@ function notDone(staged: string, over: { index?: Partial<FileFacts>; check?: Par
       files: { index: "prepared" },
       changed: true,
       guidDigest: staged,
-      counts: { records: 10, expungeRecords: 0, computed: 0, fromCache: 10, relayedVerified: 0, kept: 0 },
+      counts: {
+        records: 10,
+        expungeRecords: 0,
+        computed: 0,
+        fromCache: 10,
+        relayedVerified: 0,
+        kept: 0,
+      },
     },
   };
 }
@@ -82,7 +95,14 @@ function done(list: string): SideNow {
       files: { index: "unchanged" },
       changed: false,
       guidDigest: list,
-      counts: { records: 10, expungeRecords: 0, computed: 0, fromCache: 0, relayedVerified: 0, kept: 10 },
+      counts: {
+        records: 10,
+        expungeRecords: 0,
+        computed: 0,
+        fromCache: 0,
+        relayedVerified: 0,
+        kept: 10,
+      },
     },
   };
 }
@@ -97,9 +117,19 @@ describe("decide: done / upgrade / repair / compare-lists", () => {
     ["neither done, equal staged", notDone(A), notDone(A), { kind: "upgrade" }],
     ["neither done, different staged", notDone(A), notDone(B), { kind: "compare-lists" }],
     ["replica done, master staged equal", notDone(A), done(A), { kind: "repair", side: "master" }],
-    ["replica done, master staged different", notDone(B), done(A), { kind: "compare-lists", ahead: "replica" }],
+    [
+      "replica done, master staged different",
+      notDone(B),
+      done(A),
+      { kind: "compare-lists", ahead: "replica" },
+    ],
     ["master done, replica staged equal", done(A), notDone(A), { kind: "repair", side: "replica" }],
-    ["master done, replica staged different", done(A), notDone(B), { kind: "compare-lists", ahead: "master" }],
+    [
+      "master done, replica staged different",
+      done(A),
+      notDone(B),
+      { kind: "compare-lists", ahead: "master" },
+    ],
   ];
   for (const [what, master, replica, want] of cases) {
     for (const mode of ["contract", "exact", "any"] as DriftMode[]) {
@@ -118,10 +148,15 @@ describe("decide: done / upgrade / repair / compare-lists", () => {
   });
 
   it("[version] only at target 10: a side at v10 with old-style GUIDs is done", () => {
-    const v10old: SideNow = { ...done(A), scan: { ...done(A).scan, index: facts(10, { oldStyle: 4 }) } };
-    expect(decide(entry(["version"]), { master: v10old, replica: v10old }, 10, "contract")).toEqual({
-      kind: "done",
-    });
+    const v10old: SideNow = {
+      ...done(A),
+      scan: { ...done(A).scan, index: facts(10, { oldStyle: 4 }) },
+    };
+    expect(decide(entry(["version"]), { master: v10old, replica: v10old }, 10, "contract")).toEqual(
+      {
+        kind: "done",
+      },
+    );
     // …but not with the guid action
     expect(
       decide(entry(["version", "guid"]), { master: v10old, replica: v10old }, 10, "contract").kind,
@@ -131,7 +166,8 @@ describe("decide: done / upgrade / repair / compare-lists", () => {
 
 describe("drift: what is tolerated and what is stale, naming the field", () => {
   const plan = plannedSide();
-  const stale = (now: SideNow, mode: DriftMode = "contract") => driftOf("master", plan, now, 10, mode).stale?.field;
+  const stale = (now: SideNow, mode: DriftMode = "contract") =>
+    driftOf("master", plan, now, 10, mode).stale?.field;
 
   it("tolerates appends, expunges and clean-up, and counts them", () => {
     const now = notDone(A, {
@@ -145,7 +181,8 @@ describe("drift: what is tolerated and what is stale, naming the field", () => {
   it("tolerates a flag change (nothing the set or facts cover moves)", () => {
     expect(stale(notDone(A))).toBeUndefined();
   });
-  it("uidValidity", () => expect(stale(notDone(A, { index: { uidValidity: 1 } }))).toBe("uidValidity"));
+  it("uidValidity", () =>
+    expect(stale(notDone(A, { index: { uidValidity: 1 } }))).toBe("uidValidity"));
   it("index version moved other than to the target", () =>
     expect(stale(notDone(A, { index: { minor: 8 } }))).toBe("index version"));
   it("index version moved to the target is not drift", () =>
@@ -168,7 +205,9 @@ describe("drift: what is tolerated and what is stale, naming the field", () => {
     expect(stale(now)).toBeUndefined();
   });
   it("a vanished mailbox", () =>
-    expect(stale({ scan: { name: "user.x", status: "missing", reason: "no such file" } })).toBe("mailbox"));
+    expect(stale({ scan: { name: "user.x", status: "missing", reason: "no such file" } })).toBe(
+      "mailbox",
+    ));
   it("--exact-plan: any fingerprint change; --allow-drift: nothing", () => {
     const appended = notDone(A, { check: { appended: 1 } });
     appended.scan.fingerprint = sha("after an append");
@@ -179,14 +218,18 @@ describe("drift: what is tolerated and what is stale, naming the field", () => {
   it("an edited fact in the entry is stale with its field, via decide", () => {
     const edited = entry();
     edited.replica = plannedSide({ index: facts(9, { uidValidity: 5 }) });
-    expect(decide(edited, { master: notDone(A), replica: notDone(A) }, 10, "contract")).toMatchObject({
+    expect(
+      decide(edited, { master: notDone(A), replica: notDone(A) }, 10, "contract"),
+    ).toMatchObject({
       kind: "stale",
       side: "replica",
       field: "uidValidity",
     });
     const digest = entry();
     digest.master = plannedSide({ planned: { records: 10, digest: sha("edited") } });
-    expect(decide(digest, { master: notDone(A), replica: notDone(A) }, 10, "contract")).toMatchObject({
+    expect(
+      decide(digest, { master: notDone(A), replica: notDone(A) }, 10, "contract"),
+    ).toMatchObject({
       kind: "stale",
       side: "master",
       field: "digest",
@@ -204,8 +247,10 @@ describe("refuseActions: actions that make no sense for the target", () => {
     });
     expect(refuseActions(v10, 10)).toBeUndefined();
   });
-  it("guid below version 10", () => expect(refuseActions(entry(["version", "guid"]), 9)).toMatch(/only written at version 10/));
-  it("guid without version on a v9 index", () => expect(refuseActions(entry(["guid"]), 10)).toMatch(/lack "version"/));
+  it("guid below version 10", () =>
+    expect(refuseActions(entry(["version", "guid"]), 9)).toMatch(/only written at version 10/));
+  it("guid without version on a v9 index", () =>
+    expect(refuseActions(entry(["guid"]), 10)).toMatch(/lack "version"/));
   it("version when every file is at the target", () => {
     const v10 = entry(["version"], {
       master: plannedSide({ index: facts(10) }),
@@ -248,7 +293,15 @@ describe("classifyLists: lag is not divergence", () => {
     expect(v.message).toContain("replica still holds 1 UIDs the master expunged (uid 1)");
   });
   it("same UID, different GUID: diverged, naming the UIDs", () => {
-    const v = classifyLists(pairs(base), pairs([[1, "a"], [2, "X"], [3, "Y"]]), 3);
+    const v = classifyLists(
+      pairs(base),
+      pairs([
+        [1, "a"],
+        [2, "X"],
+        [3, "Y"],
+      ]),
+      3,
+    );
     expect(v).toMatchObject({ kind: "diverged", uids: [2, 3] });
     expect(v.message).toMatch(/^same UID, different GUID on master and replica: uid 2, 3;/);
   });
@@ -256,8 +309,16 @@ describe("classifyLists: lag is not divergence", () => {
     expect(classifyLists(pairs(base), pairs([...base, [9, "z"]]), 3).kind).toBe("diverged");
   });
   it("divergence wins over lag", () => {
-    expect(classifyLists(pairs([...base, [4, "d"]]), pairs([[1, "a"], [2, "X"], [3, "c"]]), 4).kind).toBe(
-      "diverged",
-    );
+    expect(
+      classifyLists(
+        pairs([...base, [4, "d"]]),
+        pairs([
+          [1, "a"],
+          [2, "X"],
+          [3, "c"],
+        ]),
+        4,
+      ).kind,
+    ).toBe("diverged");
   });
 });
