@@ -70,7 +70,7 @@ export function refuseActions(entry: PlannedMailbox, target: number): string | u
     return `actions lack "version" but the ${off.side}'s ${off.name} is at version ${off.f.minor}, not ${target}`;
   if (has("version") && !off)
     return `actions [version]: every file is already at version ${target}`;
-  if (has("guid") && files.every(({ f }) => f.oldStyle === 0))
+  if (has("guid") && files.every(({ f }) => f.oldStyle === 0 && f.minor === 10))
     return `actions [guid]: the plan found no old-style GUIDs to replace`;
   return undefined;
 }

@@ -76,7 +76,9 @@ export async function run(args: string[], io: Io): Promise<number> {
   for (const side of ["master", "replica"] as const) {
     const h = lockHold[side];
     if (h.count > 0)
-      io.out(`  lock hold ${side}: p50 ${h.p50} ms, p99 ${h.p99} ms, max ${h.max} ms (${h.count})\n`);
+      io.out(
+        `  lock hold ${side}: p50 ${h.p50} ms, p99 ${h.p99} ms, max ${h.max} ms (${h.count})\n`,
+      );
   }
   if (attention.length > 0) {
     io.out("\nneed attention:\n");

@@ -259,9 +259,9 @@ describe("refuseActions: actions that make no sense for the target", () => {
     expect(refuseActions(v10, 10)).toMatch(/already at version 10/);
   });
   it("guid when no old-style GUIDs were planned", () => {
-    const none = entry(["version", "guid"], {
-      master: plannedSide({ index: facts(9, { oldStyle: 0 }) }),
-      replica: plannedSide({ index: facts(9, { oldStyle: 0 }) }),
+    const none = entry(["guid"], {
+      master: plannedSide({ index: facts(10, { oldStyle: 0 }) }),
+      replica: plannedSide({ index: facts(10, { oldStyle: 0 }) }),
     });
     expect(refuseActions(none, 10)).toMatch(/no old-style GUIDs/);
   });

@@ -21,7 +21,15 @@ const SET = "2".repeat(40);
 const FP = "3".repeat(40);
 
 function facts(minor: number, oldStyle: number): FileFacts {
-  return { minor, records: 3, oldStyle, nullGuids: 0, oldStyleBytes: 30, lastUid: 3, uidValidity: 9 };
+  return {
+    minor,
+    records: 3,
+    oldStyle,
+    nullGuids: 0,
+    oldStyleBytes: 30,
+    lastUid: 3,
+    uidValidity: 9,
+  };
 }
 
 const ENTRY: PlannedMailbox = {
@@ -49,20 +57,47 @@ class FakeSide {
   scan(): MailboxScan {
     return this.files === "old"
       ? { name: "user.x", status: "ok", index: facts(9, 3), fingerprint: FP, guidDigest: OLD }
-      : { name: "user.x", status: "ok", index: facts(10, 0), fingerprint: "4".repeat(40), guidDigest: NEW };
+      : {
+          name: "user.x",
+          status: "ok",
+          index: facts(10, 0),
+          fingerprint: "4".repeat(40),
+          guidDigest: NEW,
+        };
   }
   answer(op: Op, args: Record<string, unknown>): unknown {
-    const check = { upTo: 3, records: 3, digest: this.files === "old" ? SET : "5".repeat(40), indexUpTo: 3, appended: 0 };
+    const check = {
+      upTo: 3,
+      records: 3,
+      digest: this.files === "old" ? SET : "5".repeat(40),
+      indexUpTo: 3,
+      appended: 0,
+    };
     const staged = {
       path: this.files === "old" ? "prepared" : "unchanged",
       files: { index: this.files === "old" ? "prepared" : "unchanged" },
       changed: this.files === "old",
       guidDigest: this.files === "old" ? this.stagedDigest : NEW,
-      counts: { records: 3, expungeRecords: 0, computed: 0, fromCache: 3, relayedVerified: 0, kept: 0 },
+      counts: {
+        records: 3,
+        expungeRecords: 0,
+        computed: 0,
+        fromCache: 3,
+        relayedVerified: 0,
+        kept: 0,
+      },
     };
     switch (op) {
       case "prepare":
-        return { scan: this.scan(), check, staged, needs: 3, computed: 0, fromCache: 3, relayedVerified: 0 };
+        return {
+          scan: this.scan(),
+          check,
+          staged,
+          needs: 3,
+          computed: 0,
+          fromCache: 3,
+          relayedVerified: 0,
+        };
       case "lock":
         if (this.locked) throw new Error("fake: locked twice");
         this.locked = true;
@@ -74,7 +109,11 @@ class FakeSide {
         return { renamed: [], lockHeldMs: 1 };
       case "rollback":
         this.locked = false;
-        return { removed: [], lockHeldMs: 1, ...(args.pairs ? { pairs: this.pairs.toString("base64") } : {}) };
+        return {
+          removed: [],
+          lockHeldMs: 1,
+          ...(args.pairs ? { pairs: this.pairs.toString("base64") } : {}),
+        };
       case "status":
         return { session: "idle", scan: this.scan() };
     }
@@ -90,7 +129,8 @@ function fakeLane(sides: Record<Side, FakeSide>, events: string[], fault?: Fault
       if (fault && !fired && fault.side === side && fault.op === op) {
         fired = true;
         if (fault.kind === "error") throw new AgentError(side, "file-access", "EIO (scripted)");
-        if (fault.kind === "lock-timeout") throw new AgentError(side, "lock-timeout", "busy (scripted)");
+        if (fault.kind === "lock-timeout")
+          throw new AgentError(side, "lock-timeout", "busy (scripted)");
         if (fault.kind === "dead-before") {
           sides[side].locked = false; // locks die with the agent
           throw new Error("connection lost (scripted)");
@@ -109,7 +149,11 @@ function fakeLane(sides: Record<Side, FakeSide>, events: string[], fault?: Fault
   } as unknown as Lane;
 }
 
-function ctx(events: string[], saved: MailboxState[], sides?: Record<Side, FakeSide>): MailboxRunContext {
+function ctx(
+  events: string[],
+  saved: MailboxState[],
+  sides?: Record<Side, FakeSide>,
+): MailboxRunContext {
   return {
     target: 10,
     lockTimeoutMs: 1000,
@@ -135,16 +179,24 @@ describe("runMailbox against a scripted fake lane: every failure point", () => {
   const points: Fault[] = [];
   for (const side of ["master", "replica"] as Side[])
     for (const op of ["prepare", "lock", "commit", "rollback"] as Op[])
-      for (const kind of ["error", "dead-before", "dead-after"] as Kind[]) points.push({ side, op, kind });
+      for (const kind of ["error", "dead-before", "dead-after"] as Kind[])
+        points.push({ side, op, kind });
 
   for (const fault of points) {
     it(`${fault.kind} at ${fault.side} ${fault.op}`, async () => {
       const sides = { master: new FakeSide(), replica: new FakeSide() };
       const events: string[] = [];
       const saved: MailboxState[] = [];
-      const first = await runMailbox(ctx(events, saved, sides), fakeLane(sides, events, fault), ENTRY, undefined);
+      const first = await runMailbox(
+        ctx(events, saved, sides),
+        fakeLane(sides, events, fault),
+        ENTRY,
+        undefined,
+      );
       const files = `${sides.master.files}/${sides.replica.files}`;
-      expect(ALLOWED[first.phase], `${first.phase} with ${files}: ${events.join(" ")}`).toContain(files);
+      expect(ALLOWED[first.phase], `${first.phase} with ${files}: ${events.join(" ")}`).toContain(
+        files,
+      );
       expect(files).not.toBe("new/old"); // never the master ahead of its replica
       expect(sides.master.locked || sides.replica.locked).toBe(false);
       expect(saved.length).toBeLessThanOrEqual(2); // before the locks, the outcome
@@ -181,7 +233,10 @@ describe("runMailbox against a scripted fake lane: every failure point", () => {
       ENTRY,
       undefined,
     );
-    expect(st).toMatchObject({ phase: "failed", lastError: { code: "lock-timeout", step: "lock-master" } });
+    expect(st).toMatchObject({
+      phase: "failed",
+      lastError: { code: "lock-timeout", step: "lock-master" },
+    });
     expect(events).toContain("replica:rollback");
     expect(sides.replica.locked).toBe(false);
   });
@@ -200,7 +255,10 @@ describe("runMailbox against a scripted fake lane: every failure point", () => {
     const st = await runMailbox(ctx([], []), fakeLane(sides, []), ENTRY, undefined);
     expect(st).toMatchObject({
       phase: "lagging",
-      lastError: { code: "lagging", message: "replica behind by 1 UIDs (uid 4); waiting for replication" },
+      lastError: {
+        code: "lagging",
+        message: "replica behind by 1 UIDs (uid 4); waiting for replication",
+      },
     });
     expect(`${sides.master.files}/${sides.replica.files}`).toBe("old/old");
     sides.replica.stagedDigest = NEW;
@@ -220,7 +278,9 @@ describe("runMailbox against a scripted fake lane: every failure point", () => {
     sides.replica.pairs = Buffer.concat([pair(1, 7), pair(2, 8)]);
     const st = await runMailbox(ctx([], []), fakeLane(sides, []), ENTRY, undefined);
     expect(st.phase).toBe("diverged");
-    expect(st.lastError?.message).toMatch(/^same UID, different GUID on master and replica: uid 2;/);
+    expect(st.lastError?.message).toMatch(
+      /^same UID, different GUID on master and replica: uid 2;/,
+    );
     expect(`${sides.master.files}/${sides.replica.files}`).toBe("old/old");
   });
 });
