@@ -106,22 +106,29 @@ export interface FileScan {
 export function scanFileBytes(fb: FileBytes): FileScan {
   const { format, values, exists, startOffset, recordSize } = fb.header;
   const plan = compileRecordPlan(format, format);
-  const pairs = Buffer.allocUnsafe(exists * PAIR_BYTES);
-  const uids = Buffer.allocUnsafe(exists * 4);
+  const pairs = Buffer.alloc(exists * PAIR_BYTES);
+  const uids = Buffer.alloc(exists * 4);
   const needs: GuidNeed[] = [];
   let oldStyle = 0;
   let nullGuids = 0;
   let oldStyleBytes = 0;
+  const srcWords = startOffset % 4 === 0 && recordSize % 4 === 0 ? words(fb.bytes) : undefined;
+  const pairWords = words(pairs);
+  const b = fb.bytes;
   for (let i = 0; i < exists; i++) {
     const at = startOffset + i * recordSize;
-    writeGuidPair(plan, fb.bytes, at, pairs, i * PAIR_BYTES);
-    pairs.copy(uids, i * 4, i * PAIR_BYTES, i * PAIR_BYTES + 4);
-    if (isOldStyleGuid(pairs, i * PAIR_BYTES + 4)) {
-      const size = fb.bytes.readUInt32BE(at + 12);
+    const o = i * PAIR_BYTES;
+    writeGuidPair(plan, b, at, pairs, o, srcWords, pairWords);
+    uids[i * 4] = pairs[o] as number;
+    uids[i * 4 + 1] = pairs[o + 1] as number;
+    uids[i * 4 + 2] = pairs[o + 2] as number;
+    uids[i * 4 + 3] = pairs[o + 3] as number;
+    if (isOldStyleGuid(pairs, o + 4)) {
+      const size = b.readUInt32BE(at + 12);
       oldStyle++;
       oldStyleBytes += size;
-      needs.push({ uid: fb.bytes.readUInt32BE(at), size });
-      if (isNullGuid(pairs, i * PAIR_BYTES + 4)) nullGuids++;
+      needs.push({ uid: b.readUInt32BE(at), size });
+      if (isNullGuid(pairs, o + 4)) nullGuids++;
     }
   }
   const highestModseq = values.get("highestModseq");
@@ -181,22 +188,52 @@ export function convertFileBytes(
   const out = Buffer.alloc(n * dstSize);
   const srcWords = startOffset % 4 === 0 && recordSize % 4 === 0 ? words(fb.bytes) : undefined;
   const dstWords = words(out);
-  const src = Buffer.allocUnsafe(PAIR_BYTES);
-  const stored = Buffer.alloc(n * PAIR_BYTES);
+  // The source (uid, GUID) pairs, then per record the GUID it gets: the
+  // stored pairs start as a copy and only chosen GUIDs are written over.
+  const src = Buffer.alloc(n * PAIR_BYTES);
+  const srcPairWords = words(src);
+  for (let i = 0; i < n; i++)
+    writeGuidPair(plan, fb.bytes, startOffset + (from + i) * recordSize, src, i * PAIR_BYTES, srcWords, srcPairWords);
+  const stored = Buffer.from(src);
   let guidsChanged = prefix?.guidsChanged ?? 0;
   const toGuid = plan.targetGuid?.size === GUID_SIZE;
   for (let i = 0; i < n; i++) {
     const at = startOffset + (from + i) * recordSize;
-    writeGuidPair(plan, fb.bytes, at, src, 0);
+    const o = i * PAIR_BYTES;
     let chosen: Buffer | undefined;
-    if (guids && isOldStyleGuid(src, 4)) chosen = guids.get(fb.bytes.readUInt32BE(at));
-    const g = chosen ?? src;
-    convertRecord(plan, fb.bytes, at, out, i * dstSize, g, chosen ? 0 : 4, srcWords, dstWords);
-    src.copy(stored, i * PAIR_BYTES, 0, 4);
-    const sourceGuid = src.subarray(4, 4 + GUID_SIZE);
-    const s = toGuid ? (chosen ?? sourceGuid) : storedGuid(plan, chosen ?? sourceGuid);
-    s.copy(stored, i * PAIR_BYTES + 4, 0, GUID_SIZE);
-    if (!s.equals(sourceGuid)) guidsChanged++;
+    if (guids && isOldStyleGuid(src, o + 4)) chosen = guids.get(fb.bytes.readUInt32BE(at));
+    if (chosen !== undefined && chosen.length !== GUID_SIZE)
+      throw new RangeError(`GUID of ${chosen.length} bytes`);
+    convertRecord(
+      plan,
+      fb.bytes,
+      at,
+      out,
+      i * dstSize,
+      chosen ?? src,
+      chosen ? 0 : o + 4,
+      srcWords,
+      dstWords,
+      chosen ? undefined : srcPairWords,
+    );
+    if (toGuid) {
+      if (chosen) {
+        let same = true;
+        for (let k = 0; k < GUID_SIZE; k++) {
+          const c = chosen[k] as number;
+          if (c !== src[o + 4 + k]) same = false;
+          stored[o + 4 + k] = c;
+        }
+        if (!same) guidsChanged++;
+      }
+    } else {
+      const sourceGuid = src.subarray(o + 4, o + PAIR_BYTES);
+      const g = storedGuid(plan, chosen ?? sourceGuid);
+      if (!g.equals(sourceGuid)) {
+        guidsChanged++;
+        g.copy(stored, o + 4, 0, GUID_SIZE);
+      }
+    }
   }
   const pairsHash = prefix ? prefix.pairsHash.copy() : createHash("sha1");
   pairsHash.update(stored);

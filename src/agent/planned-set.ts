@@ -71,8 +71,9 @@ export function plannedSet(
   let e = 0;
   const put = (src: Buffer, i: number) => {
     const at = i * PAIR_BYTES;
-    src.copy(out, o, at, at + 4);
-    if (!isOldStyleGuid(src, at + 4)) src.copy(out, o + 4, at + 4, at + PAIR_BYTES);
+    // Plain loops: a native Buffer.copy per record costs more than the copy.
+    const n = isOldStyleGuid(src, at + 4) ? 4 : PAIR_BYTES;
+    for (let k = 0; k < n; k++) out[o + k] = src[at + k] as number;
     o += PAIR_BYTES;
   };
   for (let i = 0; i < indexUpTo; i++) {

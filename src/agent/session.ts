@@ -89,7 +89,10 @@ import {
 import { type MailboxFiles, mailboxFiles, tmpOwner } from "./mailbox-files.js";
 import { type GuidNeed, readMailbox } from "./mailbox-scan.js";
 import { plannedSet } from "./planned-set.js";
-import { readSha1Cache, type Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
+import { readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
+
+/** Under the lock, up to this many unseen UIDs are hashed without reading the sha1 cache. */
+const FEW_NEW_UIDS = 64;
 
 /** Above this many bytes a prepared input is kept as its SHA1 only (no `appended` path). */
 export const KEEP_BYTES_MAX = 64 << 20;
@@ -402,7 +405,7 @@ export class MailboxSession {
   ): Promise<Stage> {
     checkConsistent(files, read, target.minor);
     const stage = newStage(files, args, read);
-    await this.#resolveMissing(files, stage, args);
+    await this.#resolveMissing(files, stage, args, path !== "prepared");
     for (const kind of ["index", "expunge"] as const) {
       const fs = read[kind];
       if (!fs.fb || !fs.scan) continue;
@@ -434,7 +437,7 @@ export class MailboxSession {
     const stage = newStage(files, args, read);
     for (const [uid, g] of prepared.guids) stage.guids.set(uid, g);
     for (const [uid, n] of prepared.sizes) stage.sizes.set(uid, n);
-    await this.#resolveMissing(files, stage, args);
+    await this.#resolveMissing(files, stage, args, true);
     for (const kind of ["index", "expunge"] as const) {
       const fs = read[kind];
       if (!fs.fb || !fs.scan) continue;
@@ -481,7 +484,12 @@ export class MailboxSession {
   }
 
   /** Decides the GUIDs of old-style records not decided yet (cache, else hashing). */
-  async #resolveMissing(files: MailboxFiles, stage: Stage, args: StageArgs): Promise<void> {
+  async #resolveMissing(
+    files: MailboxFiles,
+    stage: Stage,
+    args: StageArgs,
+    underLock: boolean,
+  ): Promise<void> {
     if (!args.guids || args.target !== 10) return;
     const needs: GuidNeed[] = [];
     for (const kind of ["index", "expunge"] as const) {
@@ -493,7 +501,12 @@ export class MailboxSession {
       }
     }
     if (needs.length === 0) return;
-    const { cache } = await readSha1Cache(files.sha1s);
+    // Under the lock, a few UIDs prepare did not see (new mail) are hashed
+    // directly: reading a large cyrus.sha1s would cost more than hashing them.
+    const { cache } =
+      underLock && needs.length <= FEW_NEW_UIDS
+        ? { cache: Sha1Cache.empty() }
+        : await readSha1Cache(files.sha1s);
     const resolved = await resolveGuids({
       mailbox: files.name,
       needs,
