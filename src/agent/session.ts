@@ -405,7 +405,7 @@ export class MailboxSession {
   ): Promise<Stage> {
     checkConsistent(files, read, target.minor);
     const stage = newStage(files, args, read);
-    await this.#resolveMissing(files, stage, args, path !== "prepared");
+    await this.#resolveMissing(files, stage, args, false);
     for (const kind of ["index", "expunge"] as const) {
       const fs = read[kind];
       if (!fs.fb || !fs.scan) continue;
