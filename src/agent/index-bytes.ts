@@ -193,7 +193,15 @@ export function convertFileBytes(
   const src = Buffer.alloc(n * PAIR_BYTES);
   const srcPairWords = words(src);
   for (let i = 0; i < n; i++)
-    writeGuidPair(plan, fb.bytes, startOffset + (from + i) * recordSize, src, i * PAIR_BYTES, srcWords, srcPairWords);
+    writeGuidPair(
+      plan,
+      fb.bytes,
+      startOffset + (from + i) * recordSize,
+      src,
+      i * PAIR_BYTES,
+      srcWords,
+      srcPairWords,
+    );
   const stored = Buffer.from(src);
   let guidsChanged = prefix?.guidsChanged ?? 0;
   const toGuid = plan.targetGuid?.size === GUID_SIZE;

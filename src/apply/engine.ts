@@ -19,6 +19,8 @@ import type { StateStore } from "./state-store.js";
 /** OpenSSH's default MaxSessions is 10; one lane uses one channel per host. */
 export const MAX_CONCURRENCY = 10;
 export const DEFAULT_CONCURRENCY = 4;
+/** Mailboxes whose master lock hold the throttle looks at. */
+export const THROTTLE_WINDOW = 20;
 
 export interface ApplyOptions {
   plan: Plan;
@@ -42,6 +44,12 @@ export interface ApplyOptions {
   retries?: number;
   /** First back-off before such a retry; doubles each time, capped at 30 s (default 2 s). */
   retryBackoffMs?: number;
+  /**
+   * Throttle (gh-ost's idea): when the master's lock hold p99 over the last
+   * THROTTLE_WINDOW mailboxes exceeds this, run one lane fewer (down to 1)
+   * and pause a moment; below half of it, one more again.
+   */
+  maxLockHoldMs?: number;
   /** See MailboxRunContext.relayCache: off unless the operator asks. */
   relayCache?: boolean;
   relaySample?: number;
@@ -58,6 +66,8 @@ export type ApplyEvent =
   | { type: "paused"; file: string }
   | { type: "resumed" }
   | { type: "note"; name: string; message: string }
+  /** The throttle changed how many mailboxes are in flight. */
+  | { type: "throttle"; concurrency: number; masterHoldP99: number; message: string }
   /** A mailbox put back on this run's retry queue (lagging, busy master, lock timeout). */
   | {
       type: "retry";
@@ -252,11 +262,48 @@ export async function runApply(options: ApplyOptions): Promise<ApplyReport> {
     { length: Math.max(1, Math.min(options.concurrency, MAX_CONCURRENCY)) },
     () => new Lane(options.connections, options.clientOptions),
   );
+  // The throttle: lanes at index ≥ `allowed` wait before starting a mailbox.
+  let allowed = lanes.length;
+  const recent: number[] = [];
+  const throttle = (masterHeld: number | undefined) => {
+    const max = options.maxLockHoldMs;
+    if (max === undefined || masterHeld === undefined) return;
+    recent.push(masterHeld);
+    if (recent.length > THROTTLE_WINDOW) recent.shift();
+    if (recent.length < Math.min(THROTTLE_WINDOW, 5)) return;
+    const p99 = holdStats(recent).p99;
+    const before = allowed;
+    if (p99 > max && allowed > 1) allowed--;
+    else if (p99 <= max / 2 && allowed < lanes.length) allowed++;
+    if (allowed !== before) {
+      recent.length = 0;
+      emit({
+        type: "throttle",
+        concurrency: allowed,
+        masterHoldP99: p99,
+        message: `master lock hold p99 ${p99} ms ${allowed < before ? ">" : "<="} ${allowed < before ? max : max / 2} ms: concurrency ${before} → ${allowed}`,
+      });
+    }
+  };
+  // A throttled lane waits before taking work (never holding an item), and
+  // gives up once nothing is left for it.
+  const waitTurn = async (index: number) => {
+    while (
+      index >= allowed &&
+      !options.signal.aborted &&
+      (queue.length > 0 || retryLater.length > 0)
+    )
+      await abortableSleep(200, options.signal);
+  };
   try {
     await Promise.all(
-      lanes.map(async (lane) => {
-        for (let item = await next(); item; item = await next()) {
+      lanes.map(async (lane, index) => {
+        for (;;) {
+          await waitTurn(index);
+          const item = await next();
+          if (!item) break;
           const state = await runMailbox(ctx, lane, item.entry, item.last ?? item.previous);
+          throttle(state.lockHeldMs?.master);
           for (const side of ["master", "replica"] as const) {
             const held = state.lockHeldMs?.[side];
             if (held !== undefined) holds[side].push(held);

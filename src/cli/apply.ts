@@ -41,6 +41,9 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
   --retries N            retries in this run of a lagging mailbox or a busy
                          master (default 5, back-off doubling from --retry-backoff)
   --retry-backoff DUR    first back-off before such a retry (default 2s)
+  --max-lock-hold DUR    when the master's lock hold p99 over the last 20
+                         mailboxes exceeds DUR, run one mailbox fewer in flight
+                         (down to 1); below half of it, one more again
   --relay-cache          give a master without a sha1 cache the replica's, checking
                          only a sample of it by re-hashing (saves hashing on the
                          master; a replica file that differs from the master's is
@@ -69,6 +72,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     "master-lock-wait": { type: "string" },
     retries: { type: "string" },
     "retry-backoff": { type: "string" },
+    "max-lock-hold": { type: "string" },
     "allow-drift": { type: "boolean" },
     "relay-cache": { type: "boolean" },
     "relay-sample": { type: "string" },
@@ -105,6 +109,9 @@ export async function run(args: string[], io: Io): Promise<number> {
   const retries = values.retries ? parseIntOption(values.retries, "retries", 0, 100) : undefined;
   const retryBackoffMs = values["retry-backoff"]
     ? parseDurationMs(values["retry-backoff"], "retry-backoff")
+    : undefined;
+  const maxLockHoldMs = values["max-lock-hold"]
+    ? parseDurationMs(values["max-lock-hold"], "max-lock-hold")
     : undefined;
   const plan = await readPlan(planPath);
   const hosts = withHostKeyPolicy(plan.hosts, values["accept-new-host-keys"] === true);
@@ -164,6 +171,7 @@ export async function run(args: string[], io: Io): Promise<number> {
               ...(masterLockWaitMs !== undefined ? { masterLockWaitMs } : {}),
               ...(retries !== undefined ? { retries } : {}),
               ...(retryBackoffMs !== undefined ? { retryBackoffMs } : {}),
+              ...(maxLockHoldMs !== undefined ? { maxLockHoldMs } : {}),
               relayCache: values["relay-cache"] === true,
               ...(relaySample !== undefined ? { relaySample } : {}),
               signal: abort.signal,
@@ -188,6 +196,8 @@ export async function run(args: string[], io: Io): Promise<number> {
                   update(
                     `${e.name}: ${e.phase === "lagging" ? "lagging" : "busy"}, retry ${e.attempt} in ${Math.round(e.afterMs / 1000)}s (${e.state.lastError?.message ?? ""})`,
                   );
+                } else if (e.type === "throttle") {
+                  io.err(`throttle: ${e.message}\n`);
                 } else if (e.type === "paused") update(`paused: ${e.file} exists`);
                 else if (e.type === "note") io.err(`${e.name}: ${e.message}\n`);
               },
