@@ -503,10 +503,8 @@ export class MailboxSession {
     if (needs.length === 0) return;
     // Under the lock, a few UIDs prepare did not see (new mail) are hashed
     // directly: reading a large cyrus.sha1s would cost more than hashing them.
-    const { cache } =
-      underLock && needs.length <= FEW_NEW_UIDS
-        ? { cache: Sha1Cache.empty() }
-        : await readSha1Cache(files.sha1s);
+    const skipCache = underLock && needs.length <= FEW_NEW_UIDS;
+    const { cache } = skipCache ? { cache: Sha1Cache.empty() } : await readSha1Cache(files.sha1s);
     const resolved = await resolveGuids({
       mailbox: files.name,
       needs,
@@ -525,7 +523,8 @@ export class MailboxSession {
     stage.counts.computed += resolved.computed;
     stage.counts.fromCache += resolved.fromCache;
     stage.counts.relayedVerified += resolved.relayedVerified;
-    if (resolved.fresh.length > 0) await saveFresh(files, cache, resolved.fresh);
+    // Never write back a cache that was not read: it would drop every other entry.
+    if (resolved.fresh.length > 0 && !skipCache) await saveFresh(files, cache, resolved.fresh);
   }
 
   /** Writes and fsyncs every staged conversion not on disk yet. */
