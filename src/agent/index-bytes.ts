@@ -21,13 +21,13 @@ import {
 } from "../cyrus/convert.js";
 import type { IndexFormat } from "../cyrus/formats/index.js";
 import { GUID_SIZE, isNullGuid, isOldStyleGuid } from "../cyrus/guid.js";
-import { CyrusFormatError } from "../errors.js";
 import {
   fileAccessError,
   type IndexHeader,
   type IndexKind,
   parseIndexHeader,
 } from "../cyrus/index-file.js";
+import { CyrusFormatError } from "../errors.js";
 import type { FileFacts } from "../protocol/messages.js";
 import type { GuidNeed } from "./mailbox-scan.js";
 

@@ -47,7 +47,6 @@ import {
   constants,
   fchmodSync,
   fchownSync,
-  fstatSync,
   fsyncSync,
   openSync,
   readdirSync,

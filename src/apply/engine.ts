@@ -5,13 +5,13 @@
 
 import { stat } from "node:fs/promises";
 import type { Plan, PlannedMailbox } from "../plan/model.js";
+import type { CutoverPath } from "../protocol/messages.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
 import type { HostConnection } from "../transport/types.js";
+import type { DriftCounts, DriftMode } from "./decide.js";
 import { nameFilter } from "./glob.js";
 import { Lane } from "./lanes.js";
 import { runMailbox } from "./mailbox-run.js";
-import type { CutoverPath } from "../protocol/messages.js";
-import type { DriftCounts, DriftMode } from "./decide.js";
 import type { MailboxState, Phase } from "./state.js";
 import { FINAL_PHASES } from "./state.js";
 import type { StateStore } from "./state-store.js";

@@ -3,9 +3,9 @@
 // result, every out-of-order request, malformed lines, and the upgrade's
 // refusals (stale fingerprint, missing message file). No mocks.
 
+import { createHash } from "node:crypto";
 import { truncate, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
-import { createHash } from "node:crypto";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { TOOL_VERSION } from "../../src/cli/version.js";
