@@ -20,7 +20,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { appendMessage } from "../../examples/spool-generator.js";
 import { isOldStyleGuid } from "../../src/cyrus/guid.js";
 import { IndexReader } from "../../src/cyrus/index-file.js";
-import { FOREIGN_LOCKER } from "../helpers/agent-process.js";
+import { FOREIGN_LOCKER, ForeignLocker } from "../helpers/agent-process.js";
 import {
   classifyPair,
   cli,
@@ -259,6 +259,39 @@ describe("a foreign fcntl locker holding one mailbox", () => {
     await cli(["apply", plan], 0);
     await expectAllNew(snap, pair.names);
     await cli(["verify", "--inventory", inventory], 0);
+  });
+
+  it("on the replica: while guidup waits for the replica's lock, the master's copy stays free (issue #9: never hold the master hostage)", async () => {
+    const { pair, plan, planned } = await setup(45);
+    const held = planned[2]!;
+    const locker = await holdLock(path.join(pair.mailboxDir("replica", held), "cyrus.index"));
+    const masterIndex = path.join(pair.mailboxDir("master", held), "cyrus.index");
+    let finished = false;
+    const run = cli(["apply", plan, "--only", held, "--lock-timeout", "3s"], 4).finally(() => {
+      finished = true;
+    });
+    // Once apply has started this mailbox (its state says in-progress, written
+    // before prepare and the locks), try the master's lock as a Cyrus process
+    // would, again and again, until apply gives up on the replica (twice 3 s).
+    let started = false;
+    let tries = 0;
+    let busy = 0;
+    while (!finished) {
+      // Let the event loop deliver the apply's exit (stateOf may not wait on I/O).
+      await new Promise((r) => setImmediate(r));
+      if (!started) started = (await stateOf(plan, held))?.phase === "in-progress";
+      if (!started) continue;
+      if ((await ForeignLocker.try(masterIndex)) === "busy") busy++;
+      tries++;
+    }
+    await run;
+    locker.kill("SIGTERM");
+    expect(tries).toBeGreaterThan(5);
+    expect(busy).toBe(0);
+    expect((await stateOf(plan, held)) as unknown).toMatchObject({
+      phase: "failed",
+      lastError: { code: "lock-timeout", step: "lock-replica", host: "replica" },
+    });
   });
 
   it("on the replica: times out, and the retry at the end of the run succeeds once the locker lets go", async () => {
