@@ -221,7 +221,12 @@ export class MailboxSession {
     }
     const target = args ? targetFormat(args) : undefined;
     const files = mailboxFiles(this.conf, ref);
-    const prepared = this.#prepared?.name === files.name ? this.#prepared : undefined;
+    const candidate = this.#prepared?.name === files.name ? this.#prepared : undefined;
+    const prepared =
+      candidate && args && sameStageArgs(candidate.args, args) ? candidate : undefined;
+    // A prepared conversion this lock will not use (another mailbox, other
+    // stage arguments, a plain lock): its temporary files go now.
+    if (this.#prepared && !prepared) this.#dropPrepared();
     const started = Date.now();
     const deadline = started + timeoutMs;
     const remaining = () => Math.max(0, deadline - Date.now());
@@ -263,16 +268,15 @@ export class MailboxSession {
           waitedMs: lockedAt - started,
         };
       } else {
-        const stage =
-          prepared && sameStageArgs(prepared.args, args)
-            ? await this.#restage(files, args, target, prepared, indexBytes, expungeBytes)
-            : await this.#stage(
-                files,
-                args,
-                target,
-                readFiles(files, indexBytes, expungeBytes),
-                "reconverted",
-              );
+        const stage = prepared
+          ? await this.#restage(files, args, target, prepared, indexBytes, expungeBytes)
+          : await this.#stage(
+              files,
+              args,
+              target,
+              readFiles(files, indexBytes, expungeBytes),
+              "reconverted",
+            );
         current.stage = stage;
         await this.#write(files, stage);
         result = {
