@@ -73,7 +73,7 @@ import type {
 } from "../protocol/messages.js";
 import { type FileLock, lockFile } from "./fcntl-lock.js";
 import { resolveGuids } from "./guid-resolver.js";
-import type { HashPool } from "./hash-pool.js";
+import { HashPool } from "./hash-pool.js";
 import {
   type Converted,
   convertFileBytes,
@@ -164,6 +164,8 @@ const RANK: Record<CutoverPath, number> = {
 export class MailboxSession {
   #current: Locked | undefined;
   #prepared: Prepared | undefined;
+  /** A rate-limited pool for prepare's hashing (apply --max-rate), made on first use. */
+  #rated: { rate: number; pool: HashPool } | undefined;
 
   constructor(
     private readonly conf: ImapdConf,
@@ -377,7 +379,19 @@ export class MailboxSession {
   /** For stdin end / connection loss: undo whatever is in progress. */
   async abandon(): Promise<void> {
     this.#dropPrepared();
-    if (this.#current) await this.rollback({});
+    try {
+      if (this.#current) await this.rollback({});
+    } finally {
+      await this.#rated?.pool.close();
+      this.#rated = undefined;
+    }
+  }
+
+  async #ratedPool(rate: number): Promise<HashPool> {
+    if (this.#rated?.rate === rate) return this.#rated.pool;
+    await this.#rated?.pool.close();
+    this.#rated = { rate, pool: new HashPool({ maxBytesPerSec: rate }) };
+    return this.#rated.pool;
   }
 
   async status(ref: MailboxRef | undefined): Promise<Result<"status">> {
@@ -508,11 +522,12 @@ export class MailboxSession {
     // directly: reading a large cyrus.sha1s would cost more than hashing them.
     const skipCache = underLock && needs.length <= FEW_NEW_UIDS;
     const { cache } = skipCache ? { cache: Sha1Cache.empty() } : await readSha1Cache(files.sha1s);
+    const rate = underLock ? undefined : args.maxBytesPerSec;
     const resolved = await resolveGuids({
       mailbox: files.name,
       needs,
       cache,
-      pool: this.pool,
+      pool: rate && rate > 0 ? await this.#ratedPool(rate) : this.pool,
       messageFile: files.messageFile,
       ...(args.verifySample !== undefined ? { verifySample: args.verifySample } : {}),
     });

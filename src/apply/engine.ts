@@ -50,6 +50,8 @@ export interface ApplyOptions {
    * and pause a moment; below half of it, one more again.
    */
   maxLockHoldMs?: number;
+  /** Limit of prepare's hashing rate per host, bytes/s (apply --max-rate). */
+  maxBytesPerSec?: number;
   /** See MailboxRunContext.relayCache: off unless the operator asks. */
   relayCache?: boolean;
   relaySample?: number;
@@ -248,6 +250,7 @@ export async function runApply(options: ApplyOptions): Promise<ApplyReport> {
     target: options.plan.target,
     lockTimeoutMs: options.lockTimeoutMs,
     drift: options.drift,
+    ...(options.maxBytesPerSec !== undefined ? { maxBytesPerSec: options.maxBytesPerSec } : {}),
     ...(options.masterLockWaitMs !== undefined
       ? { masterLockWaitMs: options.masterLockWaitMs }
       : {}),

@@ -72,6 +72,8 @@ export interface MailboxRunContext {
   relayCache?: boolean;
   /** Relayed entries the master re-hashes before trusting the rest. */
   relaySample?: number;
+  /** Limit of prepare's hashing rate per host (apply --max-rate), bytes/s. */
+  maxBytesPerSec?: number;
   /** Something worth telling the operator that is not an outcome (cache relay failed, …). */
   note?: (name: string, message: string) => void;
 }
@@ -163,6 +165,7 @@ export async function runMailbox(
     guids: ctx.target === 10 && entry.actions.includes("guid"),
     upTo: entry[side].index.lastUid,
     ...(ctx.relaySample !== undefined ? { verifySample: ctx.relaySample } : {}),
+    ...(ctx.maxBytesPerSec !== undefined ? { maxBytesPerSec: ctx.maxBytesPerSec } : {}),
   });
   const lock = async (side: Side, timeoutMs: number): Promise<SideNow> => {
     const r = await call(side, side === "master" ? "lock-master" : "lock-replica", "lock", {

@@ -41,6 +41,8 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
   --retries N            retries in this run of a lagging mailbox or a busy
                          master (default 5, back-off doubling from --retry-backoff)
   --retry-backoff DUR    first back-off before such a retry (default 2s)
+  --max-rate MB/s        limit the reading rate of the hashing prepare does (per
+                         host, outside the locks; cache misses only)
   --max-lock-hold DUR    when the master's lock hold p99 over the last 20
                          mailboxes exceeds DUR, run one mailbox fewer in flight
                          (down to 1); below half of it, one more again
@@ -73,6 +75,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     retries: { type: "string" },
     "retry-backoff": { type: "string" },
     "max-lock-hold": { type: "string" },
+    "max-rate": { type: "string" },
     "allow-drift": { type: "boolean" },
     "relay-cache": { type: "boolean" },
     "relay-sample": { type: "string" },
@@ -113,6 +116,13 @@ export async function run(args: string[], io: Io): Promise<number> {
   const maxLockHoldMs = values["max-lock-hold"]
     ? parseDurationMs(values["max-lock-hold"], "max-lock-hold")
     : undefined;
+  let maxBytesPerSec: number | undefined;
+  if (values["max-rate"] !== undefined) {
+    const mb = Number(values["max-rate"]);
+    if (!Number.isFinite(mb) || mb <= 0)
+      throw new UsageError(`--max-rate: "${values["max-rate"]}" is not a positive number of MB/s`);
+    maxBytesPerSec = Math.round(mb * 1024 * 1024);
+  }
   const plan = await readPlan(planPath);
   const hosts = withHostKeyPolicy(plan.hosts, values["accept-new-host-keys"] === true);
   const store = new StateStore(stateDirFor(planPath));
@@ -172,6 +182,7 @@ export async function run(args: string[], io: Io): Promise<number> {
               ...(retries !== undefined ? { retries } : {}),
               ...(retryBackoffMs !== undefined ? { retryBackoffMs } : {}),
               ...(maxLockHoldMs !== undefined ? { maxLockHoldMs } : {}),
+              ...(maxBytesPerSec !== undefined ? { maxBytesPerSec } : {}),
               relayCache: values["relay-cache"] === true,
               ...(relaySample !== undefined ? { relaySample } : {}),
               signal: abort.signal,

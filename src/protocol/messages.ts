@@ -94,6 +94,8 @@ export interface StageArgs {
   /** Cut the planned set at this LAST_UID (the plan's); absent: the file's own. */
   upTo?: number;
   verifySample?: number;
+  /** Limit the reading rate of prepare's hashing (bytes/s); never applied under the locks. */
+  maxBytesPerSec?: number;
 }
 
 /**

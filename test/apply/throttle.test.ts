@@ -47,4 +47,30 @@ describe("apply --max-lock-hold", () => {
     expect(r.out).toContain(`done ${planned.length}`);
     await expectAllNew(snap, pair.names);
   });
+
+  it("--max-rate limits prepare's hashing (a cold cache: every GUID hashed in prepare); a bad rate is refused", async () => {
+    const pair = await generatedPair({
+      seed: 52,
+      mailboxes: 4,
+      versions: [9],
+      expungeFraction: 0,
+      largeMailboxes: 0,
+      messagesPerMailbox: [2, 3],
+      messageBytes: [300, 900],
+    });
+    pairs.push(pair);
+    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
+      master: localHost(pair, "master"),
+      replica: localHost(pair, "replica"),
+    });
+    const plan = path.join(pair.dir, "plan.yaml");
+    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+    const bad = await cli(["apply", plan, "--max-rate", "0"], 2);
+    expect(bad.err).toContain('--max-rate: "0" is not a positive number of MB/s');
+    const snap = await snapshotPair(pair, path.join(pair.dir, "before"));
+    const r = await cli(["apply", plan, "--max-rate", "1", "--json"], 0);
+    const report = JSON.parse(r.out) as { outcomes: Record<string, number> };
+    expect(report.outcomes).toEqual({ done: 4 });
+    await expectAllNew(snap, pair.names);
+  });
 });
