@@ -117,6 +117,10 @@ export interface ApplyRun {
   /** Per mailbox, CPU ms of all processes of the apply (controller + agents + sshd + proxy). */
   cpuMsPerMailbox: number;
   outcomes: ApplyReport["outcomes"];
+  /** Master's and replica's lock hold over the run (the report's figures). */
+  lockHold: ApplyReport["lockHold"];
+  /** Cut-over paths the mailboxes took (prepared = only the swap under the locks). */
+  paths: ApplyReport["paths"];
 }
 
 export interface RoundTrips {
@@ -503,6 +507,8 @@ export async function timedApply(
     cpu,
     cpuMsPerMailbox: (applyCpu * 1000) / n,
     outcomes: report.outcomes,
+    lockHold: report.lockHold,
+    paths: report.paths,
   };
 }
 
@@ -696,6 +702,10 @@ export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<Apply
       );
       const run = await timedApply(`${n} × c${c}`, prepared, n, c);
       log(`  ${sec(run.wallMs)} = ${run.mailboxesPerSec.toFixed(0)} mailboxes/s`);
+      const h = run.lockHold;
+      log(
+        `  lock hold master p50 ${h.master.p50} / p99 ${h.master.p99} / max ${h.master.max} ms; replica p50 ${h.replica.p50} / p99 ${h.replica.p99} / max ${h.replica.max} ms; paths ${JSON.stringify(run.paths)}`,
+      );
       runs.push(run);
       if (!opts.keep) rmSync(prepared.root, { recursive: true, force: true });
     }

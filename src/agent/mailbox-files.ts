@@ -24,11 +24,28 @@ export interface MailboxFiles {
   readonly expunge: string;
   readonly indexNew: string;
   readonly expungeNew: string;
+  /**
+   * guidup's own temporary names for prepared conversions, per agent process
+   * (never Cyrus's `.NEW`, which Cyrus 2.3 writes under its lock during an
+   * expunge: writing those without the lock could collide with Cyrus).
+   */
+  readonly indexTmp: string;
+  readonly expungeTmp: string;
   /** guidup's sha1 cache, next to cyrus.index. */
   readonly sha1s: string;
   /** Directories whose entries a commit changes (fsynced after the renames). */
   readonly commitDirs: readonly string[];
   messageFile(uid: number): string;
+}
+
+/** Between a base name and the writing agent's pid in a temporary name. */
+export const TMP_MARK = ".guidup-";
+
+/** The pid in a guidup temporary name of `base` (e.g. "cyrus.index"), if it is one. */
+export function tmpOwner(entry: string, base: string): number | undefined {
+  if (!entry.startsWith(`${base}${TMP_MARK}`)) return undefined;
+  const pid = Number(entry.slice(base.length + TMP_MARK.length));
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
 export function mailboxFiles(conf: ImapdConf, ref: MailboxRef): MailboxFiles {
@@ -52,6 +69,8 @@ export function mailboxFiles(conf: ImapdConf, ref: MailboxRef): MailboxFiles {
     expunge,
     indexNew: `${index}.NEW`,
     expungeNew: `${expunge}.NEW`,
+    indexTmp: `${index}${TMP_MARK}${process.pid}`,
+    expungeTmp: `${expunge}${TMP_MARK}${process.pid}`,
     sha1s: join(dirname(index), SHA1_CACHE_FILE),
     commitDirs: [...new Set([dirname(expunge), dirname(index)])],
     messageFile: (uid) => messageFilePath(dataDir, uid),

@@ -9,6 +9,7 @@ import type { FieldValue } from "../cyrus/field-codec.js";
 import { isNullGuid, isOldStyleGuid } from "../cyrus/guid.js";
 import { type IndexKind, IndexReader } from "../cyrus/index-file.js";
 import type { FileFacts, MailboxScan } from "../protocol/messages.js";
+import { plannedSet } from "./planned-set.js";
 
 /** An old-style record: its GUID must be computed from the message file. */
 export interface GuidNeed {
@@ -24,6 +25,8 @@ export interface FileRead {
   uidsDigest: string;
   /** SHA1 over (uid, GUID as 20 bytes) in file order. */
   guidDigest: string;
+  /** The (uid, GUID) pairs in file order, when asked for (the planned set). */
+  pairs?: Buffer;
 }
 
 /**
@@ -34,6 +37,7 @@ export async function readFileFacts(
   reader: IndexReader,
   fingerprint: Hash,
   collectNeeds = true,
+  collectPairs = false,
 ): Promise<FileRead> {
   const { format, values } = reader.header;
   const plan = compileRecordPlan(format, format);
@@ -42,6 +46,7 @@ export async function readFileFacts(
   // Empty when not collected: under the locks with prepared GUIDs, a million
   // small objects would only feed the garbage collector inside the window.
   const needs: GuidNeed[] = [];
+  const pairChunks: Buffer[] = [];
   let oldStyle = 0;
   let nullGuids = 0;
   let oldStyleBytes = 0;
@@ -71,6 +76,7 @@ export async function readFileFacts(
     uids.update(uidList);
     guids.update(pairs);
     fingerprint.update(pairs);
+    if (collectPairs) pairChunks.push(pairs);
   }
   const highestModseq = values.get("highestModseq");
   const facts: FileFacts = {
@@ -88,6 +94,7 @@ export async function readFileFacts(
     needs,
     uidsDigest: uids.digest("hex"),
     guidDigest: guids.digest("hex"),
+    ...(collectPairs ? { pairs: Buffer.concat(pairChunks) } : {}),
   };
 }
 
@@ -122,12 +129,14 @@ export async function readMailbox(
   index: FileSource,
   expunge: FileSource | undefined,
   collectNeeds = true,
+  /** Also compute the planned set cut at the index's own LAST_UID (for a plan). */
+  withPlannedSet = false,
 ): Promise<MailboxRead> {
   const fingerprint = createHash("sha1").update(name);
   const indexReader = await openSource(index);
   let indexRead: FileRead;
   try {
-    indexRead = await readFileFacts(indexReader, fingerprint, collectNeeds);
+    indexRead = await readFileFacts(indexReader, fingerprint, collectNeeds, withPlannedSet);
   } finally {
     await indexReader.close();
   }
@@ -135,7 +144,7 @@ export async function readMailbox(
   if (expunge) {
     const reader = await openSource(expunge);
     try {
-      expungeRead = await readFileFacts(reader, fingerprint, collectNeeds);
+      expungeRead = await readFileFacts(reader, fingerprint, collectNeeds, withPlannedSet);
     } finally {
       await reader.close();
     }
@@ -151,6 +160,11 @@ export async function readMailbox(
       fingerprint: fingerprint.digest("hex"),
       uidsDigest: indexRead.uidsDigest,
       guidDigest: indexRead.guidDigest,
+      ...(withPlannedSet && indexRead.pairs
+        ? {
+            planned: plannedSet(indexRead.pairs, expungeRead?.pairs, indexRead.facts.lastUid),
+          }
+        : {}),
     },
   };
 }

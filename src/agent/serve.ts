@@ -127,11 +127,11 @@ const handlers: { [K in Op]: Handler<K> } = {
     }
     return { removed };
   },
-  prepare: (req, { session }) => session.prepare(req.mailbox, req.verifySample),
-  lock: (req, { session }) => session.lock(req.mailbox, Number(req.timeoutMs)),
+  prepare: (req, { session }) => session.prepare(req.mailbox, req.stage),
+  lock: (req, { session }) => session.lock(req.mailbox, Number(req.timeoutMs), req.stage),
   upgrade: (req, { session }) => session.upgrade(req),
   commit: (_req, { session }) => session.commit(),
-  rollback: (_req, { session }) => session.rollback(),
+  rollback: (req, { session }) => session.rollback({ ...(req.pairs ? { pairs: true } : {}) }),
   verify: async (req, { conf, pool }) => {
     const out = [];
     for (const ref of list(req.mailboxes)) {
@@ -276,6 +276,9 @@ export async function serve(options: ServeOptions): Promise<void> {
       await session
         .abandon()
         .catch((err) => log({ level: "error", msg: `rollback failed: ${errorMessage(err)}` }));
+    } else {
+      // A prepared conversion nobody will lock: remove its temporary files.
+      await session.abandon().catch(() => {});
     }
     await pool.close();
     await pairLock.release();

@@ -1,8 +1,39 @@
-// One agent session's mailbox work: the seed's LOCK / UPGRADE / COMMIT /
-// ROLLBACK, as a state machine over at most one mailbox at a time:
+// One agent session's mailbox work: the cut-over protocol (design: README
+// "Safety rules", and the comment below), over at most one mailbox at a time:
 //
-//   idle ──lock──► locked ──upgrade──► upgraded ──commit/rollback──► idle
-//                    └───────────────rollback────────────────────────┘
+//   idle ──prepare──► prepared ──lock(stage)──► locked/staged ──commit/rollback──► idle
+//
+// prepare — outside any lock: read cyrus.index and cyrus.expunge whole,
+//   decide the GUIDs (sha1 cache or hashing: a `<uid>.` file never changes
+//   once Cyrus wrote it), convert both files and write the results to
+//   guidup-private temporary names (`cyrus.index.guidup-<pid>`, never Cyrus's
+//   `.NEW`, which Cyrus writes under its own lock), fsync them. Keep the exact
+//   input bytes (or, above KEEP_BYTES_MAX, their SHA1) and the conversion.
+// lock(stage) — take the locks in Cyrus's order, read both files again
+//   through the locked descriptors, and compare the BYTES (never mtime or
+//   size: a flag change rewrites a record in place) with what prepare read:
+//     identical    → the prepared files are the conversion of what is there
+//                    now: nothing is left but the rename (path `prepared`);
+//     appended     → the records prepare saw are an unchanged prefix: convert
+//                    only the new records, rewrite the header (`appended`);
+//     otherwise    → convert under the lock, reusing prepare's GUIDs by UID
+//                    and hashing only UIDs prepare did not see (`reconverted`).
+// commit — rename the staged files over cyrus.expunge then cyrus.index, fsync
+//   the directories, unlock in reverse order. rollback — unlink, unlock.
+//
+// Why an unlocked read is safe to convert from: Cyrus changes these files
+// only under its exclusive lock, by rewriting cyrus.index in place or by
+// renaming a complete `.NEW` over it. Prepare's read may be torn (half an old
+// write, half a new one), and its conversion may then be garbage — but it is
+// never used unless the locked read is byte for byte equal to it. The locked
+// read sees one consistent state (no writer holds the lock), so equality
+// means prepare's bytes ARE that consistent state, and a deterministic
+// conversion of equal bytes gives equal output: the prepared file is exactly
+// the conversion of the current content. A torn read that differs anywhere
+// fails the comparison and takes the `reconverted` path. A prepared file is
+// never renamed without the locks and this comparison; a leftover of a dead
+// agent (its pid in the name) is removed by the next prepare, and is harmless
+// meanwhile because only the process that wrote it may rename it.
 //
 // A request out of order is refused with code "out-of-order" and changes
 // nothing. Locks are Linux OFD fcntl locks, which conflict with Cyrus 2.3's
@@ -10,57 +41,64 @@
 // cyrus.expunge and released in reverse. cyrus.cache is never locked: pop3d
 // holds it for whole sessions (trap 14), and the upgrade does not touch it.
 
+import { createHash } from "node:crypto";
 import {
   closeSync,
   constants,
   fchmodSync,
   fchownSync,
-  fstatSync,
   fsyncSync,
   openSync,
+  readdirSync,
+  readFileSync,
   renameSync,
   statSync,
   unlinkSync,
+  writeSync,
 } from "node:fs";
-import { convertIndex } from "../cyrus/convert.js";
+import { dirname } from "node:path";
 import { writableFormat } from "../cyrus/formats/index.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
-import { fileAccessError, IndexReader, UnsupportedVersionError } from "../cyrus/index-file.js";
+import { fileAccessError, UnsupportedVersionError } from "../cyrus/index-file.js";
 import { CyrusFormatError, GuidupError, UsageError } from "../errors.js";
-import type { MailboxRef, MailboxScan, Requests, UpgradeCounts } from "../protocol/messages.js";
+import type {
+  CutoverPath,
+  MailboxRef,
+  MailboxScan,
+  PlannedSetFacts,
+  Requests,
+  StageArgs,
+  Staged,
+  UpgradeCounts,
+} from "../protocol/messages.js";
 import { type FileLock, lockFile } from "./fcntl-lock.js";
-import { type ResolvedGuids, resolveGuids } from "./guid-resolver.js";
-import type { HashPool } from "./hash-pool.js";
-import { type MailboxFiles, mailboxFiles } from "./mailbox-files.js";
-import { type GuidNeed, type MailboxRead, readMailbox } from "./mailbox-scan.js";
-import { readSha1Cache, type Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
+import { resolveGuids } from "./guid-resolver.js";
+import { HashPool } from "./hash-pool.js";
+import {
+  type Converted,
+  convertFileBytes,
+  digestOf,
+  type FileBytes,
+  type FileScan,
+  parseFileBytes,
+  readAllFd,
+  recordsOf,
+  scanFileBytes,
+} from "./index-bytes.js";
+import { type MailboxFiles, mailboxFiles, tmpOwner } from "./mailbox-files.js";
+import { type GuidNeed, readMailbox } from "./mailbox-scan.js";
+import { plannedSet } from "./planned-set.js";
+import { readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 
-// The per-mailbox file calls are synchronous behind promise-returning names:
-// an agent serves one request at a time, and every async fs call is a round
-// trip through libuv's thread pool, measured as most of an agent's CPU per
-// mailbox. Rejections keep the shape callers expect (awaited errors).
-const sync =
-  <A extends unknown[], R>(fn: (...args: A) => R) =>
-  async (...args: A): Promise<R> =>
-    fn(...args);
-const open = sync(openSync);
-const close = sync(closeSync);
-const fsync = sync(fsyncSync);
-const fchown = sync(fchownSync);
-const fchmod = sync(fchmodSync);
-const fstat = sync((fd: number) => fstatSync(fd));
-const rename = sync(renameSync);
-const stat = sync((path: string) => statSync(path));
-const unlink = sync(unlinkSync);
+/** Under the lock, up to this many unseen UIDs are hashed without reading the sha1 cache. */
+const FEW_NEW_UIDS = 64;
+
+/** Above this many bytes a prepared input is kept as its SHA1 only (no `appended` path). */
+export const KEEP_BYTES_MAX = 64 << 20;
 
 /** A request that does not fit the session's state. */
 export class OutOfOrderError extends GuidupError {
   override readonly code: string = "out-of-order";
-}
-
-/** The locked mailbox no longer matches the plan's fingerprint. */
-export class StaleMailboxError extends GuidupError {
-  override readonly code: string = "stale";
 }
 
 /** cyrus.expunge's version or geometry disagrees with cyrus.index. */
@@ -68,40 +106,66 @@ export class InconsistentMailboxError extends GuidupError {
   override readonly code: string = "inconsistent";
 }
 
+type Kind = "index" | "expunge";
+
+/** One file as read (absent: no file, or a 0-byte cyrus.expunge left alone). */
+interface FileState {
+  fb?: FileBytes;
+  scan?: FileScan;
+}
+
+/** One file's staged conversion. */
+interface StagedFile {
+  path: CutoverPath;
+  /** Undefined when the file needs no work. */
+  converted?: Converted;
+  /** Whether `converted` is on disk (fsynced) at the temporary name. */
+  written: boolean;
+}
+
+interface Stage {
+  args: StageArgs;
+  files: Record<Kind, FileState>;
+  staged: Partial<Record<Kind, StagedFile>>;
+  check: PlannedSetFacts;
+  scan: MailboxScan;
+  counts: UpgradeCounts;
+  /** GUIDs decided so far, by UID, with the SIZE they were decided for. */
+  guids: Map<number, Buffer>;
+  sizes: Map<number, number>;
+}
+
+/** What prepare converted: the input it read, kept for the comparison under the lock. */
+interface Prepared extends Stage {
+  name: string;
+  mailboxFiles: MailboxFiles;
+  inputs: Record<Kind, Buffer | string | undefined>;
+}
+
 interface Locked {
   files: MailboxFiles;
   locks: FileLock[];
-  header: FileLock;
-  index: FileLock;
-  expunge?: FileLock;
-  read: MailboxRead;
   lockedAt: number;
-  /** .NEW files written by upgrade, in commit order (expunge first). */
-  written: { from: string; to: string }[];
-  upgraded: boolean;
-  /** GUIDs decided by prepare, valid because the fingerprint did not change. */
-  prepared?: Prepared;
-}
-
-/**
- * What `prepare` decided for a mailbox, outside the locks. Safe to use under
- * the locks only when the fingerprint (UID lists and GUID bytes of index and
- * expunge) is unchanged: Cyrus 2.3 never rewrites a `<uid>.` file in place,
- * and replaces one only in a replica's sync conflict, which also rewrites
- * that record's GUID (spool doc 5.5, 8.3) — so an unchanged fingerprint means
- * the same message files behind the same records.
- */
-interface Prepared {
-  name: string;
-  fingerprint: string;
-  resolved: ResolvedGuids;
+  /** The files as read through the locked fds (lock without stage). */
+  read?: Record<Kind, FileState>;
+  stage?: Stage;
 }
 
 type Result<K extends keyof Requests> = Requests[K]["result"];
 
+const ORDER: readonly Kind[] = ["expunge", "index"];
+const RANK: Record<CutoverPath, number> = {
+  unchanged: 0,
+  prepared: 1,
+  appended: 2,
+  reconverted: 3,
+};
+
 export class MailboxSession {
   #current: Locked | undefined;
   #prepared: Prepared | undefined;
+  /** A rate-limited pool for prepare's hashing (apply --max-rate), made on first use. */
+  #rated: { rate: number; pool: HashPool } | undefined;
 
   constructor(
     private readonly conf: ImapdConf,
@@ -110,37 +174,45 @@ export class MailboxSession {
 
   get state(): "idle" | "locked" | "upgraded" {
     if (!this.#current) return "idle";
-    return this.#current.upgraded ? "upgraded" : "locked";
+    return this.#current.stage ? "upgraded" : "locked";
   }
 
   get mailbox(): string | undefined {
     return this.#current?.files.name;
   }
 
-  async prepare(ref: MailboxRef, verifySample: number | undefined): Promise<Result<"prepare">> {
+  async prepare(ref: MailboxRef, args: StageArgs): Promise<Result<"prepare">> {
     if (this.#current) {
       throw new OutOfOrderError(
         `prepare ${ref?.name}: this session holds ${this.#current.files.name}; commit or rollback first`,
       );
     }
-    this.#prepared = undefined;
+    const target = targetFormat(args);
+    this.#dropPrepared();
     const files = mailboxFiles(this.conf, ref);
-    const { read } = await loadMailbox(files);
-    // Unreadable or missing: nothing to prepare; lock reports the problem.
-    if (!read) return { needs: 0, computed: 0, fromCache: 0, relayedVerified: 0 };
-    const needs = [...read.index.needs, ...(read.expunge?.needs ?? [])];
-    const resolved = await this.#resolve(files, needs, verifySample);
-    this.#prepared = { name: files.name, fingerprint: read.scan.fingerprint!, resolved };
+    sweepLeftovers(files);
+    const loaded = loadUnlocked(files);
+    if (!loaded.files)
+      return { scan: loaded.scan, needs: 0, computed: 0, fromCache: 0, relayedVerified: 0 };
+    const stage = await this.#stage(files, args, target, loaded.files, "prepared");
+    await this.#write(files, stage);
+    const inputs = {
+      index: keepInput(loaded.files.index.fb),
+      expunge: keepInput(loaded.files.expunge.fb),
+    };
+    this.#prepared = Object.assign(stage, { name: files.name, mailboxFiles: files, inputs });
     return {
-      fingerprint: read.scan.fingerprint!,
-      needs: needs.length,
-      computed: resolved.computed,
-      fromCache: resolved.fromCache,
-      relayedVerified: resolved.relayedVerified,
+      scan: stage.scan,
+      check: stage.check,
+      staged: stagedResult(stage),
+      needs: stage.counts.computed + stage.counts.fromCache,
+      computed: stage.counts.computed,
+      fromCache: stage.counts.fromCache,
+      relayedVerified: stage.counts.relayedVerified,
     };
   }
 
-  async lock(ref: MailboxRef, timeoutMs: number): Promise<Result<"lock">> {
+  async lock(ref: MailboxRef, timeoutMs: number, args?: StageArgs): Promise<Result<"lock">> {
     if (this.#current) {
       throw new OutOfOrderError(
         `lock ${ref?.name}: this session already holds ${this.#current.files.name}; commit or rollback first`,
@@ -149,302 +221,355 @@ export class MailboxSession {
     if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
       throw new UsageError(`lock: timeoutMs must be a non-negative number`);
     }
+    const target = args ? targetFormat(args) : undefined;
     const files = mailboxFiles(this.conf, ref);
+    const candidate = this.#prepared?.name === files.name ? this.#prepared : undefined;
+    const prepared =
+      candidate && args && sameStageArgs(candidate.args, args) ? candidate : undefined;
+    // A prepared conversion this lock will not use (another mailbox, other
+    // stage arguments, a plain lock): its temporary files go now.
+    if (this.#prepared && !prepared) this.#dropPrepared();
     const started = Date.now();
     const deadline = started + timeoutMs;
     const remaining = () => Math.max(0, deadline - Date.now());
     const locks: FileLock[] = [];
-    const release = async () => {
-      for (const l of locks.reverse()) await l.unlock().catch(() => {});
-    };
     try {
       const header = await lockFile(files.header, { timeoutMs: remaining() });
       locks.push(header);
       const index = await lockFile(files.index, { timeoutMs: remaining() });
       locks.push(index);
       let expunge: FileLock | undefined;
-      if (await exists(files.expunge)) {
+      if (existsSync(files.expunge)) {
         expunge = await lockFile(files.expunge, { timeoutMs: remaining() });
         locks.push(expunge);
       }
-      const waitedMs = Date.now() - started;
+      const lockedAt = Date.now();
       // Any writer of a .NEW holds the index lock; we hold it now, so a .NEW
       // here is a leftover of a crash (ours or Cyrus's) and is removed.
       const removedStale: string[] = [];
       for (const path of [files.expungeNew, files.indexNew]) {
         try {
-          await unlink(path);
+          unlinkSync(path);
           removedStale.push(path);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fileAccessError(path, err);
         }
       }
       // Read through the locked fds, never a view taken before the lock.
-      const expungeSource = expunge && (await nonEmpty(expunge.fd));
-      const readLocked = (collectNeeds: boolean) =>
-        readMailbox(
-          files.name,
-          { path: files.index, fd: index.fd, kind: "index" },
-          expungeSource ? { path: files.expunge, fd: expunge!.fd, kind: "expunge" } : undefined,
-          collectNeeds,
-        );
-      // With prepared GUIDs for this mailbox the per-record needs are not
-      // wanted; should the fingerprint show a change, read again for them.
-      const expectPrepared = this.#prepared?.name === files.name;
-      let read = await readLocked(!expectPrepared);
-      const prepared =
-        expectPrepared && this.#prepared?.fingerprint === read.scan.fingerprint
-          ? this.#prepared
-          : undefined;
-      if (expectPrepared && !prepared) read = await readLocked(true);
+      const indexBytes = readAllFd(index.fd, files.index);
+      const expungeBytes = expunge ? readAllFd(expunge.fd, files.expunge) : undefined;
+      const current: Locked = { files, locks: [...locks], lockedAt };
+      this.#current = current;
+      let result: Result<"lock">;
+      if (!args || !target) {
+        const read = readFiles(files, indexBytes, expungeBytes);
+        current.read = read;
+        result = {
+          scan: mailboxScan(files.name, read),
+          removedStale,
+          waitedMs: lockedAt - started,
+        };
+      } else {
+        const stage = prepared
+          ? await this.#restage(files, args, target, prepared, indexBytes, expungeBytes)
+          : await this.#stage(
+              files,
+              args,
+              target,
+              readFiles(files, indexBytes, expungeBytes),
+              "reconverted",
+            );
+        current.stage = stage;
+        await this.#write(files, stage);
+        result = {
+          scan: stage.scan,
+          check: stage.check,
+          staged: stagedResult(stage),
+          removedStale,
+          waitedMs: lockedAt - started,
+        };
+      }
       this.#prepared = undefined;
-      this.#current = {
-        ...(prepared ? { prepared } : {}),
-        files,
-        locks: [...locks],
-        header,
-        index,
-        ...(expunge ? { expunge } : {}),
-        read,
-        lockedAt: started + waitedMs,
-        written: [],
-        upgraded: false,
-      };
-      return { scan: read.scan, removedStale, waitedMs, prepared: prepared !== undefined };
+      return result;
     } catch (err) {
-      await release();
+      if (this.#current) {
+        await this.rollback({}).catch(() => {});
+      } else {
+        for (const l of locks.reverse()) await l.unlock().catch(() => {});
+      }
       throw err;
     }
   }
 
+  /**
+   * Stages now, under the lock, from what the lock read: the `reconverted`
+   * path without a prepare (tools and tests; apply stages in its lock).
+   */
   async upgrade(args: Requests["upgrade"]["args"]): Promise<Result<"upgrade">> {
-    const cur = this.#requireState("upgrade", "locked");
-    const target = writableFormat(args.target);
-    if (!target) throw new UsageError(`upgrade: target version ${args.target} is not one of 6..10`);
-    const { read, files } = cur;
-    if (args.expectFingerprint !== undefined && args.expectFingerprint !== read.scan.fingerprint) {
-      throw new StaleMailboxError(
-        `${files.name}: changed since the plan was made (fingerprint differs); run guidup plan again`,
-        { mailbox: files.name },
+    const cur = this.#current;
+    if (!cur?.read || cur.stage) {
+      throw new OutOfOrderError(
+        `upgrade: needs a locked mailbox not staged yet, but the session is ${this.state}${cur ? ` (${cur.files.name})` : ""}`,
       );
     }
-    const indexMinor = read.index.facts.minor;
-    const expungeMinor = read.expunge?.facts.minor;
-    // A crash between commit's two renames leaves cyrus.expunge at the target
-    // and cyrus.index not (commit renames expunge first): accept that state.
-    if (
-      expungeMinor !== undefined &&
-      expungeMinor !== indexMinor &&
-      expungeMinor !== target.minor
-    ) {
-      throw new InconsistentMailboxError(
-        `${files.expunge}: version ${expungeMinor} disagrees with cyrus.index version ${indexMinor}; run reconstruct`,
-        { mailbox: files.name },
-      );
-    }
-    const wantsGuids = target.minor === 10;
-    const needs = wantsGuids ? [...read.index.needs, ...(read.expunge?.needs ?? [])] : [];
-    const indexNeedsWork =
-      indexMinor !== target.minor || (wantsGuids && read.index.facts.oldStyle > 0);
-    const expungeNeedsWork =
-      read.expunge !== undefined &&
-      (expungeMinor !== target.minor || (wantsGuids && read.expunge.facts.oldStyle > 0));
-    const counts: UpgradeCounts = {
-      records: read.index.facts.records,
-      expungeRecords: read.expunge?.facts.records ?? 0,
-      computed: 0,
-      fromCache: 0,
-      relayedVerified: 0,
-      kept: read.index.facts.records - read.index.facts.oldStyle,
+    const stageArgs: StageArgs = {
+      target: args?.target,
+      guids: args?.guids ?? args?.target === 10,
+      ...(args?.verifySample !== undefined ? { verifySample: args.verifySample } : {}),
     };
-    if (!indexNeedsWork && !expungeNeedsWork) {
-      cur.upgraded = true;
-      return {
-        changed: false,
-        counts,
-        guidDigest: read.index.guidDigest,
-        ...(read.expunge ? { expungeDigest: read.expunge.guidDigest } : {}),
-      };
-    }
-
-    // Prepared outside the locks if possible; else decided now, under them.
-    const resolved =
-      cur.prepared?.resolved ?? (await this.#resolve(files, needs, args.verifySample));
-    counts.computed = resolved.computed;
-    counts.fromCache = resolved.fromCache;
-    counts.relayedVerified = resolved.relayedVerified;
-
-    // Only old-style GUIDs are replaced (the converter's `guids` option); an
-    // SHA1 GUID already there is kept.
-    const guids = wantsGuids ? resolved.guids : undefined;
-    let expungeDigest: string | undefined;
-    try {
-      // Expunge first, in the order commit renames them.
-      if (expungeNeedsWork && cur.expunge) {
-        const r = await this.#writeNew(
-          cur.expunge,
-          files.expunge,
-          files.expungeNew,
-          "expunge",
-          target,
-          guids,
-        );
-        cur.written.push({ from: files.expungeNew, to: files.expunge });
-        expungeDigest = r.digest.toString("hex");
-      } else if (read.expunge) {
-        expungeDigest = read.expunge.guidDigest;
-      }
-      let guidDigest = read.index.guidDigest;
-      if (indexNeedsWork) {
-        const r = await this.#writeNew(
-          cur.index,
-          files.index,
-          files.indexNew,
-          "index",
-          target,
-          guids,
-        );
-        cur.written.push({ from: files.indexNew, to: files.index });
-        guidDigest = r.digest.toString("hex");
-      }
-      cur.upgraded = true;
-      return {
-        changed: true,
-        counts,
-        guidDigest,
-        ...(expungeDigest !== undefined ? { expungeDigest } : {}),
-      };
-    } catch (err) {
-      await this.#removeWritten(cur);
-      throw err;
-    }
+    const target = targetFormat(stageArgs);
+    const stage = await this.#stage(cur.files, stageArgs, target, cur.read, "reconverted");
+    await this.#write(cur.files, stage);
+    cur.stage = stage;
+    const staged = stagedResult(stage);
+    const ec = stage.staged.expunge?.converted;
+    const expungeDigest = ec ? digestOf(ec) : stage.files.expunge.scan?.guidDigest;
+    return {
+      changed: staged.changed,
+      counts: staged.counts,
+      guidDigest: staged.guidDigest,
+      ...(expungeDigest !== undefined ? { expungeDigest } : {}),
+    };
   }
 
   async commit(): Promise<Result<"commit">> {
-    const cur = this.#requireState("commit", "upgraded");
+    const cur = this.#current;
+    if (!cur?.stage) {
+      throw new OutOfOrderError(
+        `commit: needs a locked and staged mailbox, but the session is ${this.state}${cur ? ` (${cur.files.name})` : ""}`,
+      );
+    }
     const renamed: string[] = [];
-    for (const { from, to } of cur.written) {
+    // cyrus.expunge first: an interrupted commit leaves the expunge at the
+    // target and the index not, a state every reader accepts (Cyrus 2.3
+    // reads cyrus.expunge by its own header) and the next apply finishes.
+    for (const kind of ORDER) {
+      const sf = cur.stage.staged[kind];
+      if (!sf?.written) continue;
+      const to = kind === "index" ? cur.files.index : cur.files.expunge;
       try {
-        await rename(from, to);
+        renameSync(tmpPath(cur.files, kind), to);
       } catch (err) {
         throw fileAccessError(to, err);
       }
+      sf.written = false;
       renamed.push(to);
     }
-    for (const dir of cur.files.commitDirs) await fsyncDir(dir);
-    cur.written = [];
+    for (const dir of cur.files.commitDirs) fsyncDir(dir);
     const lockHeldMs = await this.#unlock(cur);
     return { renamed, lockHeldMs };
   }
 
-  async rollback(): Promise<Result<"rollback">> {
+  async rollback(args: Requests["rollback"]["args"]): Promise<Result<"rollback">> {
     const cur = this.#current;
     if (!cur) throw new OutOfOrderError("rollback: no mailbox is locked in this session");
+    const pairs =
+      args?.pairs && cur.stage ? indexPairsAfter(cur.stage).toString("base64") : undefined;
     let removed: string[];
     try {
-      removed = await this.#removeWritten(cur);
+      removed = cur.stage ? removeWritten(cur.files, cur.stage) : [];
     } finally {
-      // Even when a .NEW file cannot be removed (the next lock removes it),
-      // the mailbox is released: a session never keeps locks after rollback.
+      // Even when a file cannot be removed (the next prepare sweeps it), the
+      // mailbox is released: a session never keeps locks after rollback.
       await this.#unlock(cur);
     }
-    return { removed, lockHeldMs: Date.now() - cur.lockedAt };
+    return { removed, lockHeldMs: Date.now() - cur.lockedAt, ...(pairs ? { pairs } : {}) };
   }
 
   /** For stdin end / connection loss: undo whatever is in progress. */
   async abandon(): Promise<void> {
-    if (this.#current) await this.rollback();
+    this.#dropPrepared();
+    try {
+      if (this.#current) await this.rollback({});
+    } finally {
+      await this.#rated?.pool.close();
+      this.#rated = undefined;
+    }
+  }
+
+  async #ratedPool(rate: number): Promise<HashPool> {
+    if (this.#rated?.rate === rate) return this.#rated.pool;
+    await this.#rated?.pool.close();
+    this.#rated = { rate, pool: new HashPool({ maxBytesPerSec: rate }) };
+    return this.#rated.pool;
   }
 
   async status(ref: MailboxRef | undefined): Promise<Result<"status">> {
     const session = this.state;
     const out: Result<"status"> = { session, ...(this.mailbox ? { mailbox: this.mailbox } : {}) };
-    if (this.#current) out.newFiles = this.#current.written.map((w) => w.from);
+    if (this.#current)
+      out.newFiles = ORDER.filter((k) => this.#current?.stage?.staged[k]?.written).map((k) =>
+        tmpPath(this.#current!.files, k),
+      );
     if (ref) {
       const files = mailboxFiles(this.conf, ref);
       out.scan = await scanMailboxFiles(files);
       const present: string[] = [];
-      for (const p of [files.indexNew, files.expungeNew]) if (await exists(p)) present.push(p);
+      for (const p of [files.indexNew, files.expungeNew, files.indexTmp, files.expungeTmp])
+        if (existsSync(p)) present.push(p);
       out.newFiles = present;
     }
     return out;
   }
 
-  /** Decides the GUIDs of old-style records (cache, else hashing) and saves fresh hashes. */
-  async #resolve(
+  /** Stages from scratch (no prepared conversion to reuse, or prepare itself). */
+  async #stage(
     files: MailboxFiles,
-    needs: GuidNeed[],
-    verifySample: number | undefined,
-  ): Promise<ResolvedGuids> {
-    if (needs.length === 0) {
-      return { guids: new Map(), computed: 0, fromCache: 0, relayedVerified: 0, fresh: [] };
+    args: StageArgs,
+    target: ReturnType<typeof targetFormat>,
+    read: Record<Kind, FileState>,
+    path: CutoverPath,
+  ): Promise<Stage> {
+    checkConsistent(files, read, target.minor);
+    const stage = newStage(files, args, read);
+    await this.#resolveMissing(files, stage, args, false);
+    for (const kind of ["index", "expunge"] as const) {
+      const fs = read[kind];
+      if (!fs.fb || !fs.scan) continue;
+      stage.staged[kind] = needsWork(fs.scan, args, target.minor)
+        ? {
+            path,
+            converted: convertFileBytes(fs.fb, target, args.guids ? stage.guids : undefined),
+            written: false,
+          }
+        : { path: "unchanged", written: false };
     }
-    const { cache } = await readSha1Cache(files.sha1s);
+    return stage;
+  }
+
+  /** Under the lock, with a prepared conversion: compare, and reuse what is equal. */
+  async #restage(
+    files: MailboxFiles,
+    args: StageArgs,
+    target: ReturnType<typeof targetFormat>,
+    prepared: Prepared,
+    indexBytes: Buffer,
+    expungeBytes: Buffer | undefined,
+  ): Promise<Stage> {
+    const now = { index: indexBytes, expunge: nonEmptyBytes(expungeBytes) };
+    const same = (kind: Kind) => sameInput(prepared.inputs[kind], now[kind]);
+    if (same("index") && same("expunge")) return prepared; // the prepared path: only the swap is left
+    const read = readFiles(files, indexBytes, expungeBytes);
+    checkConsistent(files, read, target.minor);
+    const stage = newStage(files, args, read);
+    for (const [uid, g] of prepared.guids) stage.guids.set(uid, g);
+    for (const [uid, n] of prepared.sizes) stage.sizes.set(uid, n);
+    await this.#resolveMissing(files, stage, args, true);
+    for (const kind of ["index", "expunge"] as const) {
+      const fs = read[kind];
+      if (!fs.fb || !fs.scan) continue;
+      if (!needsWork(fs.scan, args, target.minor)) {
+        stage.staged[kind] = { path: "unchanged", written: false };
+        continue;
+      }
+      const before = prepared.staged[kind];
+      if (same(kind) && before?.converted) {
+        // This file did not change: its prepared conversion stands.
+        stage.staged[kind] = { ...before };
+        before.written = false; // ownership moves to the new stage
+        continue;
+      }
+      const prevInput = prepared.inputs[kind];
+      const prefix = before?.converted;
+      if (
+        prefix &&
+        Buffer.isBuffer(prevInput) &&
+        appendedTo(prepared.files[kind].fb, fs.fb) &&
+        prefix.count < fs.fb.header.exists
+      ) {
+        const converted = convertFileBytes(
+          fs.fb,
+          target,
+          args.guids ? stage.guids : undefined,
+          prefix,
+        );
+        // The temporary file holds the prefix: rewrite the header, append the tail.
+        appendToTmp(files, kind, before, converted);
+        before.written = false;
+        stage.staged[kind] = { path: "appended", converted, written: true };
+        continue;
+      }
+      stage.staged[kind] = {
+        path: "reconverted",
+        converted: convertFileBytes(fs.fb, target, args.guids ? stage.guids : undefined),
+        written: false,
+      };
+    }
+    // Prepared files no longer wanted (reconverted over, or a file now unchanged).
+    removeWritten(files, prepared);
+    return stage;
+  }
+
+  /** Decides the GUIDs of old-style records not decided yet (cache, else hashing). */
+  async #resolveMissing(
+    files: MailboxFiles,
+    stage: Stage,
+    args: StageArgs,
+    underLock: boolean,
+  ): Promise<void> {
+    if (!args.guids || args.target !== 10) return;
+    const needs: GuidNeed[] = [];
+    for (const kind of ["index", "expunge"] as const) {
+      for (const n of stage.files[kind].scan?.needs ?? []) {
+        // A GUID decided for this UID and size stays right: Cyrus never
+        // rewrites a `<uid>.` file in place.
+        if (stage.guids.has(n.uid) && stage.sizes.get(n.uid) === n.size) stage.counts.fromCache++;
+        else needs.push(n);
+      }
+    }
+    if (needs.length === 0) return;
+    // Under the lock, a few UIDs prepare did not see (new mail) are hashed
+    // directly: reading a large cyrus.sha1s would cost more than hashing them.
+    const skipCache = underLock && needs.length <= FEW_NEW_UIDS;
+    const { cache } = skipCache ? { cache: Sha1Cache.empty() } : await readSha1Cache(files.sha1s);
+    const rate = underLock ? undefined : args.maxBytesPerSec;
     const resolved = await resolveGuids({
       mailbox: files.name,
       needs,
       cache,
-      pool: this.pool,
+      pool: rate && rate > 0 ? await this.#ratedPool(rate) : this.pool,
       messageFile: files.messageFile,
-      ...(verifySample !== undefined ? { verifySample } : {}),
+      ...(args.verifySample !== undefined ? { verifySample: args.verifySample } : {}),
     });
-    if (resolved.fresh.length > 0) await this.#saveFresh(files, cache, resolved.fresh);
-    return resolved;
-  }
-
-  #requireState(op: string, want: "locked" | "upgraded"): Locked {
-    const cur = this.#current;
-    if (!cur || this.state !== want) {
-      throw new OutOfOrderError(
-        `${op}: needs ${want === "upgraded" ? "an" : "a"} ${want} mailbox, but the session is ${this.state}${cur ? ` (${cur.files.name})` : ""}`,
-      );
-    }
-    return cur;
-  }
-
-  async #writeNew(
-    lock: FileLock,
-    path: string,
-    newPath: string,
-    kind: "index" | "expunge",
-    target: NonNullable<ReturnType<typeof writableFormat>>,
-    guids: ReadonlyMap<number, Buffer> | undefined,
-  ) {
-    const original = await fstat(lock.fd);
-    const reader = await IndexReader.fromFd(lock.fd, path, { kind });
-    let fd: number;
-    try {
-      fd = await open(newPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    } catch (err) {
-      throw fileAccessError(newPath, err);
-    }
-    try {
-      // The .NEW file replaces the original: same owner, group and mode.
-      await fchown(fd, original.uid, original.gid);
-      await fchmod(fd, original.mode & 0o7777);
-      const result = await convertIndex(reader, fd, { target, ...(guids ? { guids } : {}) });
-      await fsync(fd);
-      return result;
-    } catch (err) {
-      await unlink(newPath).catch(() => {});
-      throw err instanceof GuidupError ? err : fileAccessError(newPath, err);
-    } finally {
-      await close(fd);
-    }
-  }
-
-  async #removeWritten(cur: Locked): Promise<string[]> {
-    const removed: string[] = [];
-    for (const { from } of cur.written) {
-      try {
-        await unlink(from);
-        removed.push(from);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fileAccessError(from, err);
+    for (const n of needs) {
+      const g = resolved.guids.get(n.uid);
+      if (g) {
+        stage.guids.set(n.uid, g);
+        stage.sizes.set(n.uid, n.size);
       }
     }
-    cur.written = [];
-    return removed;
+    stage.counts.computed += resolved.computed;
+    stage.counts.fromCache += resolved.fromCache;
+    stage.counts.relayedVerified += resolved.relayedVerified;
+    // Never write back a cache that was not read: it would drop every other entry.
+    if (resolved.fresh.length > 0 && !skipCache) await saveFresh(files, cache, resolved.fresh);
+  }
+
+  /** Writes and fsyncs every staged conversion not on disk yet. */
+  async #write(files: MailboxFiles, stage: Stage): Promise<void> {
+    try {
+      for (const kind of ORDER) {
+        const sf = stage.staged[kind];
+        if (!sf?.converted || sf.written) continue;
+        writeTmp(files, kind, sf.converted);
+        sf.written = true;
+      }
+    } catch (err) {
+      removeWritten(files, stage);
+      throw err;
+    }
+  }
+
+  #dropPrepared(): void {
+    const p = this.#prepared;
+    this.#prepared = undefined;
+    if (p) {
+      try {
+        removeWritten(p.mailboxFiles, p);
+      } catch {
+        // a leftover is swept by the next prepare
+      }
+    }
   }
 
   async #unlock(cur: Locked): Promise<number> {
@@ -452,24 +577,367 @@ export class MailboxSession {
     this.#current = undefined;
     return Date.now() - cur.lockedAt;
   }
+}
 
-  async #saveFresh(
-    files: MailboxFiles,
-    cache: Sha1Cache,
-    fresh: Parameters<Sha1Cache["set"]>[0][],
-  ) {
-    // Best effort: a cache that cannot be written only costs a re-hash later.
+// --- helpers -------------------------------------------------------------------
+
+function targetFormat(args: StageArgs) {
+  const target = writableFormat(Number(args?.target));
+  if (!target) throw new UsageError(`stage: target version ${args?.target} is not one of 6..10`);
+  if (args.guids && target.minor !== 10)
+    throw new UsageError(`stage: GUIDs can only be written at version 10, not ${target.minor}`);
+  return target;
+}
+
+function sameStageArgs(a: StageArgs, b: StageArgs): boolean {
+  return a.target === b.target && a.guids === b.guids && a.upTo === b.upTo;
+}
+
+function needsWork(scan: FileScan, args: StageArgs, targetMinor: number): boolean {
+  return scan.facts.minor !== targetMinor || (args.guids && scan.facts.oldStyle > 0);
+}
+
+function nonEmptyBytes(b: Buffer | undefined): Buffer | undefined {
+  // 2.3.16 treats a 0-byte cyrus.expunge as "write a header now" (a delayed
+  // expunge was interrupted between create and header write): not a file to
+  // convert, and left as it is.
+  return b && b.length > 0 ? b : undefined;
+}
+
+function keepInput(fb: FileBytes | undefined): Buffer | string | undefined {
+  if (!fb) return undefined;
+  return fb.bytes.length > KEEP_BYTES_MAX
+    ? createHash("sha1").update(fb.bytes).digest("hex")
+    : fb.bytes;
+}
+
+function sameInput(kept: Buffer | string | undefined, now: Buffer | undefined): boolean {
+  if (kept === undefined || now === undefined) return kept === now;
+  if (typeof kept === "string") return createHash("sha1").update(now).digest("hex") === kept;
+  return kept.equals(now);
+}
+
+/** Whether `now` is `before` with records appended (same version, same records first). */
+function appendedTo(before: FileBytes | undefined, now: FileBytes): boolean {
+  if (!before) return false;
+  if (before.header.format !== now.header.format || before.header.exists > now.header.exists)
+    return false;
+  const a = recordsOf(before);
+  const b = recordsOf(now).subarray(0, a.length);
+  return a.equals(b);
+}
+
+function readFiles(
+  files: MailboxFiles,
+  index: Buffer,
+  expunge: Buffer | undefined,
+): Record<Kind, FileState> {
+  const ifb = parseFileBytes(index, files.index, "index");
+  const e = nonEmptyBytes(expunge);
+  const efb = e ? parseFileBytes(e, files.expunge, "expunge") : undefined;
+  return {
+    index: { fb: ifb, scan: scanFileBytes(ifb) },
+    expunge: efb ? { fb: efb, scan: scanFileBytes(efb) } : {},
+  };
+}
+
+/** Reads a mailbox without locks; a problem becomes the scan's status. */
+function loadUnlocked(files: MailboxFiles): { scan: MailboxScan; files?: Record<Kind, FileState> } {
+  let index: Buffer;
+  try {
+    index = readFileSync(files.index);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      return {
+        scan: { name: files.name, status: "missing", reason: `${files.index}: no such file` },
+      };
+    return {
+      scan: {
+        name: files.name,
+        status: "unreadable",
+        reason: fileAccessError(files.index, err).message,
+      },
+    };
+  }
+  try {
+    let expunge: Buffer | undefined;
     try {
-      for (const e of fresh) cache.set(e);
-      const st = await stat(files.index);
-      await writeSha1Cache(files.sha1s, cache, { uid: st.uid, gid: st.gid, mode: st.mode });
+      expunge = readFileSync(files.expunge);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+        throw fileAccessError(files.expunge, err);
+    }
+    const read = readFiles(files, index, expunge);
+    return { scan: mailboxScan(files.name, read), files: read };
+  } catch (err) {
+    if (err instanceof UnsupportedVersionError && err.newer)
+      return { scan: { name: files.name, status: "newer", reason: err.message } };
+    if (err instanceof GuidupError)
+      return { scan: { name: files.name, status: "unreadable", reason: err.message } };
+    throw err;
+  }
+}
+
+/** The scan (facts, fingerprint, digests) of files read into memory. */
+function mailboxScan(name: string, read: Record<Kind, FileState>): MailboxScan {
+  const fingerprint = createHash("sha1").update(name);
+  for (const kind of ["index", "expunge"] as const) {
+    const fs = read[kind];
+    if (!fs.fb || !fs.scan) continue;
+    const head = Buffer.alloc(8);
+    head.writeUInt32BE(fs.scan.facts.minor, 0);
+    head.writeUInt32BE(fs.scan.facts.uidValidity, 4);
+    fingerprint.update(kind).update(head).update(fs.scan.pairs);
+  }
+  const index = read.index.scan!;
+  return {
+    name,
+    status: "ok",
+    index: index.facts,
+    ...(read.expunge.scan ? { expunge: read.expunge.scan.facts } : {}),
+    fingerprint: fingerprint.digest("hex"),
+    uidsDigest: index.uidsDigest,
+    guidDigest: index.guidDigest,
+  };
+}
+
+function newStage(files: MailboxFiles, args: StageArgs, read: Record<Kind, FileState>): Stage {
+  const index = read.index.scan!;
+  return {
+    args,
+    files: read,
+    staged: {},
+    check: plannedSet(index.pairs, read.expunge.scan?.pairs, args.upTo ?? index.facts.lastUid),
+    scan: mailboxScan(files.name, read),
+    counts: {
+      records: index.facts.records,
+      expungeRecords: read.expunge.scan?.facts.records ?? 0,
+      computed: 0,
+      fromCache: 0,
+      relayedVerified: 0,
+      kept: index.facts.records - index.facts.oldStyle,
+    },
+    guids: new Map(),
+    sizes: new Map(),
+  };
+}
+
+/** A crash between commit's two renames leaves cyrus.expunge at the target and cyrus.index not: accepted. */
+function checkConsistent(
+  files: MailboxFiles,
+  read: Record<Kind, FileState>,
+  targetMinor: number,
+): void {
+  const im = read.index.scan?.facts.minor;
+  const em = read.expunge.scan?.facts.minor;
+  if (em !== undefined && em !== im && em !== targetMinor) {
+    throw new InconsistentMailboxError(
+      `${files.expunge}: version ${em} disagrees with cyrus.index version ${im}; run reconstruct`,
+      { mailbox: files.name },
+    );
+  }
+}
+
+function stagedChanged(stage: Stage): boolean {
+  return Object.values(stage.staged).some((s) => s?.converted !== undefined);
+}
+
+function stagedResult(stage: Stage): Staged {
+  const files: Staged["files"] = { index: stage.staged.index?.path ?? "unchanged" };
+  if (stage.staged.expunge) files.expunge = stage.staged.expunge.path;
+  const path = [files.index, files.expunge ?? "unchanged"].reduce((a, b) =>
+    RANK[a] >= RANK[b] ? a : b,
+  );
+  const ic = stage.staged.index?.converted;
+  return {
+    path,
+    files,
+    changed: stagedChanged(stage),
+    guidDigest: ic ? digestOf(ic) : stage.scan.guidDigest!,
+    counts: { ...stage.counts },
+  };
+}
+
+/** cyrus.index's (uid, GUID) pairs as they will be after commit (as they are when unchanged). */
+function indexPairsAfter(stage: Stage): Buffer {
+  const c = stage.staged.index?.converted;
+  return c ? Buffer.concat(c.pairs) : (stage.files.index.scan?.pairs ?? Buffer.alloc(0));
+}
+
+function tmpPath(files: MailboxFiles, kind: Kind): string {
+  return kind === "index" ? files.indexTmp : files.expungeTmp;
+}
+
+/** Writes a conversion to the temporary name: same owner, group and mode as the file it replaces; fsynced. */
+function writeTmp(files: MailboxFiles, kind: Kind, c: Converted): void {
+  const base = kind === "index" ? files.index : files.expunge;
+  const path = tmpPath(files, kind);
+  let original: ReturnType<typeof statSync>;
+  try {
+    original = statSync(base);
+  } catch (err) {
+    throw fileAccessError(base, err);
+  }
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fileAccessError(path, err);
+  }
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  } catch (err) {
+    throw fileAccessError(path, err);
+  }
+  try {
+    fchownSync(fd, original.uid, original.gid);
+    fchmodSync(fd, original.mode & 0o7777);
+    let at = writeAll(fd, c.header, 0, path);
+    for (const part of c.records) at += writeAll(fd, part, at, path);
+    fsyncSync(fd);
+  } catch (err) {
+    try {
+      unlinkSync(path);
     } catch {
-      // ignored on purpose, see above
+      // the next prepare sweeps it
+    }
+    throw err instanceof GuidupError ? err : fileAccessError(path, err);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The appended path: the temporary file holds `before`'s conversion; add the tail, rewrite the header. */
+function appendToTmp(files: MailboxFiles, kind: Kind, before: StagedFile, after: Converted): void {
+  const path = tmpPath(files, kind);
+  if (!before.written) {
+    writeTmp(files, kind, after);
+    return;
+  }
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_WRONLY);
+  } catch (err) {
+    throw fileAccessError(path, err);
+  }
+  try {
+    const tail = after.records[after.records.length - 1] as Buffer;
+    const prefixBytes = after.records.slice(0, -1).reduce((n, b) => n + b.length, 0);
+    writeAll(fd, tail, after.header.length + prefixBytes, path);
+    writeAll(fd, after.header, 0, path);
+    fsyncSync(fd);
+  } catch (err) {
+    throw err instanceof GuidupError ? err : fileAccessError(path, err);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, buf: Buffer, position: number, path: string): number {
+  let done = 0;
+  while (done < buf.length) {
+    try {
+      done += writeSync(fd, buf, done, buf.length - done, position + done);
+    } catch (err) {
+      throw fileAccessError(path, err);
+    }
+  }
+  return buf.length;
+}
+
+/** Unlinks a stage's written temporary files; returns their paths. */
+function removeWritten(files: MailboxFiles, stage: Stage): string[] {
+  const removed: string[] = [];
+  for (const kind of ORDER) {
+    const sf = stage.staged[kind];
+    if (!sf?.written) continue;
+    const path = tmpPath(files, kind);
+    try {
+      unlinkSync(path);
+      removed.push(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fileAccessError(path, err);
+    }
+    sf.written = false;
+  }
+  return removed;
+}
+
+/**
+ * Removes temporary files of dead guidup agents next to this mailbox's
+ * index and expunge (outside the locks: only their dead writer could have
+ * renamed them). A live process's file is left alone.
+ */
+function sweepLeftovers(files: MailboxFiles): void {
+  const seen = new Set<string>();
+  for (const [dir, base] of [
+    [dirname(files.index), "cyrus.index"],
+    [dirname(files.expunge), "cyrus.expunge"],
+  ] as const) {
+    let entries: string[];
+    try {
+      entries = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      const pid = tmpOwner(entry, base);
+      if (pid === undefined || seen.has(`${dir}/${entry}`)) continue;
+      seen.add(`${dir}/${entry}`);
+      if (pid === process.pid || alive(pid)) continue;
+      try {
+        unlinkSync(`${dir}/${entry}`);
+      } catch {
+        // best effort
+      }
     }
   }
 }
 
-/** Scan of one mailbox without locks (the scan op, status). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+async function saveFresh(
+  files: MailboxFiles,
+  cache: Sha1Cache,
+  fresh: Parameters<Sha1Cache["set"]>[0][],
+) {
+  // Best effort: a cache that cannot be written only costs a re-hash later.
+  try {
+    for (const e of fresh) cache.set(e);
+    const st = statSync(files.index);
+    await writeSha1Cache(files.sha1s, cache, { uid: st.uid, gid: st.gid, mode: st.mode });
+  } catch {
+    // ignored on purpose, see above
+  }
+}
+
+function existsSync(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw fileAccessError(path, err);
+  }
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Scan of one mailbox without locks (the scan op, status); with the planned set cut at its own LAST_UID. */
 export async function scanMailboxFiles(files: MailboxFiles): Promise<MailboxScan> {
   const { scan, read } = await loadMailbox(files);
   if (!read) return scan;
@@ -483,69 +951,40 @@ export async function scanMailboxFiles(files: MailboxFiles): Promise<MailboxScan
 }
 
 /** Reads a mailbox without locks; a problem becomes the scan's status, not an exception. */
-async function loadMailbox(
-  files: MailboxFiles,
-): Promise<{ scan: MailboxScan; read?: MailboxRead }> {
-  if (!(await exists(files.index))) {
+async function loadMailbox(files: MailboxFiles) {
+  if (!existsSync(files.index)) {
     return {
-      scan: { name: files.name, status: "missing", reason: `${files.index}: no such file` },
+      scan: {
+        name: files.name,
+        status: "missing",
+        reason: `${files.index}: no such file`,
+      } as MailboxScan,
     };
   }
   try {
-    const hasExpunge = await existsNonEmpty(files.expunge);
+    const hasExpunge = existsSync(files.expunge) && statSync(files.expunge).size > 0;
     const read = await readMailbox(
       files.name,
       { path: files.index, kind: "index" },
       hasExpunge ? { path: files.expunge, kind: "expunge" } : undefined,
+      true,
+      true,
     );
     return { scan: read.scan, read };
   } catch (err) {
     if (err instanceof UnsupportedVersionError && err.newer) {
-      return { scan: { name: files.name, status: "newer", reason: err.message } };
+      return { scan: { name: files.name, status: "newer", reason: err.message } as MailboxScan };
     }
     // Damaged or foreign files (run reconstruct) apart from files guidup
     // cannot read (permissions, I/O).
     if (err instanceof CyrusFormatError)
-      return { scan: { name: files.name, status: "corrupt", reason: err.message } };
+      return {
+        scan: { name: files.name, status: "corrupt", reason: err.message } as MailboxScan,
+      };
     if (err instanceof GuidupError)
-      return { scan: { name: files.name, status: "unreadable", reason: err.message } };
+      return {
+        scan: { name: files.name, status: "unreadable", reason: err.message } as MailboxScan,
+      };
     throw err;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
-    throw fileAccessError(path, err);
-  }
-}
-
-async function existsNonEmpty(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).size > 0;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
-    throw fileAccessError(path, err);
-  }
-}
-
-/**
- * 2.3.16 treats a 0-byte cyrus.expunge as "write a header now" (a delayed
- * expunge was interrupted between create and header write): not a file to
- * convert, and left as it is.
- */
-async function nonEmpty(fd: number): Promise<boolean> {
-  return (await fstat(fd)).size > 0;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }

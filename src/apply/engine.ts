@@ -5,8 +5,10 @@
 
 import { stat } from "node:fs/promises";
 import type { Plan, PlannedMailbox } from "../plan/model.js";
+import type { CutoverPath } from "../protocol/messages.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
 import type { HostConnection } from "../transport/types.js";
+import type { DriftCounts, DriftMode } from "./decide.js";
 import { nameFilter } from "./glob.js";
 import { Lane } from "./lanes.js";
 import { runMailbox } from "./mailbox-run.js";
@@ -21,6 +23,8 @@ import type { StateStore } from "./state-store.js";
  */
 export const MAX_CONCURRENCY = 9;
 export const DEFAULT_CONCURRENCY = 4;
+/** Mailboxes whose master lock hold the throttle looks at. */
+export const THROTTLE_WINDOW = 20;
 
 export interface ApplyOptions {
   plan: Plan;
@@ -36,7 +40,22 @@ export interface ApplyOptions {
   lockTimeoutMs: number;
   /** While this file exists, start no new mailbox. */
   pauseFile?: string;
-  allowDrift: boolean;
+  /** contract (default): drift that does not matter is applied; exact: any change is stale; any: no check. */
+  drift: DriftMode;
+  /** The master's lock wait (short, whatever lockTimeoutMs is). */
+  masterLockWaitMs?: number;
+  /** Retries in this run of a lagging mailbox or a busy master (default 5). */
+  retries?: number;
+  /** First back-off before such a retry; doubles each time, capped at 30 s (default 2 s). */
+  retryBackoffMs?: number;
+  /**
+   * Throttle (gh-ost's idea): when the master's lock hold p99 over the last
+   * THROTTLE_WINDOW mailboxes exceeds this, run one lane fewer (down to 1)
+   * and pause a moment; below half of it, one more again.
+   */
+  maxLockHoldMs?: number;
+  /** Limit of prepare's hashing rate per host, bytes/s (apply --max-rate). */
+  maxBytesPerSec?: number;
   /** See MailboxRunContext.relayCache: off unless the operator asks. */
   relayCache?: boolean;
   relaySample?: number;
@@ -50,11 +69,36 @@ export interface ApplyOptions {
 export type ApplyEvent =
   | { type: "start"; total: number; alreadyDone: number; queued: number }
   | { type: "begin"; name: string }
-  | { type: "requeued"; name: string; reason: string }
   | { type: "mailbox"; name: string; phase: Phase; state: MailboxState }
   | { type: "paused"; file: string }
   | { type: "resumed" }
-  | { type: "note"; name: string; message: string };
+  | { type: "note"; name: string; message: string }
+  /** The throttle changed how many mailboxes are in flight. */
+  | { type: "throttle"; concurrency: number; masterHoldP99: number; message: string }
+  /** A mailbox put back on this run's retry queue (lagging, busy master, lock timeout). */
+  | {
+      type: "retry";
+      name: string;
+      phase: Phase;
+      state: MailboxState;
+      attempt: number;
+      afterMs: number;
+    };
+
+/** p50 / p99 / max of lock holds in ms, over `count` mailbox attempts. */
+export interface HoldStats {
+  count: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export function holdStats(values: readonly number[]): HoldStats {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) =>
+    sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? 0;
+  return { count: sorted.length, p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] ?? 0 };
+}
 
 export interface ApplyReport {
   /** Outcomes of the mailboxes worked on in this run. */
@@ -69,12 +113,35 @@ export interface ApplyReport {
   interrupted: boolean;
   stoppedBy?: "batch" | "max-failures" | "signal";
   elapsedMs: number;
+  /** Lock hold per side over this run's attempts that locked. */
+  lockHold: { master: HoldStats; replica: HoldStats };
+  /** How the mailboxes done in this run were staged (see CutoverPath). */
+  paths: Partial<Record<CutoverPath, number>>;
+  /** Changes since the plan that did not matter, summed over both sides. */
+  drift: DriftCounts;
+  /** Retries this run made (lagging, busy master, lock timeout). */
+  retries: number;
 }
 
 interface WorkItem {
   entry: PlannedMailbox;
   previous: MailboxState | undefined;
-  retried?: boolean;
+  /** Retries made so far in this run. */
+  tries: number;
+  /** Not before this time (ms since epoch). */
+  notBefore: number;
+  /** The state that put it on the retry queue. */
+  last?: MailboxState;
+  /** A replica lock timeout is retried once, at the end. */
+  lockRetried?: boolean;
+}
+
+/** Whether a state is worth another try in this run, and how. */
+function retryKind(state: MailboxState): "backoff" | "once" | undefined {
+  if (state.phase === "lagging") return "backoff";
+  if (state.phase === "failed" && state.lastError?.code === "lock-timeout")
+    return state.lastError.step === "lock-master" ? "backoff" : "once";
+  return undefined;
 }
 
 /** Runs the plan while holding the pair lock on both hosts (refused while another apply has it). */
@@ -105,7 +172,12 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
       alreadyDone++;
       continue;
     }
-    (previous?.phase === "replica-ahead" ? repairs : rest).push({ entry, previous });
+    (previous?.phase === "replica-ahead" ? repairs : rest).push({
+      entry,
+      previous,
+      tries: 0,
+      notBefore: 0,
+    });
   }
   const queue = [...repairs, ...rest];
   emit({ type: "start", total: queue.length + alreadyDone, alreadyDone, queued: queue.length });
@@ -119,17 +191,26 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
     problems: [],
     interrupted: false,
     elapsedMs: 0,
+    lockHold: { master: holdStats([]), replica: holdStats([]) },
+    paths: {},
+    drift: { appended: 0, expunged: 0, cleanedUp: 0 },
+    retries: 0,
   };
+  const holds: Record<"master" | "replica", number[]> = { master: [], replica: [] };
+  const retries = options.retries ?? 5;
+  const backoff = options.retryBackoffMs ?? 2000;
   let started_ = 0;
   let failures = 0;
   const retryLater: WorkItem[] = [];
 
+  // The batch limits how many NEW mailboxes this run starts; retries of
+  // mailboxes already started are served whatever the batch (issue #10.8).
   const stopReason = (): ApplyReport["stoppedBy"] | undefined => {
     if (options.signal.aborted) return "signal";
-    if (options.batch !== undefined && started_ >= options.batch) return "batch";
     if (options.maxFailures !== undefined && failures >= options.maxFailures) return "max-failures";
     return undefined;
   };
+  const batchReached = () => options.batch !== undefined && started_ >= options.batch;
 
   const next = async (): Promise<WorkItem | undefined> => {
     for (;;) {
@@ -144,26 +225,53 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
         emit({ type: "resumed" });
         continue;
       }
-      // The pause-file check awaited: other lanes may have started mailboxes
-      // meanwhile, so the batch limit is checked again right before taking one.
-      const late = stopReason();
-      if (late) {
-        report.stoppedBy ??= late;
-        return undefined;
-      }
-      const item = queue.shift() ?? retryLater.shift();
-      if (item) {
+      if (queue.length > 0 && !batchReached()) {
         started_++;
+        const item = queue.shift() as WorkItem;
         emit({ type: "begin", name: item.entry.name });
+        return item;
       }
+      if (queue.length > 0) report.stoppedBy ??= "batch";
+      if (retryLater.length === 0) return undefined;
+      retryLater.sort((a, b) => a.notBefore - b.notBefore);
+      const item = retryLater.shift() as WorkItem;
+      const wait = item.notBefore - Date.now();
+      if (wait > 0) await abortableSleep(wait, options.signal);
+      if (options.signal.aborted) {
+        retryLater.push(item);
+        continue;
+      }
+      emit({ type: "begin", name: item.entry.name });
       return item;
     }
+  };
+
+  const record = (state: MailboxState) => {
+    report.processed++;
+    report.outcomes[state.phase] = (report.outcomes[state.phase] ?? 0) + 1;
+    if (state.phase === "replica-ahead") report.replicaAhead.push(state.name);
+    if (state.phase === "done" && state.path)
+      report.paths[state.path] = (report.paths[state.path] ?? 0) + 1;
+    if (state.phase !== "done") {
+      report.problems.push({
+        name: state.name,
+        phase: state.phase,
+        ...(state.lastError ? { error: state.lastError.message } : {}),
+      });
+      if (state.phase === "failed" || state.phase === "diverged" || state.phase === "replica-ahead")
+        failures++;
+    }
+    emit({ type: "mailbox", name: state.name, phase: state.phase, state });
   };
 
   const ctx = {
     target: options.plan.target,
     lockTimeoutMs: options.lockTimeoutMs,
-    allowDrift: options.allowDrift,
+    drift: options.drift,
+    ...(options.maxBytesPerSec !== undefined ? { maxBytesPerSec: options.maxBytesPerSec } : {}),
+    ...(options.masterLockWaitMs !== undefined
+      ? { masterLockWaitMs: options.masterLockWaitMs }
+      : {}),
     ...(options.relayCache ? { relayCache: true } : {}),
     ...(options.relaySample !== undefined ? { relaySample: options.relaySample } : {}),
     now,
@@ -175,47 +283,95 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
     { length: Math.max(1, Math.min(options.concurrency, MAX_CONCURRENCY)) },
     () => new Lane(options.connections, options.clientOptions),
   );
+  // The throttle: lanes at index ≥ `allowed` wait before starting a mailbox.
+  let allowed = lanes.length;
+  const recent: number[] = [];
+  const throttle = (masterHeld: number | undefined) => {
+    const max = options.maxLockHoldMs;
+    if (max === undefined || masterHeld === undefined) return;
+    recent.push(masterHeld);
+    if (recent.length > THROTTLE_WINDOW) recent.shift();
+    if (recent.length < Math.min(THROTTLE_WINDOW, 5)) return;
+    const p99 = holdStats(recent).p99;
+    const before = allowed;
+    if (p99 > max && allowed > 1) allowed--;
+    else if (p99 <= max / 2 && allowed < lanes.length) allowed++;
+    if (allowed !== before) {
+      recent.length = 0;
+      emit({
+        type: "throttle",
+        concurrency: allowed,
+        masterHoldP99: p99,
+        message: `master lock hold p99 ${p99} ms ${allowed < before ? ">" : "<="} ${allowed < before ? max : max / 2} ms: concurrency ${before} → ${allowed}`,
+      });
+    }
+  };
+  // A throttled lane waits before taking work (never holding an item), and
+  // gives up once nothing is left for it.
+  const waitTurn = async (index: number) => {
+    while (
+      index >= allowed &&
+      !options.signal.aborted &&
+      (queue.length > 0 || retryLater.length > 0)
+    )
+      await abortableSleep(200, options.signal);
+  };
   try {
     await Promise.all(
-      lanes.map(async (lane) => {
-        for (let item = await next(); item; item = await next()) {
-          const state = await runMailbox(ctx, lane, item.entry, item.previous);
-          // A lock timeout means someone else holds the mailbox right now: try
-          // it once more at the end of the run, after everything else.
-          if (
-            state.phase === "failed" &&
-            state.lastError?.code === "lock-timeout" &&
-            !item.retried
-          ) {
-            retryLater.push({ entry: item.entry, previous: state, retried: true });
-            started_--;
-            emit({ type: "requeued", name: state.name, reason: "lock-timeout" });
-            continue;
+      lanes.map(async (lane, index) => {
+        for (;;) {
+          await waitTurn(index);
+          const item = await next();
+          if (!item) break;
+          const state = await runMailbox(ctx, lane, item.entry, item.last ?? item.previous);
+          throttle(state.lockHeldMs?.master);
+          for (const side of ["master", "replica"] as const) {
+            const held = state.lockHeldMs?.[side];
+            if (held !== undefined) holds[side].push(held);
+            const d = state.drift?.[side];
+            if (d && state.phase === "done") {
+              report.drift.appended += d.appended;
+              report.drift.expunged += d.expunged;
+              report.drift.cleanedUp += d.cleanedUp;
+            }
           }
-          report.processed++;
-          report.outcomes[state.phase] = (report.outcomes[state.phase] ?? 0) + 1;
-          if (state.phase === "replica-ahead") report.replicaAhead.push(state.name);
-          if (state.phase !== "done") {
-            report.problems.push({
+          // Someone else holds the mailbox right now, or the replica has not
+          // caught up: put it back and revisit it later in this run.
+          const kind = retryKind(state);
+          const again =
+            kind === "backoff" ? item.tries < retries : kind === "once" ? !item.lockRetried : false;
+          if (again && !options.signal.aborted) {
+            const afterMs = kind === "backoff" ? Math.min(30_000, backoff * 2 ** item.tries) : 0;
+            report.retries++;
+            retryLater.push({
+              ...item,
+              last: state,
+              tries: item.tries + (kind === "backoff" ? 1 : 0),
+              notBefore: Date.now() + afterMs,
+              lockRetried: item.lockRetried || kind === "once",
+            });
+            emit({
+              type: "retry",
               name: state.name,
               phase: state.phase,
-              ...(state.lastError ? { error: state.lastError.message } : {}),
+              state,
+              attempt: item.tries + 1,
+              afterMs,
             });
-            if (
-              state.phase === "failed" ||
-              state.phase === "diverged" ||
-              state.phase === "replica-ahead"
-            )
-              failures++;
+            continue;
           }
-          emit({ type: "mailbox", name: state.name, phase: state.phase, state });
+          record(state);
         }
       }),
     );
   } finally {
     await Promise.all(lanes.map((l) => l.close()));
   }
-  report.remaining = queue.length + retryLater.length;
+  // Retries the run stopped before revisiting end with their last outcome:
+  // every mailbox started in this run is counted exactly once.
+  for (const item of retryLater.splice(0)) if (item.last) record(item.last);
+  report.remaining = queue.length;
+  report.lockHold = { master: holdStats(holds.master), replica: holdStats(holds.replica) };
   report.interrupted = options.signal.aborted;
   report.replicaAhead.sort();
   report.problems.sort((a, b) => (a.name < b.name ? -1 : 1));
@@ -228,6 +384,18 @@ async function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 function sleep(ms: number): Promise<void> {

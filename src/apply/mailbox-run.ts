@@ -1,27 +1,64 @@
-// The two-phase upgrade of one mailbox on a master/replica pair (design.md,
-// "The two-phase apply"), with the seed's rollbacks:
+// The cut-over of one mailbox on a master/replica pair (README "Safety
+// rules"; design.md "The two-phase apply"). The seed's six steps define what
+// is rolled back when; the order of the locks and what happens under them
+// are chosen for a live pair:
 //
-//   1 master lock · 2 replica lock · 3 master upgrade · 4 replica upgrade ·
-//   4b compare (uid, GUID) digests · 5 replica commit · 6 master commit
+//   0  state: in-progress (the only state write before the outcome)
+//   1  prepare on both sides at once, outside any lock: convert to temporary
+//      files, fsync (session.ts)
+//   2  lock the REPLICA (may wait up to --lock-timeout: only replication to
+//      this mailbox waits meanwhile), compare with the prepared bytes, stage
+//   3  lock the MASTER with a short bounded wait (masterLockWaitMs): busy →
+//      release the replica, back off, retry later in this run
+//   4  decide (decide.ts, a pure function of the two answers and the plan
+//      entry): done / upgrade / repair one side / stale / lagging / diverged
+//   5  commit the replica, then the master (or the one side a repair needs)
+//   6  state: the outcome, with paths, drift counts, lock holds
 //
-// Before any host step that could change a mailbox, the state file records
-// the step. After the locks are taken, the real files decide, not the state
-// file: both sides already at the target → done; only one side there (an
-// earlier run died at step 6, or replication got there) → repair the other
-// side against it; otherwise the full protocol. That is what makes a rerun
-// after a crash at any instant converge without repeating a step.
+// Why replica first: while guidup waits for the replica's lock it holds
+// nothing on the master, so users and deliveries never wait on guidup's
+// patience. While the replica is locked and the master not yet, the master
+// may take deliveries and expunges; replication cannot apply them to the
+// replica (it needs the lock guidup holds), so the replica can only be
+// BEHIND the master, never ahead — which the comparison under both locks
+// sees as `lagging`, releases both, and retries. Nothing is committed unless
+// the two staged (uid, GUID) lists are equal.
+//
+// The master's locked window is: lock + compare (+ convert only what changed),
+// one answer, the replica's commit round trip, the master's commit round
+// trip. No fsynced controller state write happens inside it: after a crash
+// the files decide (both sides at the target → done; replica only → repair
+// the master against it; master only → repair the replica), so a state that
+// says "in-progress" is all recovery needs.
 
 import { errorMessage, GuidupError } from "../errors.js";
 import type { PlannedMailbox } from "../plan/model.js";
-import type { MailboxScan, Requests } from "../protocol/messages.js";
+import type { Requests, StageArgs } from "../protocol/messages.js";
 import { AgentError } from "../transport/agent-client.js";
+import {
+  classifyLists,
+  type Decision,
+  type DriftMode,
+  decide,
+  driftOf,
+  isSideDone,
+  refuseActions,
+  type SideNow,
+} from "./decide.js";
 import type { Lane, Side } from "./lanes.js";
 import type { MailboxState, Phase, StateError, Step } from "./state.js";
+
+export { isSideDone };
+
+/** The master's lock wait, whatever --lock-timeout is (issue #9: never hold the master hostage). */
+export const DEFAULT_MASTER_LOCK_WAIT_MS = 300;
 
 export interface MailboxRunContext {
   target: number;
   lockTimeoutMs: number;
-  allowDrift: boolean;
+  /** How long to wait for the master's locks (short: see above). */
+  masterLockWaitMs?: number;
+  drift: DriftMode;
   now: () => string;
   save: (state: MailboxState) => Promise<void>;
   /**
@@ -35,6 +72,8 @@ export interface MailboxRunContext {
   relayCache?: boolean;
   /** Relayed entries the master re-hashes before trusting the rest. */
   relaySample?: number;
+  /** Limit of prepare's hashing rate per host (apply --max-rate), bytes/s. */
+  maxBytesPerSec?: number;
   /** Something worth telling the operator that is not an outcome (cache relay failed, …). */
   note?: (name: string, message: string) => void;
 }
@@ -53,15 +92,6 @@ class StepError extends Error {
   }
 }
 
-const OTHER: Record<Side, Side> = { master: "replica", replica: "master" };
-
-/** Whether one side's files are all at the target with no old-style GUIDs left. */
-export function isSideDone(scan: MailboxScan | undefined, target: number): boolean {
-  if (scan?.status !== "ok" || !scan.index) return false;
-  const files = [scan.index, scan.expunge].filter((f) => f !== undefined);
-  return files.every((f) => f.minor === target && (target < 10 || f.oldStyle === 0));
-}
-
 export async function runMailbox(
   ctx: MailboxRunContext,
   lane: Lane,
@@ -76,6 +106,8 @@ export async function runMailbox(
   state.attempts++;
   delete state.lastError;
   delete state.finished;
+  delete state.path;
+  delete state.paths;
   const locked: Record<Side, boolean> = { master: false, replica: false };
   const mailbox = { name: entry.name, ...(entry.partition ? { partition: entry.partition } : {}) };
 
@@ -98,23 +130,28 @@ export async function runMailbox(
       throw new StepError(step, side, err);
     }
   };
-  const rollback = async (side: Side): Promise<void> => {
-    if (!locked[side]) return;
+  /** Releases a side; with `pairs`, returns its (uid, GUID) list as staged. */
+  const rollback = async (side: Side, pairs = false): Promise<Buffer | undefined> => {
+    if (!locked[side]) return undefined;
     locked[side] = false;
     try {
       const agent = await lane.agent(side);
-      await agent.request("rollback", {});
+      const r = await agent.request("rollback", pairs ? { pairs: true } : {});
+      state.lockHeldMs = { ...state.lockHeldMs, [side]: r.lockHeldMs };
+      return r.pairs !== undefined ? Buffer.from(r.pairs, "base64") : undefined;
     } catch {
-      // Whatever failed (the transport, or the rollback itself, e.g. a .NEW
-      // file that cannot be removed), that agent's session may still hold the
+      // Whatever failed (the transport, or the rollback itself, e.g. a file
+      // that cannot be removed), that agent's session may still hold the
       // mailbox and would refuse the lane's next one: drop it. Its locks die
-      // with it, and the next lock removes any .NEW file left behind.
+      // with it, and the next prepare sweeps what it left.
       await lane.discard(side);
+      return undefined;
     }
   };
   const finish = async (phase: Phase, extra: Partial<MailboxState> = {}): Promise<MailboxState> => {
-    await rollback("replica");
+    // Master first: it is the side users wait on.
     await rollback("master");
+    await rollback("replica");
     Object.assign(state, extra, { phase, updated: ctx.now() });
     if (phase === "done") {
       state.finished = state.updated;
@@ -123,164 +160,206 @@ export async function runMailbox(
     await ctx.save(state);
     return state;
   };
-  const setStep = async (step: Step) => {
-    state.step = step;
-    state.updated = ctx.now();
-    await ctx.save(state);
-  };
-  const lock = async (side: Side): Promise<MailboxScan> => {
+  const stage = (side: Side): StageArgs => ({
+    target: ctx.target,
+    guids: ctx.target === 10 && entry.actions.includes("guid"),
+    upTo: entry[side].index.lastUid,
+    ...(ctx.relaySample !== undefined ? { verifySample: ctx.relaySample } : {}),
+    ...(ctx.maxBytesPerSec !== undefined ? { maxBytesPerSec: ctx.maxBytesPerSec } : {}),
+  });
+  const lock = async (side: Side, timeoutMs: number): Promise<SideNow> => {
     const r = await call(side, side === "master" ? "lock-master" : "lock-replica", "lock", {
       mailbox,
-      timeoutMs: ctx.lockTimeoutMs,
+      timeoutMs,
+      stage: stage(side),
     });
     locked[side] = true;
-    return r.scan;
+    state.lockWaitedMs = { ...state.lockWaitedMs, [side]: r.waitedMs };
+    return {
+      scan: r.scan,
+      ...(r.check ? { check: r.check } : {}),
+      ...(r.staged ? { staged: r.staged } : {}),
+    };
+  };
+  const commit = async (side: Side): Promise<void> => {
+    const c = await call(
+      side,
+      side === "master" ? "commit-master" : "commit-replica",
+      "commit",
+      {},
+    );
+    locked[side] = false;
+    state.lockHeldMs = { ...state.lockHeldMs, [side]: c.lockHeldMs };
   };
 
-  /**
-   * One side is at the target, the other is not: bring the behind side to the
-   * target under its lock and commit it only if its (uid, GUID) digest equals
-   * the ahead side's committed one.
-   */
-  const repair = async (
-    behind: Side,
-    aheadScan: MailboxScan,
-    behindLocked: boolean,
-  ): Promise<MailboxState> => {
-    await setStep("repair");
-    if (!behindLocked) {
-      if (ctx.target === 10) await call(behind, "repair", "prepare", { mailbox });
-      await lock(behind);
-    }
-    const up = await call(behind, "repair", "upgrade", { target: ctx.target });
-    if (up.guidDigest !== aheadScan.guidDigest) {
-      await rollback(behind);
-      const error: StateError = {
-        code: "diverged",
-        step: "repair",
-        host: behind,
-        message: `${behind} upgraded to a different (uid, GUID) list than the ${OTHER[behind]} already has; not committed`,
-      };
-      const phase: Phase = behind === "master" ? "replica-ahead" : "diverged";
-      return finish(phase, {
-        lastError: error,
-        digests: { [behind]: up.guidDigest, [OTHER[behind]]: aheadScan.guidDigest },
-      });
-    }
-    const c = await call(behind, "repair", "commit", {});
-    locked[behind] = false;
-    return finish("done", {
-      digests: { master: up.guidDigest, replica: up.guidDigest },
-      counts: { ...state.counts, [behind]: up.counts },
-      lockHeldMs: { ...state.lockHeldMs, [behind]: c.lockHeldMs },
+  const refused = refuseActions(entry, ctx.target);
+  if (refused) {
+    return finish("stale", {
+      lastError: {
+        code: "refused",
+        message: `${entry.name}: ${refused}; fix the entry or run guidup plan again`,
+      },
     });
-  };
+  }
 
   try {
+    state.step = "prepare";
+    state.updated = ctx.now();
+    await ctx.save(state);
     await relayCache(ctx, entry, state, call);
 
-    if (previous?.phase === "replica-ahead") {
-      // The seed's danger point, repaired: lock the master alone, upgrade,
-      // check against the replica's committed GUIDs, commit.
-      const replicaNow = (await call("replica", "repair", "status", { mailbox })).scan;
-      if (isSideDone(replicaNow, ctx.target)) return await repair("master", replicaNow!, false);
-      // The replica is not upgraded after all: run the full protocol.
-    }
-
-    // Outside the locks, on both sides at once: check cache entries and hash
-    // what is missing, so the locked window below holds no hashing.
-    if (ctx.target === 10 && entry.actions.includes("guid")) {
-      await Promise.all(
-        (["master", "replica"] as const).map((side) =>
-          call(side, "prepare", "prepare", {
-            mailbox,
-            ...(ctx.relaySample !== undefined ? { verifySample: ctx.relaySample } : {}),
-          }),
-        ),
-      );
-    }
-    await setStep("lock-master");
-    const m = await lock("master");
-    await setStep("lock-replica");
-    const r = await lock("replica");
-
-    const mDone = isSideDone(m, ctx.target);
-    const rDone = isSideDone(r, ctx.target);
-    if (mDone && rDone) {
-      if (m.guidDigest !== r.guidDigest) {
-        return await finish("diverged", {
+    // Outside the locks, on both sides at once.
+    const prepared = await Promise.all(
+      (["master", "replica"] as const).map((side) =>
+        call(side, "prepare", "prepare", { mailbox, stage: stage(side) }),
+      ),
+    );
+    for (const [i, side] of (["master", "replica"] as const).entries()) {
+      const scan = prepared[i]!.scan;
+      if (scan.status === "unreadable")
+        return await finish("failed", {
           lastError: {
-            code: "diverged",
-            step: "compare",
-            message:
-              "both sides are at the target but their (uid, GUID) lists differ; check replication",
+            code: "unreadable",
+            step: "prepare",
+            host: side,
+            message: scan.reason ?? "unreadable",
           },
-          digests: { master: m.guidDigest!, replica: r.guidDigest! },
+        });
+      if (scan.status !== "ok") {
+        const d = driftOf(side, entry[side], { scan }, ctx.target, ctx.drift);
+        if (d.stale)
+          return await finish("stale", {
+            lastError: {
+              code: "stale",
+              step: "prepare",
+              host: side,
+              message: `${entry.name}: ${d.stale.message}; run guidup plan again`,
+            },
+          });
+      }
+    }
+
+    state.step = "lock-replica";
+    const r = await lock("replica", ctx.lockTimeoutMs);
+    state.step = "lock-master";
+    let m: SideNow;
+    try {
+      m = await lock(
+        "master",
+        Math.min(ctx.masterLockWaitMs ?? DEFAULT_MASTER_LOCK_WAIT_MS, ctx.lockTimeoutMs),
+      );
+    } catch (err) {
+      if (err instanceof StepError && err.code === "lock-timeout") {
+        return await finish("failed", {
+          lastError: {
+            code: "lock-timeout",
+            step: "lock-master",
+            host: "master",
+            message: `the master's copy is busy (${err.message}); released the replica, will retry`,
+          },
         });
       }
-      return await finish("done", { digests: { master: m.guidDigest!, replica: r.guidDigest! } });
+      throw err;
     }
-    if (rDone) {
-      await rollback("replica");
-      return await repair("master", r, true);
-    }
-    if (mDone) {
-      await rollback("master");
-      return await repair("replica", m, true);
-    }
-    if (!ctx.allowDrift) {
-      const drifted = (["master", "replica"] as const).filter(
-        (side) => (side === "master" ? m : r).fingerprint !== entry[side].fingerprint,
-      );
-      if (drifted.length > 0) {
+    const now = { master: m, replica: r };
+    state.paths = {
+      ...(m.staged ? { master: m.staged.path } : {}),
+      ...(r.staged ? { replica: r.staged.path } : {}),
+    };
+    state.path = worstPath(m.staged?.path, r.staged?.path);
+    state.drift = {
+      master: driftOf("master", entry.master, m, ctx.target, "any").counts,
+      replica: driftOf("replica", entry.replica, r, ctx.target, "any").counts,
+    };
+    state.step = "compare";
+    const decision: Decision = decide(entry, now, ctx.target, ctx.drift);
+    switch (decision.kind) {
+      case "done":
+        return await finish("done", {
+          digests: { master: m.scan.guidDigest!, replica: r.scan.guidDigest! },
+        });
+      case "stale":
         return await finish("stale", {
           lastError: {
             code: "stale",
-            step: "lock-replica",
-            message: `${entry.name} changed on ${drifted.join(" and ")} since the plan was made; run guidup plan again (or apply --allow-drift)`,
+            step: "compare",
+            ...(decision.side ? { host: decision.side } : {}),
+            message: `${entry.name}: ${decision.message}; run guidup plan again (or apply --allow-drift)`,
           },
         });
+      case "compare-lists": {
+        // Rare: fetch both lists as the rollback answers, then tell lag from divergence.
+        const [mp, rp] = await Promise.all([rollback("master", true), rollback("replica", true)]);
+        const verdict =
+          mp && rp
+            ? classifyLists(mp, rp, m.scan.index?.lastUid ?? 0)
+            : {
+                kind: "diverged" as const,
+                message: "master and replica (uid, GUID) lists differ",
+                uids: [],
+              };
+        const error: StateError = {
+          code: verdict.kind,
+          step: "compare",
+          message: verdict.message,
+        };
+        return await finish(
+          verdict.kind === "lagging"
+            ? "lagging"
+            : decision.ahead === "replica"
+              ? "replica-ahead"
+              : "diverged",
+          {
+            lastError: error,
+            digests: {
+              master:
+                (isSideDone(m.scan, ctx.target, entry.actions)
+                  ? m.scan.guidDigest
+                  : m.staged?.guidDigest) ?? "",
+              replica:
+                (isSideDone(r.scan, ctx.target, entry.actions)
+                  ? r.scan.guidDigest
+                  : r.staged?.guidDigest) ?? "",
+            },
+          },
+        );
+      }
+      case "repair": {
+        const other: Side = decision.side === "master" ? "replica" : "master";
+        state.step = decision.side === "master" ? "commit-master" : "commit-replica";
+        if (other === "master") await rollback("master");
+        try {
+          await Promise.all([
+            commit(decision.side),
+            other === "replica" ? rollback("replica") : Promise.resolve(undefined),
+          ]);
+        } catch (err) {
+          if (decision.side === "master") return await replicaAhead(err);
+          throw err;
+        }
+        const digest = now[decision.side].staged?.guidDigest ?? "";
+        return await finish("done", {
+          digests: { master: digest, replica: digest },
+          counts: { ...state.counts, [decision.side]: now[decision.side].staged?.counts },
+        });
+      }
+      case "upgrade": {
+        state.counts = {
+          ...(m.staged ? { master: m.staged.counts } : {}),
+          ...(r.staged ? { replica: r.staged.counts } : {}),
+        };
+        state.digests = { master: m.staged!.guidDigest, replica: r.staged!.guidDigest };
+        state.step = "commit-replica";
+        await commit("replica");
+        state.step = "commit-master";
+        try {
+          await commit("master");
+        } catch (err) {
+          return await replicaAhead(err);
+        }
+        return await finish("done");
       }
     }
-
-    await setStep("upgrade-master");
-    const mUp = await call("master", "upgrade-master", "upgrade", { target: ctx.target });
-    await setStep("upgrade-replica");
-    const rUp = await call("replica", "upgrade-replica", "upgrade", { target: ctx.target });
-    state.counts = { master: mUp.counts, replica: rUp.counts };
-    state.digests = { master: mUp.guidDigest, replica: rUp.guidDigest };
-    if (mUp.guidDigest !== rUp.guidDigest) {
-      return await finish("diverged", {
-        lastError: {
-          code: "diverged",
-          step: "compare",
-          message:
-            "master and replica would get different (uid, GUID) lists; rolled back both; check the message files on both sides (guidup verify)",
-        },
-      });
-    }
-
-    await setStep("commit-replica");
-    const rc = await call("replica", "commit-replica", "commit", {});
-    locked.replica = false;
-    state.lockHeldMs = { replica: rc.lockHeldMs };
-    await setStep("commit-master");
-    try {
-      const mc = await call("master", "commit-master", "commit", {});
-      locked.master = false;
-      state.lockHeldMs.master = mc.lockHeldMs;
-    } catch (err) {
-      const e = err as StepError;
-      return await finish("replica-ahead", {
-        lastError: {
-          code: e.code,
-          step: "commit-master",
-          host: "master",
-          message: `REPLICA UPGRADED, MASTER NOT: ${e.message}; the next guidup apply repairs it`,
-        },
-      });
-    }
-    return await finish("done");
   } catch (err) {
     if (!(err instanceof StepError)) throw err;
     if (err.step === "commit-replica" && !(err.original instanceof AgentError)) {
@@ -288,10 +367,10 @@ export async function runMailbox(
       // committed before. Ask a fresh agent, so that the state does not say
       // "failed" about a mailbox whose replica is ahead of its master.
       const replicaNow = await call("replica", "commit-replica", "status", { mailbox }).then(
-        (r) => r.scan,
+        (x) => x.scan,
         () => undefined,
       );
-      if (isSideDone(replicaNow, ctx.target)) {
+      if (isSideDone(replicaNow, ctx.target, entry.actions)) {
         return finish("replica-ahead", {
           lastError: {
             code: err.code,
@@ -302,7 +381,7 @@ export async function runMailbox(
         });
       }
     }
-    return finish(phaseAfterFailure(state), {
+    return finish("failed", {
       lastError: {
         code: err.code,
         message: err.message,
@@ -311,11 +390,30 @@ export async function runMailbox(
       },
     });
   }
+  return state;
+
+  async function replicaAhead(err: unknown): Promise<MailboxState> {
+    const e = err as StepError;
+    return finish("replica-ahead", {
+      lastError: {
+        code: e instanceof StepError ? e.code : "internal",
+        step: "commit-master",
+        host: "master",
+        message: `REPLICA UPGRADED, MASTER NOT: ${errorMessage(e)}; the next guidup apply repairs it`,
+      },
+    });
+  }
 }
 
-/** A failure after the replica committed leaves the replica ahead; before, nothing changed. */
-function phaseAfterFailure(state: MailboxState): Phase {
-  return state.step === "commit-master" ? "replica-ahead" : "failed";
+function worstPath(
+  a: MailboxState["path"] | undefined,
+  b: MailboxState["path"] | undefined,
+): MailboxState["path"] | undefined {
+  const rank = ["unchanged", "prepared", "appended", "reconverted"] as const;
+  const ia = a ? rank.indexOf(a) : -1;
+  const ib = b ? rank.indexOf(b) : -1;
+  const i = Math.max(ia, ib);
+  return i < 0 ? undefined : rank[i];
 }
 
 /**

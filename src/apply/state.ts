@@ -4,7 +4,8 @@
 // state file that lags behind (a controller killed between a host step and
 // the state write) is corrected, never trusted blindly.
 
-import type { UpgradeCounts } from "../protocol/messages.js";
+import type { CutoverPath, UpgradeCounts } from "../protocol/messages.js";
+import type { DriftCounts } from "./decide.js";
 
 export const PHASES = [
   "pending",
@@ -15,6 +16,7 @@ export const PHASES = [
   "diverged",
   "stale",
   "skipped",
+  "lagging",
 ] as const;
 export type Phase = (typeof PHASES)[number];
 
@@ -55,6 +57,13 @@ export interface MailboxState {
   counts?: { master?: UpgradeCounts; replica?: UpgradeCounts };
   /** From first lock to last unlock, per side, of the last attempt. */
   lockHeldMs?: { master?: number; replica?: number };
+  /** Waiting for the locks, per side, of the last attempt. */
+  lockWaitedMs?: { master?: number; replica?: number };
+  /** How the last attempt staged the mailbox: the worst side, and per side. */
+  path?: CutoverPath;
+  paths?: { master?: CutoverPath; replica?: CutoverPath };
+  /** Changes since the plan that did not matter, per side. */
+  drift?: { master?: DriftCounts; replica?: DriftCounts };
 }
 
 /** Phases after which apply has nothing left to do for a mailbox. */
@@ -66,4 +75,5 @@ export const ATTENTION_PHASES: ReadonlySet<Phase> = new Set([
   "diverged",
   "failed",
   "stale",
+  "lagging",
 ]);

@@ -110,7 +110,7 @@ export async function verifyPair(options: {
         continue;
       }
       report.recordsChecked[side] += v.checked;
-      if (!isSideDone(v.scan, options.target)) {
+      if (!isSideDone(v.scan, options.target, ["version", "guid"])) {
         const f = v.scan.index!;
         add(
           "not-at-target",

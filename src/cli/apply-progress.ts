@@ -19,8 +19,10 @@ const ETA_MIN_ACTIVE_MS = 3_000;
 export class ApplyTally {
   readonly outcomes = new Map<string, number>();
   readonly inFlight = new Set<string>();
-  /** Requeued (a lock timeout) and not finished since: tried again later in the run. */
+  /** Put back on the run's retry queue (lagging replica, busy lock) and not finished since. */
   readonly retryLater = new Set<string>();
+  /** Why each of `retryLater` waits: "lagging", "lock timeout", "master busy". */
+  readonly retryReasons = new Map<string, string>();
   readonly lockHold = new LockHoldSamples();
   alreadyDone = 0;
   /** Mailboxes this run means to finish: the queue, or at most --batch of it. */
@@ -47,14 +49,17 @@ export class ApplyTally {
         if (this.inFlight.size === 0) this.#activeSince = this.now();
         this.inFlight.add(e.name);
         this.retryLater.delete(e.name);
+        this.retryReasons.delete(e.name);
         break;
-      case "requeued":
+      case "retry":
         this.#leave(e.name);
         this.retryLater.add(e.name);
+        this.retryReasons.set(e.name, retryReason(e.state.phase, e.state.lastError?.code));
         break;
       case "mailbox":
         this.#leave(e.name);
         this.retryLater.delete(e.name);
+        this.retryReasons.delete(e.name);
         this.finished++;
         this.outcomes.set(e.phase, (this.outcomes.get(e.phase) ?? 0) + 1);
         if (e.phase === "done") this.lockHold.add(e.state.lockHeldMs);
@@ -98,8 +103,12 @@ export class ApplyTally {
       .sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : 1))
       .map((k) => `${k} ${this.outcomes.get(k)}`);
     if (!this.outcomes.has("done")) counts.unshift("done 0");
-    if (this.retryLater.size > 0)
-      counts.push(`lock timeout, retried later ${this.retryLater.size}`);
+    if (this.retryLater.size > 0) {
+      const why = new Map<string, number>();
+      for (const r of this.retryReasons.values()) why.set(r, (why.get(r) ?? 0) + 1);
+      const detail = [...why.entries()].sort().map(([r, n]) => `${r} ${n}`);
+      counts.push(`retrying later ${this.retryLater.size} (${detail.join(", ")})`);
+    }
     const of = this.batch !== undefined ? " of this batch" : "";
     counts.push(`remaining ${this.remaining()}${of}`, `in flight ${this.inFlight.size}`);
     const pace: string[] = [];
@@ -117,6 +126,13 @@ export class ApplyTally {
     if (locks) pace.push(locks);
     return `${counts.join(" · ")}\n${pace.join(" · ")}`;
   }
+}
+
+/** How the progress line names a retry's cause. */
+function retryReason(phase: string, code: string | undefined): string {
+  if (phase === "lagging") return "lagging";
+  if (code === "lock-timeout") return "lock timeout";
+  return code ?? phase;
 }
 
 function rank(phase: string): number {

@@ -18,7 +18,7 @@ import { ApplyTally } from "./apply-progress.js";
 import { parseCommandArgs, parseDurationMs, parseIntOption } from "./args.js";
 import { installInterrupts } from "./interrupts.js";
 import type { Io } from "./io.js";
-import { formatLockHold, type LockHoldSamples } from "./lock-hold.js";
+import type { LockHoldSamples } from "./lock-hold.js";
 import { agentLogger, withHostKeyPolicy } from "./pairs.js";
 import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
 import { ProgressView } from "./progress.js";
@@ -36,7 +36,20 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
   --lock-timeout DUR     how long to wait for a mailbox's locks, with a unit:
                          500ms, 30s, 2m (default 30s)
   --pause-file PATH      while PATH exists, start no new mailbox
-  --allow-drift          upgrade mailboxes that changed since the plan
+  --allow-drift          upgrade mailboxes whatever changed since the plan
+  --exact-plan           any change since the plan (even an append, an expunge)
+                         makes a mailbox stale; default: only changes that may
+                         make the plan wrong do (README "Safety rules")
+  --master-lock-wait DUR how long to wait for the master's locks (default 300ms,
+                         never more than --lock-timeout); busy → retried later
+  --retries N            retries in this run of a lagging mailbox or a busy
+                         master (default 5, back-off doubling from --retry-backoff)
+  --retry-backoff DUR    first back-off before such a retry (default 2s)
+  --max-rate MB/s        limit the reading rate of the hashing prepare does (per
+                         host, outside the locks; cache misses only)
+  --max-lock-hold DUR    when the master's lock hold p99 over the last 20
+                         mailboxes exceeds DUR, run one mailbox fewer in flight
+                         (down to 1); below half of it, one more again
   --relay-cache          give a master without a sha1 cache the replica's, checking
                          only a sample of it by re-hashing (saves hashing on the
                          master; a replica file that differs from the master's is
@@ -51,7 +64,8 @@ finish, state is written. Twice: those in flight are aborted and roll back
 (the report names them). Either way exit 130; run apply again to continue.
 Exit codes: 0 all done, 1 stopped early with work left (batch, limit),
 2 bad input, 3 a mailbox is replica-ahead (the next apply repairs it),
-4 mailboxes failed, diverged or went stale, 130 interrupted.
+4 mailboxes failed, diverged or went stale, 130 interrupted; 1 also when
+mailboxes are left lagging (replication had not caught up: rerun later).
 `;
 
 export async function run(args: string[], io: Io): Promise<number> {
@@ -63,6 +77,12 @@ export async function run(args: string[], io: Io): Promise<number> {
     "max-failures": { type: "string" },
     "lock-timeout": { type: "string" },
     "pause-file": { type: "string" },
+    "exact-plan": { type: "boolean" },
+    "master-lock-wait": { type: "string" },
+    retries: { type: "string" },
+    "retry-backoff": { type: "string" },
+    "max-lock-hold": { type: "string" },
+    "max-rate": { type: "string" },
     "allow-drift": { type: "boolean" },
     "relay-cache": { type: "boolean" },
     "relay-sample": { type: "string" },
@@ -91,6 +111,25 @@ export async function run(args: string[], io: Io): Promise<number> {
   const lockTimeoutMs = values["lock-timeout"]
     ? parseDurationMs(values["lock-timeout"], "lock-timeout")
     : 30_000;
+  if (values["allow-drift"] && values["exact-plan"])
+    throw new UsageError("--allow-drift and --exact-plan contradict each other: give one");
+  const masterLockWaitMs = values["master-lock-wait"]
+    ? parseDurationMs(values["master-lock-wait"], "master-lock-wait")
+    : undefined;
+  const retries = values.retries ? parseIntOption(values.retries, "retries", 0, 100) : undefined;
+  const retryBackoffMs = values["retry-backoff"]
+    ? parseDurationMs(values["retry-backoff"], "retry-backoff")
+    : undefined;
+  const maxLockHoldMs = values["max-lock-hold"]
+    ? parseDurationMs(values["max-lock-hold"], "max-lock-hold")
+    : undefined;
+  let maxBytesPerSec: number | undefined;
+  if (values["max-rate"] !== undefined) {
+    const mb = Number(values["max-rate"]);
+    if (!Number.isFinite(mb) || mb <= 0)
+      throw new UsageError(`--max-rate: "${values["max-rate"]}" is not a positive number of MB/s`);
+    maxBytesPerSec = Math.round(mb * 1024 * 1024);
+  }
   const plan = await readPlanArg(planPath, "apply");
   const only = values.only ?? [];
   const exclude = values.exclude ?? [];
@@ -151,7 +190,12 @@ export async function run(args: string[], io: Io): Promise<number> {
         ...(maxFailures !== undefined ? { maxFailures } : {}),
         lockTimeoutMs,
         ...(values["pause-file"] ? { pauseFile: values["pause-file"] } : {}),
-        allowDrift: values["allow-drift"] === true,
+        drift: values["allow-drift"] ? "any" : values["exact-plan"] ? "exact" : "contract",
+        ...(masterLockWaitMs !== undefined ? { masterLockWaitMs } : {}),
+        ...(retries !== undefined ? { retries } : {}),
+        ...(retryBackoffMs !== undefined ? { retryBackoffMs } : {}),
+        ...(maxLockHoldMs !== undefined ? { maxLockHoldMs } : {}),
+        ...(maxBytesPerSec !== undefined ? { maxBytesPerSec } : {}),
         relayCache: values["relay-cache"] === true,
         ...(relaySample !== undefined ? { relaySample } : {}),
         signal: interrupts.stop,
@@ -163,6 +207,7 @@ export async function run(args: string[], io: Io): Promise<number> {
               `!!! ${e.name}: REPLICA AHEAD OF MASTER: ${e.state.lastError?.message ?? ""}\n`,
             );
           else if (e.type === "note") view.notice(`${e.name}: ${e.message}\n`);
+          else if (e.type === "throttle") view.notice(`throttle: ${e.message}\n`);
         },
       });
     } finally {
@@ -174,10 +219,12 @@ export async function run(args: string[], io: Io): Promise<number> {
       aborted: interrupts.hurry.aborted,
       lockHold: tally.lockHold,
       notRetried: [...tally.retryLater].sort(),
+      retryReasons: tally.retryReasons,
     });
     if (report.interrupted) return ExitCode.interrupted;
     if (report.replicaAhead.length > 0) return ExitCode.replicaAhead;
-    if (report.problems.length > 0) return ExitCode.incomplete;
+    if (report.problems.some((p) => p.phase !== "lagging")) return ExitCode.incomplete;
+    if (report.problems.length > 0) return ExitCode.failed;
     if (report.remaining > 0) return ExitCode.failed;
     return ExitCode.ok;
   } finally {
@@ -185,12 +232,33 @@ export async function run(args: string[], io: Io): Promise<number> {
   }
 }
 
+/** Lock holds, cut-over paths, tolerated drift and retries: one line each. */
+export function cutoverSummary(report: ApplyReport): string {
+  const h = (x: ApplyReport["lockHold"]["master"]) =>
+    x.count === 0 ? "none" : `p50 ${x.p50} ms, p99 ${x.p99} ms, max ${x.max} ms (${x.count})`;
+  const paths =
+    Object.entries(report.paths)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ") || "none";
+  const d = report.drift;
+  return [
+    `  lock hold: master ${h(report.lockHold.master)}; replica ${h(report.lockHold.replica)}`,
+    `  cut-over paths: ${paths}`,
+    `  since the plan: ${d.appended} appended, ${d.expunged} expunged, ${d.cleanedUp} cleaned up; ${report.retries} retries`,
+  ].join("\n");
+}
+
 function printReport(
   io: Io,
   report: ApplyReport,
   planPath: string,
   json: boolean,
-  run: { aborted: boolean; lockHold: LockHoldSamples; notRetried: string[] },
+  run: {
+    aborted: boolean;
+    lockHold: LockHoldSamples;
+    notRetried: string[];
+    retryReasons: ReadonlyMap<string, string>;
+  },
 ): void {
   const lockHold = run.lockHold.percentiles();
   if (json) {
@@ -204,13 +272,14 @@ function printReport(
   io.out(
     `apply ${planPath}: ${outcomes}; ${report.alreadyDone} were already done; ${report.remaining} left${report.stoppedBy ? ` (stopped: ${report.stoppedBy})` : ""} in ${(report.elapsedMs / 1000).toFixed(1)} s\n`,
   );
-  const locks = formatLockHold(lockHold);
-  if (locks) io.out(`  ${locks}\n`);
   for (const p of report.problems) io.out(`  ${p.phase.padEnd(13)} ${p.name}: ${p.error ?? ""}\n`);
-  // A lock timeout queued for a retry the run then did not reach (batch,
-  // limit, signal): its state says failed, and status counts it so.
+  // Put back for a retry (lock timeout, lagging replica) that the run then
+  // did not reach (a signal, the failure limit): its state file says why.
   for (const name of run.notRetried)
-    io.out(`  ${"failed".padEnd(13)} ${name}: lock timeout, not retried in this run\n`);
+    io.out(
+      `  ${"not retried".padEnd(13)} ${name}: ${run.retryReasons.get(name) ?? "retry"}, not retried in this run\n`,
+    );
+  io.out(`${cutoverSummary(report)}\n`);
   if (report.replicaAhead.length > 0) {
     io.out(
       `\n!!! ${report.replicaAhead.length} mailbox(es) have an upgraded REPLICA and a non-upgraded MASTER:\n${report.replicaAhead.map((n) => `!!!   ${n}\n`).join("")}!!! Run guidup apply ${planPath} again to repair them (it does these first).\n`,

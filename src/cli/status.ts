@@ -24,6 +24,7 @@ errors. Reads the state files only.
   --json       {"plan", "running": owner or null, "counts": {phase: n},
                "lockHoldMs": {side: {n, p50, p99}}, "mailboxes": [{"name", "phase", …}]}
 Exit codes: 0 nothing needs a person (work may be left: see the counts),
+1 only lagging mailboxes (the replica had not caught up: apply again later),
 2 bad input, 3 a mailbox is replica-ahead (run guidup apply PLAN: it repairs
 those first), 4 mailboxes are failed, diverged or stale (listed).
 `;
@@ -136,6 +137,9 @@ function runningApply(stateDir: string): string | undefined {
 /** Like apply's: 3 when a mailbox is replica-ahead, 4 when others need a person. */
 function exitCodeFor(counts: Record<Phase, number>): number {
   if (counts["replica-ahead"] > 0) return ExitCode.replicaAhead;
-  for (const p of PHASES) if (ATTENTION_PHASES.has(p) && counts[p] > 0) return ExitCode.incomplete;
+  for (const p of PHASES)
+    if (ATTENTION_PHASES.has(p) && p !== "lagging" && counts[p] > 0) return ExitCode.incomplete;
+  // Like apply: a replica still catching up is work left, not a failure.
+  if (counts.lagging > 0) return ExitCode.failed;
   return ExitCode.ok;
 }

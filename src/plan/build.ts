@@ -133,7 +133,10 @@ function decide(
   }
   const actions: Action[] = [];
   if (files.some((f) => f.minor !== target)) actions.push("version");
-  if (target === 10 && files.some((f) => f.oldStyle > 0)) actions.push("guid");
+  // Below v10 every record's GUID is old-style, including those appended
+  // between plan and apply: an upgrade to 10 gives them SHA1 GUIDs even when
+  // the mailbox is empty now.
+  if (target === 10 && files.some((f) => f.oldStyle > 0 || f.minor < 10)) actions.push("guid");
   if (actions.length === 0) return { kind: "done" };
   return {
     kind: "apply",
@@ -152,6 +155,7 @@ function sideFacts(scan: MailboxScan): SideFacts {
     index: scan.index as FileFacts,
     ...(scan.expunge ? { expunge: scan.expunge } : {}),
     fingerprint: scan.fingerprint as string,
+    planned: { records: scan.planned?.records ?? 0, digest: scan.planned?.digest ?? "" },
     ...(scan.cached !== undefined ? { cached: scan.cached } : {}),
   };
 }

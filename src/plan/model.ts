@@ -7,7 +7,10 @@ import type { FileFacts } from "../protocol/messages.js";
 import type { HostSpec } from "../transport/types.js";
 
 /** Version of the plan file format; apply refuses others by name. */
-export const PLAN_FORMAT = "guidup-plan/1";
+export const PLAN_FORMAT = "guidup-plan/2";
+
+/** Formats this guidup recognises but cannot apply: refused with "plan again". */
+export const OLD_PLAN_FORMATS: readonly string[] = ["guidup-plan/1"];
 
 export type Action = "version" | "guid";
 
@@ -25,8 +28,14 @@ export type SkipReason =
 export interface SideFacts {
   index: FileFacts;
   expunge?: FileFacts;
-  /** Apply re-checks this under the locks; a mismatch makes the mailbox stale. */
+  /** Everything the plan saw (versions, UIDVALIDITY, UIDs, GUID bytes): apply --exact-plan re-checks it. */
   fingerprint: string;
+  /**
+   * The planned (uid, GUID) set (src/agent/planned-set.ts) cut at
+   * index.lastUid: apply's default drift check. Appends, expunges, flag
+   * changes leave it alone; an unplanned UID or a changed SHA1 GUID does not.
+   */
+  planned: { records: number; digest: string };
   /** Old-style records with a sha1-cache entry (display: how warm the cache is). */
   cached?: number;
 }

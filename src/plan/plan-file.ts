@@ -18,14 +18,15 @@ import { FileAccessError, GuidupError, InternalError } from "../errors.js";
 import type { FileFacts } from "../protocol/messages.js";
 import type { HostSpec, LocalHostSpec, SshHostSpec, SshJumpHop } from "../transport/types.js";
 import { compareNames } from "./build.js";
-import type {
-  Action,
-  Plan,
-  PlannedMailbox,
-  PlanSummary,
-  SideFacts,
-  SkippedMailbox,
-  SkipReason,
+import {
+  type Action,
+  OLD_PLAN_FORMATS,
+  type Plan,
+  type PlannedMailbox,
+  type PlanSummary,
+  type SideFacts,
+  type SkippedMailbox,
+  type SkipReason,
 } from "./model.js";
 import {
   documentLocator,
@@ -96,6 +97,14 @@ export function validatePlan(json: unknown, source?: PlanSource): Plan {
 }
 
 function checkPlan(json: unknown, source?: PlanSource, locate?: Locate): Plan {
+  const format = (json as { format?: unknown } | null)?.format;
+  if (typeof format === "string" && OLD_PLAN_FORMATS.includes(format)) {
+    const where = source?.file ?? "plan";
+    throw new PlanError(
+      `${where}: plan format ${format} was written by an older guidup; its entries lack the (uid, GUID) digests apply now checks: run guidup plan again`,
+      { ...(source ? { file: source.file } : {}) },
+    );
+  }
   const problems = schemaProblems("plan", json);
   if (problems.length === 0) problems.push(...planRules(json as Plan));
   if (problems.length === 0) return json as Plan;
@@ -310,6 +319,9 @@ function sideLines(name: "master" | "replica", facts: SideFacts): string {
   if (facts.expunge) lines.push(`      expunge: ${flowMap(facts.expunge, FILE_FACTS_KEYS)}`);
   // Quoted always: a fingerprint of digits only would otherwise read as a number.
   lines.push(`      fingerprint: ${JSON.stringify(facts.fingerprint)}`);
+  lines.push(
+    `      planned: { records: ${facts.planned.records}, digest: ${JSON.stringify(facts.planned.digest)} }`,
+  );
   if (facts.cached !== undefined) lines.push(`      cached: ${facts.cached}`);
   return lines.join("\n");
 }
@@ -340,9 +352,15 @@ export function* planChunks(plan: Plan): Generator<string> {
     `# guidup plan for pair ${plan.pair} — review, then: guidup apply <file>`,
     "#",
     "# guidup show <file> summarises it; guidup diff <old> <file> compares it with an",
-    "# earlier plan. Deleting a mailbox entry leaves that mailbox alone. Checked",
-    "# against schemas/plan.schema.json when read; fingerprints are re-checked",
-    "# under the locks, so an edited fact makes that mailbox stale, not wrong.",
+    "# earlier plan. Deleting a mailbox entry leaves that mailbox alone; apply does",
+    "# exactly an entry's actions ([version]: no GUID work; [guid]: no version",
+    "# change) or refuses the entry. Checked against schemas/plan.schema.json.",
+    "# Under the locks apply re-checks each side's facts: appends above lastUid,",
+    "# expunges, expunge clean-up, flag and modseq changes are tolerated and",
+    "# counted; a changed uidValidity, an index/expunge version moved other than",
+    "# to the target, lastUid lower than planned, a changed `planned` (uid, GUID)",
+    "# set (an unplanned UID up to lastUid, a changed SHA1 GUID) or a vanished",
+    "# mailbox make the entry stale, naming the field: so does an edited fact.",
     "",
     `format: ${yamlScalar(plan.format)}`,
     `id: ${yamlScalar(plan.id)}`,

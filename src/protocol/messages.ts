@@ -10,7 +10,10 @@
 // Compatibility: PROTOCOL_VERSION changes when a message changes meaning.
 // Arguments are by name; the agent ignores names it does not know.
 
-export const PROTOCOL_VERSION = 1;
+// 2: the cut-over protocol (prepare converts outside the locks, lock compares
+// and stages in one answer; `upgrade` only stages after a plain lock; rollback
+// can return the (uid, GUID) list).
+export const PROTOCOL_VERSION = 2;
 
 export interface Hello {
   type: "hello";
@@ -68,6 +71,57 @@ export interface MailboxScan {
   guidDigest?: string;
   /** Old-style records that have a usable sha1-cache entry. */
   cached?: number;
+  /** The planned set cut at this index's own LAST_UID (scan only: what a plan records). */
+  planned?: PlannedSetFacts;
+}
+
+/**
+ * The (uid, GUID) set a plan entry promises, as src/agent/planned-set.ts
+ * computes it: distinct UIDs ≤ upTo over index ∪ expunge, old-style GUIDs as
+ * zeros.
+ */
+export interface PlannedSetFacts {
+  upTo: number;
+  records: number;
+  digest: string;
+  /** cyrus.index records with UID ≤ upTo. */
+  indexUpTo: number;
+  /** cyrus.index records with UID > upTo (appends since the plan). */
+  appended: number;
+}
+
+/** What prepare and lock are asked to stage: the conversion a commit swaps in. */
+export interface StageArgs {
+  target: number;
+  /** Replace old-style GUIDs (the plan's `guid` action); false: version only. */
+  guids: boolean;
+  /** Cut the planned set at this LAST_UID (the plan's); absent: the file's own. */
+  upTo?: number;
+  verifySample?: number;
+  /** Limit the reading rate of prepare's hashing (bytes/s); never applied under the locks. */
+  maxBytesPerSec?: number;
+}
+
+/**
+ * How a staged file came to be, per file and for the mailbox (the worst):
+ *   prepared    — the locked bytes equal what prepare converted: only the swap
+ *                 happens under the lock;
+ *   appended    — records were appended since prepare: only those converted
+ *                 under the lock;
+ *   reconverted — anything else changed: converted under the lock, reusing
+ *                 prepare's GUIDs by UID;
+ *   unchanged   — already at the target: nothing to write.
+ */
+export type CutoverPath = "unchanged" | "prepared" | "appended" | "reconverted";
+
+export interface Staged {
+  path: CutoverPath;
+  files: { index: CutoverPath; expunge?: CutoverPath };
+  /** Whether commit will rename anything. */
+  changed: boolean;
+  /** SHA1 over (uid, GUID) of cyrus.index as it will be after commit. */
+  guidDigest: string;
+  counts: UpgradeCounts;
 }
 
 export interface UpgradeCounts {
@@ -161,15 +215,16 @@ export type Requests = {
   "cache-clean": { args: { mailboxes: MailboxRef[] }; result: { removed: number } };
   prepare: {
     /**
-     * Before lock, without locks: read the mailbox and decide every old-style
-     * record's GUID (cache entries checked, missing ones hashed), so that the
-     * locked window holds no hashing and no per-file checks. The session keeps
-     * the result for the next lock of the same mailbox, which uses it only if
-     * the mailbox's fingerprint is unchanged under the locks.
+     * Before lock, without locks: read index and expunge whole, decide every
+     * old-style record's GUID (cache entries checked, missing ones hashed),
+     * convert both files to guidup-private temporary names and fsync them.
+     * The session keeps the input bytes for the next lock of the same mailbox.
      */
-    args: { mailbox: MailboxRef; verifySample?: number };
+    args: { mailbox: MailboxRef; stage: StageArgs };
     result: {
-      fingerprint?: string;
+      scan: MailboxScan;
+      check?: PlannedSetFacts;
+      staged?: Staged;
       needs: number;
       computed: number;
       fromCache: number;
@@ -177,25 +232,30 @@ export type Requests = {
     };
   };
   lock: {
-    args: { mailbox: MailboxRef; timeoutMs: number };
+    /**
+     * Takes the locks (header, index, expunge), removes .NEW leftovers, reads
+     * both files through the locked fds. With `stage`: compares them byte for
+     * byte with what prepare converted and stages the conversion (see
+     * CutoverPath), all in this one answer.
+     */
+    args: { mailbox: MailboxRef; timeoutMs: number; stage?: StageArgs };
     result: {
       scan: MailboxScan;
+      check?: PlannedSetFacts;
+      staged?: Staged;
       /** Leftover .NEW files of an earlier crash, removed under the locks. */
       removedStale: string[];
       /** Milliseconds spent waiting for the locks. */
       waitedMs: number;
-      /** Whether the prepared GUIDs are still valid (fingerprint unchanged). */
-      prepared: boolean;
     };
   };
   upgrade: {
-    args: {
-      target: number;
-      /** Refuse (code "stale") unless the locked mailbox still has this fingerprint. */
-      expectFingerprint?: string;
-      /** How many relayed cache entries to verify by hashing (default: a few). */
-      verifySample?: number;
-    };
+    /**
+     * After a lock without `stage`: stage now from what the lock read (the
+     * `reconverted` path, no prepare). For tools and tests; apply stages in
+     * its lock request.
+     */
+    args: { target: number; guids?: boolean; verifySample?: number };
     result: {
       changed: boolean;
       counts: UpgradeCounts;
@@ -205,7 +265,16 @@ export type Requests = {
     };
   };
   commit: { args: Record<string, never>; result: { renamed: string[]; lockHeldMs: number } };
-  rollback: { args: Record<string, never>; result: { removed: string[]; lockHeldMs: number } };
+  rollback: {
+    /** pairs: also answer cyrus.index's (uid, GUID) list as it is or would be after commit. */
+    args: { pairs?: boolean };
+    result: {
+      removed: string[];
+      lockHeldMs: number;
+      /** Base64 of (uid u32 BE, GUID 20 bytes) pairs, in file order. */
+      pairs?: string;
+    };
+  };
   verify: {
     /** sample: hash only this many random records per mailbox (default all). */
     args: { mailboxes: MailboxRef[]; sample?: number };

@@ -52,7 +52,7 @@ function owner(st: { uid: number; gid: number; mode: number }) {
 }
 
 describe("ownership and mode of upgraded files", () => {
-  it("cyrus.index, cyrus.expunge, their .NEW files and cyrus.sha1s keep the originals' owner, group and mode", async () => {
+  it("cyrus.index, cyrus.expunge, their staged temporary files and cyrus.sha1s keep the originals' owner, group and mode", async () => {
     const spool = await makeFixtureSpool("09");
     spools.push(spool);
     await writeMailbox(spool, "user.dora", {
@@ -76,7 +76,8 @@ describe("ownership and mode of upgraded files", () => {
       await agent.call("lock", { mailbox: { name }, timeoutMs: 2000 });
       await agent.call("upgrade", { target: 10 });
       for (const [i, f] of files.entries()) {
-        expect(owner(await stat(`${f}.NEW`)), `${f}.NEW`).toEqual(before[i]);
+        const tmp = `${f}.guidup-${agent.hello.pid}`;
+        expect(owner(await stat(tmp)), tmp).toEqual(before[i]);
       }
       const commit = await agent.call("commit", {});
       expect(commit.renamed).toEqual([...files].reverse());

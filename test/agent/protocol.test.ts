@@ -3,6 +3,7 @@
 // result, every out-of-order request, malformed lines, and the upgrade's
 // refusals (stale fingerprint, missing message file). No mocks.
 
+import { createHash } from "node:crypto";
 import { truncate, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
@@ -179,22 +180,22 @@ describe("guidup serve over stdio", () => {
       newFiles: [],
     });
 
-    const up = await agent.call("upgrade", {
-      target: 10,
-      expectFingerprint: lock.scan.fingerprint!,
-    });
+    const up = await agent.call("upgrade", { target: 10 });
     expect(up).toMatchObject({
       changed: true,
       counts: { records: 6, expungeRecords: 0, computed: 6, fromCache: 0, kept: 0 },
     });
     expect(up.guidDigest).toMatch(/^[0-9a-f]{40}$/);
-    expect(await exists(`${index}.NEW`)).toBe(true);
+    // guidup's own temporary name, never Cyrus's .NEW (session.ts).
+    const tmp = `${index}.guidup-${agent.hello.pid}`;
+    expect(await exists(tmp)).toBe(true);
+    expect(await exists(`${index}.NEW`)).toBe(false);
     expect(await minorOf(index)).toBe(9);
     const st = await agent.call("status", { mailbox: BOB });
     expect(st).toMatchObject({
       session: "upgraded",
       mailbox: "user.bob",
-      newFiles: [`${index}.NEW`],
+      newFiles: [tmp],
     });
     expect(st.scan?.index?.minor).toBe(9);
 
@@ -203,7 +204,7 @@ describe("guidup serve over stdio", () => {
     expect(commit.renamed).toEqual([index]);
     // Held at least from the lock's reply to the commit request.
     expect(commit.lockHeldMs).toBeGreaterThanOrEqual(commitAsked - lockedSeen);
-    expect(await exists(`${index}.NEW`)).toBe(false);
+    expect(await exists(tmp)).toBe(false);
     expect(await minorOf(index)).toBe(10);
     await expectSha1Guids(dir, index, "index");
     const after = await agent.call("status", { mailbox: BOB });
@@ -231,7 +232,7 @@ describe("guidup serve over stdio", () => {
     expect(missing?.unreadable.map((u) => u.uid)).toEqual([2]);
   });
 
-  it("rollback after upgrade removes the .NEW and leaves the mailbox byte-identical", async () => {
+  it("rollback after upgrade removes the staged file and leaves the mailbox byte-identical", async () => {
     const { spool, agent } = await setup();
     const dir = spool.dir("user.alice");
     const before = contents(await snapshot(dir));
@@ -240,7 +241,7 @@ describe("guidup serve over stdio", () => {
     await agent.call("upgrade", { target: 10 });
     const rollbackAsked = Date.now();
     const rb = await agent.call("rollback", {});
-    expect(rb.removed).toEqual([path.join(dir, "cyrus.index.NEW")]);
+    expect(rb.removed).toEqual([path.join(dir, `cyrus.index.guidup-${agent.hello.pid}`)]);
     expect(rb.lockHeldMs).toBeGreaterThanOrEqual(rollbackAsked - lockedSeen);
     const after = contents(await snapshot(dir));
     delete after["cyrus.sha1s"]; // the upgrade's hashing fills the cache: not a mailbox file
@@ -333,22 +334,36 @@ describe("guidup serve over stdio", () => {
     expect(agent.lines).toEqual([]);
   });
 
-  it("upgrade with a wrong expectFingerprint is refused with code stale and the mailbox stays locked", async () => {
+  it("prepare converts outside the locks; lock(stage) finds the same bytes and only the swap is left", async () => {
     const { spool, agent } = await setup();
-    const index = path.join(spool.dir("user.alice"), "cyrus.index");
-    const lock = await agent.call("lock", { mailbox: ALICE, timeoutMs: 2000 });
-    const err = await agent.fail("upgrade", { target: 10, expectFingerprint: "0".repeat(40) });
-    expect(err.code).toBe("stale");
-    expect(err.message).toContain("user.alice");
-    expect(await exists(`${index}.NEW`)).toBe(false);
-    expect(await agent.call("status", {})).toMatchObject({ session: "locked" });
-    // The right fingerprint is accepted.
-    const up = await agent.call("upgrade", {
-      target: 10,
-      expectFingerprint: lock.scan.fingerprint!,
+    const dir = spool.dir("user.alice");
+    const index = path.join(dir, "cyrus.index");
+    const tmp = `${index}.guidup-${agent.hello.pid}`;
+    const stage = { target: 10, guids: true };
+    const prep = await agent.call("prepare", { mailbox: ALICE, stage });
+    expect(prep.staged).toMatchObject({
+      path: "prepared",
+      changed: true,
+      files: { index: "prepared" },
     });
-    expect(up.changed).toBe(true);
-    await agent.call("rollback", {});
+    expect(prep.check).toMatchObject({ records: 8, appended: 0 });
+    expect(await exists(tmp)).toBe(true);
+    expect(await minorOf(index)).toBe(9); // nothing renamed without the locks
+    const lock = await agent.call("lock", { mailbox: ALICE, timeoutMs: 2000, stage });
+    expect(lock.staged).toMatchObject({ path: "prepared", guidDigest: prep.staged?.guidDigest });
+    expect(lock.check).toEqual(prep.check);
+    expect((await agent.call("commit", {})).renamed).toEqual([index]);
+    await expectSha1Guids(dir, index, "index");
+  });
+
+  it("rollback with pairs answers cyrus.index's (uid, GUID) list as staged", async () => {
+    const { agent } = await setup();
+    const stage = { target: 10, guids: true };
+    const lock = await agent.call("lock", { mailbox: ALICE, timeoutMs: 2000, stage });
+    const rb = await agent.call("rollback", { pairs: true });
+    const pairs = Buffer.from(rb.pairs ?? "", "base64");
+    expect(pairs.length).toBe(8 * 24);
+    expect(createHash("sha1").update(pairs).digest("hex")).toBe(lock.staged?.guidDigest);
   });
 
   it("a missing message file fails the upgrade with code message-file naming mailbox and uid; locked until rollback", async () => {

@@ -3,8 +3,10 @@
 // 1 (work left) until the last run, and a dry run in between that locks
 // nothing and lists exactly what is left.
 
+import { spawn } from "node:child_process";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { FOREIGN_LOCKER } from "../helpers/agent-process.js";
 import {
   cli,
   expectAllNew,
@@ -82,5 +84,83 @@ describe("apply --batch", () => {
 
     await expectAllNew(snap, pair.names);
     await cli(["verify", "--inventory", inventory], 0);
+  });
+
+  it("a lock timeout in a --batch run is retried in that run, and the report, progress and status agree (#10.8)", async ({
+    onTestFinished,
+  }) => {
+    const pair = await generatedPair({
+      seed: 32,
+      mailboxes: 6,
+      versions: [8, 9],
+      expungeFraction: 0.3,
+      largeMailboxes: 0,
+      messagesPerMailbox: [1, 3],
+      messageBytes: [300, 1200],
+    });
+    pairs.push(pair);
+    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
+      master: localHost(pair, "master"),
+      replica: localHost(pair, "replica"),
+    });
+    const plan = path.join(pair.dir, "plan.yaml");
+    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+    const planned = await planMailboxes(plan);
+    const held = planned[0]!;
+    const locker = spawn(
+      "python3",
+      [FOREIGN_LOCKER, "hold", path.join(pair.mailboxDir("master", held), "cyrus.index"), "120"],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    onTestFinished(() => {
+      locker.kill("SIGKILL");
+    });
+    await new Promise<void>((resolve, reject) => {
+      locker.stdout.on("data", (d: Buffer) => {
+        if (d.toString().includes("locked")) resolve();
+      });
+      locker.once("exit", (code) => reject(new Error(`foreign-locker exited ${code}`)));
+    });
+
+    const args = [
+      "--batch",
+      "3",
+      "--master-lock-wait",
+      "100ms",
+      "--retries",
+      "2",
+      "--retry-backoff",
+      "50ms",
+    ];
+    const run = await cli(["apply", plan, ...args, "--json"], 4);
+    const report = JSON.parse(run.out) as {
+      outcomes: Record<string, number>;
+      processed: number;
+      retries: number;
+      remaining: number;
+      stoppedBy?: string;
+    };
+    // The held mailbox was tried 1 + 2 times in this batch run, then counted once, as failed.
+    expect(report).toMatchObject({
+      outcomes: { done: 2, failed: 1 },
+      processed: 3,
+      retries: 2,
+      remaining: 3,
+      stoppedBy: "batch",
+    });
+    expect((await stateOf(plan, held)) as unknown).toMatchObject({
+      phase: "failed",
+      attempts: 3,
+      lastError: { code: "lock-timeout", step: "lock-master" },
+    });
+    const st = await statusOf(plan);
+    expect(st.counts).toMatchObject({ done: 2, failed: 1, pending: 3 });
+
+    // Plain (progress) output of the same kind of run counts it the same way.
+    locker.kill("SIGTERM");
+    await new Promise((r) => locker.once("exit", r));
+    const next = await cli(["apply", plan, "--batch", "3"], 1);
+    expect(next.out).toContain("done 3; 2 were already done; 1 left (stopped: batch)");
+    expect((await stateOf(plan, held))?.phase).toBe("done");
   });
 });

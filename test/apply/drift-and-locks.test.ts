@@ -1,9 +1,12 @@
 // What apply does with mailboxes it cannot or should not touch right now:
 //   - a mailbox changed between plan and apply (a message appended by
-//     rewriting cyrus.index, as Cyrus 2.3 does): `stale` by default, its files
-//     untouched, the others done; upgraded with --allow-drift when master and
-//     replica changed alike; `diverged` (both rolled back) when only the
-//     master has the new message;
+//     rewriting cyrus.index, as Cyrus 2.3 does): upgraded as planned by
+//     default when master and replica changed alike, `stale` with
+//     --exact-plan; `lagging` (both rolled back, retried in the run, exit 1)
+//     when only the master has the new message, done by a plain rerun once
+//     the replica has it;
+//   - an entry whose actions were edited is done exactly as written, or
+//     refused; an edited fact makes it stale naming the field (#10.4);
 //   - a foreign fcntl locker (test/helpers/foreign-locker.py, classic POSIX
 //     locks like Cyrus 2.3) holding one mailbox: that mailbox times out, is
 //     retried once at the end of the run, and either fails cleanly
@@ -11,10 +14,13 @@
 //     the other mailboxes proceed meanwhile.
 
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { isOldStyleGuid } from "../../src/cyrus/guid.js";
+import { IndexReader } from "../../src/cyrus/index-file.js";
 import { appendMessage } from "../../src/spoolgen/spool-generator.js";
-import { FOREIGN_LOCKER } from "../helpers/agent-process.js";
+import { FOREIGN_LOCKER, ForeignLocker } from "../helpers/agent-process.js";
 import {
   classifyPair,
   cli,
@@ -74,7 +80,7 @@ function holdLock(file: string): Promise<ChildProcess> {
 }
 
 describe("drift between plan and apply", () => {
-  it("stale by default; --allow-drift upgrades a mailbox changed alike on both sides, and refuses (diverged) one changed on the master only", async () => {
+  it("appends are applied as planned; --exact-plan makes them stale; a master-only append is lagging until replication catches up, then a plain rerun finishes", async () => {
     const { pair, inventory, plan, planned } = await setup(41);
     const both = planned[1]!;
     const masterOnly = planned[3]!;
@@ -82,57 +88,158 @@ describe("drift between plan and apply", () => {
     const uidM = await appendMessage(pair.master, both);
     const uidR = await appendMessage(pair.replica, both);
     expect(uidR).toBe(uidM);
-    await appendMessage(pair.master, masterOnly);
+    const lagUid = await appendMessage(pair.master, masterOnly);
     const snap = await snapshotPair(pair, path.join(pair.dir, "before"));
 
-    const first = await cli(["apply", plan], 4);
-    expect(first.out).toMatch(
-      new RegExp(
-        `stale\\s+${both.replaceAll(".", "\\.")}: .*changed on master and replica since the plan`,
-      ),
-    );
-    expect(first.out).toMatch(
-      new RegExp(
-        `stale\\s+${masterOnly.replaceAll(".", "\\.")}: .*changed on master since the plan`,
-      ),
-    );
-    const states = await classifyPair(snap, planned);
-    for (const s of states)
+    // The exact check of 0.1: any change is stale.
+    const exact = await cli(["apply", plan, "--exact-plan"], 4);
+    for (const name of [both, masterOnly])
+      expect(exact.out).toMatch(
+        new RegExp(
+          `stale\\s+${name.replaceAll(".", "\\.")}: .*fingerprint: changed since the plan`,
+        ),
+      );
+    for (const s of await classifyPair(snap, planned))
       expect(s.state, `${s.side} ${s.name}`).toBe(
         [both, masterOnly].includes(s.name) ? "old" : "new",
       );
     expect((await stateOf(plan, both))?.phase).toBe("stale");
 
-    const drift = await cli(["apply", plan, "--allow-drift"], 4);
+    // By default an append is drift that does not matter; a replica that has
+    // not got the master's new message yet is lagging, retried, and left
+    // lagging (exit 1, not a failure) when it never catches up.
+    const plain = await cli(["apply", plan, "--retries", "1", "--retry-backoff", "100ms"], 1);
+    expect(plain.out).toContain("since the plan: 2 appended");
+    expect(plain.out).toContain("1 retries");
     expect((await stateOf(plan, both))?.phase).toBe("done");
-    const div = (await stateOf(plan, masterOnly)) as {
+    const lag = (await stateOf(plan, masterOnly)) as {
       phase: string;
-      lastError: { code: string; step: string };
+      lastError: { code: string; step: string; message: string };
     };
-    expect(div.phase).toBe("diverged");
-    expect(div.lastError).toMatchObject({ code: "diverged", step: "compare" });
-    expect(drift.out).toContain(`diverged      ${masterOnly}`);
-    const after = await classifyPair(snap, planned);
-    for (const s of after)
+    expect(lag.phase).toBe("lagging");
+    expect(lag.lastError).toMatchObject({ code: "lagging", step: "compare" });
+    expect(lag.lastError.message).toBe(
+      `replica behind by 1 UIDs (uid ${lagUid}); waiting for replication`,
+    );
+    expect(plain.out).toContain(`lagging       ${masterOnly}: replica behind by 1 UIDs`);
+    for (const s of await classifyPair(snap, planned))
       expect(s.state, `${s.side} ${s.name}`).toBe(s.name === masterOnly ? "old" : "new");
-    await cli(["verify", "--inventory", inventory], 1);
 
-    // Replication catches up: the replica gets the same message; now it converges.
+    // Replication catches up: a plain rerun of the same plan finishes it.
     await appendMessage(pair.replica, masterOnly);
     const snap2 = await snapshotPair(pair, path.join(pair.dir, "before2"));
-    await cli(["apply", plan, "--allow-drift"], 0);
+    await cli(["apply", plan], 0);
     await expectAllNew(snap2, pair.names);
     await cli(["verify", "--inventory", inventory], 0);
   });
+
+  it("honours an entry's actions and makes an edited fact stale, naming the field (#10.4)", async () => {
+    const { pair, plan, planned } = await setup(44);
+    const [versionOnly, editedUidValidity, guidOnly] = planned as [string, string, string];
+    let text = await readFile(plan, "utf8");
+    text = editEntry(text, versionOnly, (b) =>
+      b.replace("actions: [version, guid]", "actions: [version]"),
+    );
+    text = editEntry(text, editedUidValidity, (b) =>
+      b.replace(
+        /(master:\n {6}index: \{[^}]*uidValidity: )(\d+)/,
+        (_m, pre: string, v: string) => `${pre}${Number(v) + 1}`,
+      ),
+    );
+    text = editEntry(text, guidOnly, (b) =>
+      b.replace("actions: [version, guid]", "actions: [guid]"),
+    );
+    await writeFile(plan, text);
+    const snap = await snapshotPair(pair, path.join(pair.dir, "before"));
+    const r = await cli(["apply", plan], 4);
+
+    // [version] only: the index is rewritten at v10, old-style GUIDs stay.
+    expect((await stateOf(plan, versionOnly))?.phase).toBe("done");
+    for (const side of ["master", "replica"] as const) {
+      const facts = await scanFacts(pair, side, versionOnly);
+      expect(facts.minor, `${side} ${versionOnly}`).toBe(10);
+      expect(facts.oldStyle, `${side} ${versionOnly}`).toBeGreaterThan(0);
+    }
+    const edited = (await stateOf(plan, editedUidValidity)) as {
+      phase: string;
+      lastError: { message: string };
+    };
+    expect(edited.phase).toBe("stale");
+    expect(edited.lastError.message).toMatch(
+      /master uidValidity: plan says \d+, the mailbox has \d+/,
+    );
+    const refused = (await stateOf(plan, guidOnly)) as {
+      phase: string;
+      lastError: { code: string; message: string };
+    };
+    expect(refused).toMatchObject({ phase: "stale", lastError: { code: "refused" } });
+    expect(refused.lastError.message).toMatch(/actions lack "version"/);
+    expect(r.out).toContain(`stale         ${guidOnly}`);
+    for (const s of await classifyPair(
+      snap,
+      planned.filter((n) => n !== versionOnly),
+    ))
+      expect(s.state, `${s.side} ${s.name}`).toBe(
+        [editedUidValidity, guidOnly].includes(s.name) ? "old" : "new",
+      );
+  });
 });
 
+/** Applies `edit` to one mailbox entry's block of a plan file's text. */
+function editEntry(text: string, name: string, edit: (block: string) => string): string {
+  const start = text.indexOf(`  - name: ${name}\n`);
+  if (start < 0) throw new Error(`no entry ${name}`);
+  const rest = text.slice(start + 1);
+  const next = rest.search(/\n {2}- name: |\nskipped:/);
+  const end = next < 0 ? text.length : start + 1 + next;
+  const block = text.slice(start, end);
+  const edited = edit(block);
+  if (edited === block) throw new Error(`edit of ${name} changed nothing`);
+  return text.slice(0, start) + edited + text.slice(end);
+}
+
+/** One side's cyrus.index facts, read directly. */
+async function scanFacts(pair: TestPair, side: "master" | "replica", name: string) {
+  const reader = await IndexReader.open(path.join(pair.mailboxDir(side, name), "cyrus.index"));
+  try {
+    let oldStyle = 0;
+    const slot = reader.format.recordField("guid");
+    for await (const chunk of reader.chunks())
+      for (let i = 0; i < chunk.count; i++) {
+        const at = i * chunk.recordSize + (slot?.offset ?? 0);
+        if (slot && isOldStyleGuid(chunk.buf, at)) oldStyle++;
+      }
+    return { minor: reader.format.minor, oldStyle };
+  } finally {
+    await reader.close();
+  }
+}
+
 describe("a foreign fcntl locker holding one mailbox", () => {
-  it("times out, is retried once at the end, and fails cleanly; the others are done", async () => {
+  it("on the master: a short wait, retried with back-off, fails cleanly; the others are done", async () => {
     const { pair, inventory, plan, planned } = await setup(42);
     const held = planned[0]!;
     const snap = await snapshotPair(pair, path.join(pair.dir, "before"));
     const locker = await holdLock(path.join(pair.mailboxDir("master", held), "cyrus.index"));
-    const r = await cli(["apply", plan, "--lock-timeout", "500ms", "--concurrency", "2"], 4);
+    // The master waits a short while whatever --lock-timeout says, releases
+    // the replica, backs off and retries.
+    const r = await cli(
+      [
+        "apply",
+        plan,
+        "--lock-timeout",
+        "30s",
+        "--master-lock-wait",
+        "300ms",
+        "--retries",
+        "2",
+        "--retry-backoff",
+        "100ms",
+        "--concurrency",
+        "2",
+      ],
+      4,
+    );
     expect(r.out).toMatch(/done 5/);
     const st = (await stateOf(plan, held)) as {
       phase: string;
@@ -140,7 +247,7 @@ describe("a foreign fcntl locker holding one mailbox", () => {
       lastError: Record<string, string>;
     };
     expect(st.phase).toBe("failed");
-    expect(st.attempts).toBe(2); // the first try, and the retry at the end of the run
+    expect(st.attempts).toBe(3); // the first try and two retries
     expect(st.lastError).toMatchObject({
       code: "lock-timeout",
       step: "lock-master",
@@ -154,7 +261,40 @@ describe("a foreign fcntl locker holding one mailbox", () => {
     await cli(["verify", "--inventory", inventory], 0);
   });
 
-  it("times out, and the retry at the end of the run succeeds once the locker lets go", async () => {
+  it("on the replica: while guidup waits for the replica's lock, the master's copy stays free (issue #9: never hold the master hostage)", async () => {
+    const { pair, plan, planned } = await setup(45);
+    const held = planned[2]!;
+    const locker = await holdLock(path.join(pair.mailboxDir("replica", held), "cyrus.index"));
+    const masterIndex = path.join(pair.mailboxDir("master", held), "cyrus.index");
+    let finished = false;
+    const run = cli(["apply", plan, "--only", held, "--lock-timeout", "3s"], 4).finally(() => {
+      finished = true;
+    });
+    // Once apply has started this mailbox (its state says in-progress, written
+    // before prepare and the locks), try the master's lock as a Cyrus process
+    // would, again and again, until apply gives up on the replica (twice 3 s).
+    let started = false;
+    let tries = 0;
+    let busy = 0;
+    while (!finished) {
+      // Let the event loop deliver the apply's exit (stateOf may not wait on I/O).
+      await new Promise((r) => setImmediate(r));
+      if (!started) started = (await stateOf(plan, held))?.phase === "in-progress";
+      if (!started) continue;
+      if ((await ForeignLocker.try(masterIndex)) === "busy") busy++;
+      tries++;
+    }
+    await run;
+    locker.kill("SIGTERM");
+    expect(tries).toBeGreaterThan(5);
+    expect(busy).toBe(0);
+    expect((await stateOf(plan, held)) as unknown).toMatchObject({
+      phase: "failed",
+      lastError: { code: "lock-timeout", step: "lock-replica", host: "replica" },
+    });
+  });
+
+  it("on the replica: times out, and the retry at the end of the run succeeds once the locker lets go", async () => {
     const { pair, inventory, plan, planned } = await setup(43);
     const held = planned[0]!;
     const snap = await snapshotPair(pair, path.join(pair.dir, "before"));

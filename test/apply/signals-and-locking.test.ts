@@ -68,14 +68,14 @@ describe("a running apply", () => {
   it("on SIGINT starts nothing new, finishes the mailbox in flight, exits 130; a rerun converges", async () => {
     const pair = await smallPair(42);
     const dirs = await faultDirs(pair.dir);
-    // The master's 2nd upgrade is held for 2 s by a hook: SIGINT arrives
+    // The master's 2nd lock is held for 2 s by a hook: SIGINT arrives
     // while that mailbox is in flight.
     const marker = path.join(pair.dir, "in-flight");
     const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
       master: localHost(
         pair,
         "master",
-        proxyCommand(dirs.master, "request:upgrade:2:hook", `touch ${marker}; sleep 2`),
+        proxyCommand(dirs.master, "request:lock:2:hook", `touch ${marker}; sleep 2`),
       ),
       replica: localHost(pair, "replica"),
     });

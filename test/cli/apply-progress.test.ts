@@ -66,17 +66,28 @@ describe("ApplyTally", () => {
     expect(pace).toBe("1.0/s · ETA 15s · lock hold p50/p99: master 500/500 ms, replica 250/250 ms");
   });
 
-  it("counts a lock-timeout requeue until the mailbox runs again", () => {
+  it("counts a retry (lock timeout, lagging) until the mailbox runs again", () => {
     let t = 0;
     const tally = new ApplyTally(() => t);
     tally.event({ type: "start", total: 2, alreadyDone: 0, queued: 2 });
     tally.event({ type: "begin", name: "x" });
-    tally.event({ type: "requeued", name: "x", reason: "lock-timeout" });
-    expect(tally.text()).toContain("lock timeout, retried later 1 · remaining 2 · in flight 0");
+    const timedOut = finished("x", "failed");
+    if (timedOut.type !== "mailbox") throw new Error("unreachable");
+    timedOut.state.lastError = { code: "lock-timeout", message: "busy" };
+    tally.event({ ...timedOut, type: "retry", attempt: 1, afterMs: 0 });
+    tally.event({ type: "begin", name: "y" });
+    const lagging = finished("y", "lagging");
+    if (lagging.type !== "mailbox") throw new Error("unreachable");
+    tally.event({ ...lagging, type: "retry", attempt: 1, afterMs: 2000 });
+    expect(tally.text()).toContain(
+      "retrying later 2 (lagging 1, lock timeout 1) · remaining 2 · in flight 0",
+    );
     tally.event({ type: "begin", name: "x" });
     t = 10;
     tally.event(finished("x", "failed"));
-    expect(tally.text().split("\n")[0]).toBe("done 0 · failed 1 · remaining 1 · in flight 0");
+    expect(tally.text().split("\n")[0]).toBe(
+      "done 0 · failed 1 · retrying later 1 (lagging 1) · remaining 1 · in flight 0",
+    );
   });
 
   it("percentiles are nearest-rank", () => {

@@ -11,7 +11,7 @@
 // first — from a real agent's own .NEW files, and shows the next agent
 // completes it.
 
-import { rename, stat } from "node:fs/promises";
+import { readdir, rename, stat } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -67,8 +67,6 @@ async function generated() {
     header: path.join(dir, "cyrus.header"),
     index: path.join(dir, "cyrus.index"),
     expunge: path.join(dir, "cyrus.expunge"),
-    indexNew: path.join(dir, "cyrus.index.NEW"),
-    expungeNew: path.join(dir, "cyrus.expunge.NEW"),
   };
   return { spool, mailbox: { name: m.name }, minor: m.minor, dir, files };
 }
@@ -76,7 +74,8 @@ async function generated() {
 /** The mailbox's files without guidup's own cache and without leftovers. */
 async function mailboxContents(dir: string) {
   const c = contents(await snapshot(dir));
-  for (const k of Object.keys(c)) if (k === "cyrus.sha1s" || k.endsWith(".NEW")) delete c[k];
+  for (const k of Object.keys(c))
+    if (k === "cyrus.sha1s" || k.endsWith(".NEW") || k.includes(".guidup-")) delete c[k];
   return c;
 }
 
@@ -93,7 +92,17 @@ async function expectCompleted(dir: string, files: { index: string; expunge: str
   await expectSha1Guids(dir, files.expunge, "expunge");
   expect(await exists(`${files.index}.NEW`)).toBe(false);
   expect(await exists(`${files.expunge}.NEW`)).toBe(false);
+  expect((await readdir(dir)).filter((f) => f.includes(".guidup-"))).toEqual([]);
 }
+
+/** An agent's own temporary names (guidup-private, per process: session.ts). */
+function tmpOf(files: { index: string; expunge: string }, agent: { hello: { pid: number } }) {
+  return {
+    indexNew: `${files.index}.guidup-${agent.hello.pid}`,
+    expungeNew: `${files.expunge}.guidup-${agent.hello.pid}`,
+  };
+}
+const STAGE = { target: 10, guids: true };
 
 describe("agent killed with SIGKILL", () => {
   it("(a) after lock: originals byte-identical, locks gone, the next agent upgrades", async () => {
@@ -115,48 +124,52 @@ describe("agent killed with SIGKILL", () => {
     await expectCompleted(dir, files);
   });
 
-  it("(b) after upgrade: .NEW files left, originals byte-identical; next lock removes them and a full upgrade succeeds", async () => {
+  it("(b) after prepare and lock: temporary files left, originals byte-identical; the next prepare removes them and a full cut-over succeeds", async () => {
     const { spool, mailbox, minor, dir, files } = await generated();
     const before = await mailboxContents(dir);
     const agent = await start(spool.conf);
-    await agent.call("lock", { mailbox, timeoutMs: 2000 });
-    const first = await agent.call("upgrade", { target: 10 });
-    expect(await exists(files.indexNew)).toBe(true);
-    expect(await exists(files.expungeNew)).toBe(true);
+    const tmp = tmpOf(files, agent);
+    const prep = await agent.call("prepare", { mailbox, stage: STAGE });
+    const first = await agent.call("lock", { mailbox, timeoutMs: 2000, stage: STAGE });
+    expect(first.staged?.path).toBe("prepared");
+    expect(first.staged?.guidDigest).toBe(prep.staged?.guidDigest);
+    expect(await exists(tmp.indexNew)).toBe(true);
+    expect(await exists(tmp.expungeNew)).toBe(true);
     await agent.kill("SIGKILL");
 
     expect(await mailboxContents(dir)).toEqual(before);
     expect(await minorOf(files.index)).toBe(minor);
     expect(await minorOf(files.expunge)).toBe(minor);
     await expectUnlocked(files);
-    // A crash leftover is what it is: still there until someone holds the lock.
-    expect(await exists(files.indexNew)).toBe(true);
+    // A crash leftover is what it is: harmless (only its dead writer could
+    // rename it), still there until the next prepare of this mailbox.
+    expect(await exists(tmp.indexNew)).toBe(true);
 
     const next = await start(spool.conf);
-    const lock = await next.call("lock", { mailbox, timeoutMs: 2000 });
-    expect(lock.removedStale).toEqual([files.expungeNew, files.indexNew]);
-    expect(await exists(files.indexNew)).toBe(false);
-    expect(await exists(files.expungeNew)).toBe(false);
-    const up = await next.call("upgrade", { target: 10 });
+    const again = await next.call("prepare", { mailbox, stage: STAGE });
+    expect(await exists(tmp.indexNew)).toBe(false);
+    expect(await exists(tmp.expungeNew)).toBe(false);
     // The first agent's hashing was saved to the sha1 cache before the crash.
-    expect(up.counts.computed).toBe(0);
-    expect(up.guidDigest).toBe(first.guidDigest);
-    expect(up.expungeDigest).toBe(first.expungeDigest);
+    expect(again.computed).toBe(0);
+    const lock = await next.call("lock", { mailbox, timeoutMs: 2000, stage: STAGE });
+    expect(lock.staged?.path).toBe("prepared");
+    expect(lock.staged?.guidDigest).toBe(first.staged?.guidDigest);
     await next.call("commit", {});
     await expectCompleted(dir, files);
   });
 
-  it("(c) between commit's two renames: v10 cyrus.expunge, old cyrus.index, cyrus.index.NEW left; the next agent completes", async () => {
+  it("(c) between commit's two renames: v10 cyrus.expunge, old cyrus.index, its temporary file left; the next agent completes", async () => {
     const { spool, mailbox, minor, dir, files } = await generated();
     const agent = await start(spool.conf);
-    await agent.call("lock", { mailbox, timeoutMs: 2000 });
-    const first = await agent.call("upgrade", { target: 10 });
+    const tmp = tmpOf(files, agent);
+    await agent.call("prepare", { mailbox, stage: STAGE });
+    const first = await agent.call("lock", { mailbox, timeoutMs: 2000, stage: STAGE });
     await agent.kill("SIGKILL");
     // commit renames expunge first; the crash came before the index rename.
-    await rename(files.expungeNew, files.expunge);
+    await rename(tmp.expungeNew, files.expunge);
     expect(await minorOf(files.expunge)).toBe(10);
     expect(await minorOf(files.index)).toBe(minor);
-    expect(await exists(files.indexNew)).toBe(true);
+    expect(await exists(tmp.indexNew)).toBe(true);
     const expungeIno = (await stat(files.expunge)).ino;
 
     const next = await start(spool.conf);
@@ -166,12 +179,14 @@ describe("agent killed with SIGKILL", () => {
       index: { minor },
       expunge: { minor: 10, oldStyle: 0 },
     });
-    const lock = await next.call("lock", { mailbox, timeoutMs: 2000 });
-    expect(lock.removedStale).toEqual([files.indexNew]);
-    const up = await next.call("upgrade", { target: 10 });
-    expect(up.changed).toBe(true);
-    expect(up.guidDigest).toBe(first.guidDigest);
-    expect(up.expungeDigest).toBe(first.expungeDigest);
+    await next.call("prepare", { mailbox, stage: STAGE });
+    expect(await exists(tmp.indexNew)).toBe(false);
+    const lock = await next.call("lock", { mailbox, timeoutMs: 2000, stage: STAGE });
+    expect(lock.staged).toMatchObject({
+      changed: true,
+      files: { index: "prepared", expunge: "unchanged" },
+      guidDigest: first.staged?.guidDigest,
+    });
     // Only the index is left to do; the v10 expunge is kept as it is.
     expect((await next.call("commit", {})).renamed).toEqual([files.index]);
     expect((await stat(files.expunge)).ino).toBe(expungeIno);
@@ -183,19 +198,33 @@ describe("agent killed with SIGKILL", () => {
     expect(check.status, check.output).toBe(0);
   });
 
-  it("(d) stdin closed while upgraded: exit 0 after rollback, no .NEW, originals intact, locks released", async () => {
+  it("(d) stdin closed while staged: exit 0 after rollback, no temporary file, originals intact, locks released", async () => {
     const { spool, mailbox, dir, files } = await generated();
     const before = await mailboxContents(dir);
     const agent = await start(spool.conf);
-    await agent.call("lock", { mailbox, timeoutMs: 2000 });
-    await agent.call("upgrade", { target: 10 });
-    expect(await exists(files.indexNew)).toBe(true);
+    const tmp = tmpOf(files, agent);
+    await agent.call("prepare", { mailbox, stage: STAGE });
+    await agent.call("lock", { mailbox, timeoutMs: 2000, stage: STAGE });
+    expect(await exists(tmp.indexNew)).toBe(true);
     expect(await agent.closeStdin()).toEqual({ code: 0, signal: null });
     expect(agent.stderr).toContain("rolling back");
-    expect(await exists(files.indexNew)).toBe(false);
-    expect(await exists(files.expungeNew)).toBe(false);
+    expect(await exists(tmp.indexNew)).toBe(false);
+    expect(await exists(tmp.expungeNew)).toBe(false);
     expect(await mailboxContents(dir)).toEqual(before);
     await expectUnlocked(files);
+  });
+
+  it("stdin closed after prepare, before lock: exit 0, the prepared temporary files removed", async () => {
+    const { spool, mailbox, dir, files } = await generated();
+    const before = await mailboxContents(dir);
+    const agent = await start(spool.conf);
+    const tmp = tmpOf(files, agent);
+    await agent.call("prepare", { mailbox, stage: STAGE });
+    expect(await exists(tmp.indexNew)).toBe(true);
+    expect(await agent.closeStdin()).toEqual({ code: 0, signal: null });
+    expect(await exists(tmp.indexNew)).toBe(false);
+    expect(await exists(tmp.expungeNew)).toBe(false);
+    expect(await mailboxContents(dir)).toEqual(before);
   });
 
   it("stdin closed while only locked: exit 0, locks released, nothing written", async () => {

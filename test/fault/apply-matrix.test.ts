@@ -1,6 +1,6 @@
-// The apply fault matrix: for each step of the two-phase protocol
-//   1 master lock · 2 replica lock · 3 master upgrade · 4 replica upgrade ·
-//   5 replica commit · 6 master commit
+// The apply fault matrix: for each step of the cut-over protocol
+//   1 master prepare · 2 replica prepare · 3 replica lock (compare + stage) ·
+//   4 master lock (compare + stage) · 5 replica commit · 6 master commit
 // and each kind of fault
 //   (a) the agent is SIGKILLed when the step's request reaches it,
 //   (b) the connection drops after the host did the step, before the
@@ -17,8 +17,17 @@
 // upgrade), never mixed; the faulted mailbox's state says what happened
 // (phase, step, host, error code); in (a)–(c) the other mailboxes went on
 // and are done. Then one more apply of the same plan converges (exit 0), no
-// .NEW file is left, and guidup verify passes. Step 6 leaves the replica
-// ahead (exit 3) and the rerun repairs it.
+// .NEW or guidup temporary file is left, and guidup verify passes. Step 6
+// leaves the replica ahead (exit 3) and the rerun repairs it.
+//
+// (d) covers the crashes the cut-over adds: between prepare and lock (d3:
+// prepared files on both sides, nothing locked), during the comparison (d4:
+// the master's lock, which compares and stages, in flight with the replica
+// locked and staged), and between the two commits (d6). The state is written
+// once before the locks and not again until the outcome: in every (d) cell it
+// says `in-progress [prepare]`, and the files decide on the rerun. A crash
+// between one commit's two renames is covered at the agent level
+// (test/fault/agent-kill.test.ts (c)).
 
 import { execFileSync, spawn } from "node:child_process";
 import { cpSync, mkdirSync, readdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
@@ -49,10 +58,10 @@ import { makeTempDir } from "../helpers/fixtures.js";
 
 type Step = 1 | 2 | 3 | 4 | 5 | 6;
 const STEP: Record<Step, { side: Side; op: string; name: string }> = {
-  1: { side: "master", op: "lock", name: "lock-master" },
-  2: { side: "replica", op: "lock", name: "lock-replica" },
-  3: { side: "master", op: "upgrade", name: "upgrade-master" },
-  4: { side: "replica", op: "upgrade", name: "upgrade-replica" },
+  1: { side: "master", op: "prepare", name: "prepare" },
+  2: { side: "replica", op: "prepare", name: "prepare" },
+  3: { side: "replica", op: "lock", name: "lock-replica" },
+  4: { side: "master", op: "lock", name: "lock-master" },
   5: { side: "replica", op: "commit", name: "commit-replica" },
   6: { side: "master", op: "commit", name: "commit-master" },
 };
@@ -158,7 +167,7 @@ interface Expect {
   host?: Side;
   code?: string | RegExp;
   files: Record<Side, "old" | "new">;
-  /** .NEW files left behind by a killed agent (removed by the rerun's lock). */
+  /** Temporary files left behind by a killed agent (removed by the rerun's prepare). */
   leftovers?: Side;
 }
 
@@ -240,9 +249,9 @@ describe.concurrent("(a) the agent is SIGKILLed when the step's request reaches 
       const cell = await setupCell(onTestFinished, { side, spec: `request:${op}:1:kill-agent` });
       const got = await runCli(applyArgs(cell));
       expect(firedFault(cell.faults[side])?.mailbox).toBe(cell.target);
-      // A killed agent cannot clean up: its .NEW files stay until the next lock.
-      const leftovers: Side | undefined =
-        step === 5 ? "replica" : step === 6 ? "master" : undefined;
+      // A killed agent cannot clean up: the files it prepared stay until the
+      // next prepare of that mailbox (harmless meanwhile: only it could rename them).
+      const leftovers: Side | undefined = step >= 3 ? side : undefined;
       await afterFault(
         cell,
         got,
@@ -282,7 +291,7 @@ describe.concurrent("(b) the connection drops after the host did the step", () =
 });
 
 describe.concurrent("(c) the host answers an error", () => {
-  it("c1: a foreign fcntl lock holds the master's cyrus.index: lock-master times out (500ms), retried, fails", async ({
+  it("c1: a foreign fcntl lock holds the master's cyrus.index: the master's short wait times out, the replica is released, retried with back-off, fails", async ({
     onTestFinished,
   }) => {
     const cell = await setupCell(onTestFinished);
@@ -291,9 +300,23 @@ describe.concurrent("(c) the host answers an error", () => {
       path.join(cell.pair.mailboxDir("master", cell.target), "cyrus.index"),
     );
     await locker.ready;
-    const got = await runCli(applyArgs(cell, "--lock-timeout", "500ms"));
+    // --lock-timeout is long: the master still waits only --master-lock-wait.
+    const got = await runCli(
+      applyArgs(
+        cell,
+        "--lock-timeout",
+        "30s",
+        "--master-lock-wait",
+        "200ms",
+        "--retries",
+        "2",
+        "--retry-backoff",
+        "100ms",
+      ),
+    );
     locker.release();
-    await afterFault(cell, got, failedBefore(1, "lock-timeout"), true);
+    await afterFault(cell, got, failedBefore(4, "lock-timeout"), true);
+    expect(got.out).toContain("2 retries");
     await converge(cell);
   });
 
@@ -308,33 +331,33 @@ describe.concurrent("(c) the host answers an error", () => {
     await locker.ready;
     const got = await runCli(applyArgs(cell, "--lock-timeout", "500ms"));
     locker.release();
-    await afterFault(cell, got, failedBefore(2, "lock-timeout"), true);
+    await afterFault(cell, got, failedBefore(3, "lock-timeout"), true);
     await converge(cell);
   });
 
-  it("c3: the master's mailbox directory is a full tmpfs: upgrade-master fails with ENOSPC", async ({
+  it("c3: the master's mailbox directory is a full tmpfs: prepare fails with ENOSPC before any lock", async ({
     onTestFinished,
   }) => {
     const cell = await setupCell(onTestFinished, undefined, { leaf: true });
     const dir = cell.pair.mailboxDir("master", cell.target);
     const filler = fullTmpfs(cell, dir);
     const got = await runCli(applyArgs(cell));
-    await afterFault(cell, got, failedBefore(3, "file-access"), true);
+    await afterFault(cell, got, failedBefore(1, "file-access"), true);
     expect(got.out).toMatch(/ENOSPC|no space/i);
     rmSync(filler);
     await converge(cell);
   });
 
-  it("c4: the replica's mailbox directory turns read-only (ro bind mount) at upgrade-replica: EROFS", async ({
+  it("c4: the replica's mailbox directory turns read-only (ro bind mount) at its prepare: EROFS", async ({
     onTestFinished,
   }) => {
-    const cell = await setupCellWithHook(onTestFinished, "replica", "upgrade", (c) => {
+    const cell = await setupCellWithHook(onTestFinished, "replica", "prepare", (c) => {
       const d = c.pair.mailboxDir("replica", c.target);
       c.undo.push(() => execFileSync("umount", [d]));
       return `mount --bind '${d}' '${d}' && mount -o remount,bind,ro '${d}'`;
     });
     const got = await runCli(applyArgs(cell));
-    await afterFault(cell, got, failedBefore(4, "file-access"), true);
+    await afterFault(cell, got, failedBefore(2, "file-access"), true);
     expect(got.out).toMatch(/EROFS|read-only/i);
     execFileSync("umount", [cell.pair.mailboxDir("replica", cell.target)]);
     cell.undo.pop();
@@ -350,7 +373,7 @@ describe.concurrent("(c) the host answers an error", () => {
       return `chattr +i '${d}'`;
     });
     const got = await runCli(applyArgs(cell));
-    // The .NEW files cannot be removed from an immutable directory either.
+    // The staged files cannot be removed from an immutable directory either.
     await afterFault(cell, got, { ...failedBefore(5, "file-access"), leftovers: "replica" }, true);
     execFileSync("chattr", ["-i", cell.pair.mailboxDir("replica", cell.target)]);
     cell.undo.pop();
@@ -413,21 +436,23 @@ describe.concurrent("(d) the controller is SIGKILLed while the step's request is
       controller.child.kill("SIGKILL");
       const done = await controller.done;
       expect(done.signal).toBe("SIGKILL");
-      // Every agent notices its input ended and rolls back what it holds;
-      // after step 5 the replica has committed: it stays upgraded.
+      // Every agent notices its input ended and rolls back what it holds
+      // (and removes what it prepared); after step 5 the replica has
+      // committed: it stays upgraded. The state was last written before the
+      // locks: the files decide on the rerun.
       await afterFault(
         cell,
         { code: 0, out: done.out, err: done.err },
         {
           exit: 0,
           phase: "in-progress",
-          step: name,
+          step: "prepare",
           files: { master: "old", replica: step === 6 ? "new" : "old" },
         },
         false,
       );
       const status = await runCli(["status", cell.plan]);
-      expect(status.out).toContain(`in-progress   ${cell.target} [${name}]`);
+      expect(status.out).toContain(`in-progress   ${cell.target} [prepare]`);
       await converge(cell);
     });
   }

@@ -397,7 +397,10 @@ export async function classifyPair(
         throw new Error(
           `${side} ${name}: MIXED old and new files: ${states.map((x) => `${x.file}=${x.s}`).join(", ")}`,
         );
-      const leftovers = (await readdir(live)).filter((f) => f.endsWith(".NEW"));
+      // Cyrus's .NEW names, and guidup's own temporary names (agent session.ts).
+      const leftovers = (await readdir(live)).filter(
+        (f) => f.endsWith(".NEW") || /\.guidup-\d+$/.test(f),
+      );
       out.push({ name, side, state: [...strict][0] ?? "both", leftovers });
     }
   }

@@ -23,7 +23,7 @@ export interface PlanFactoryOptions {
   id?: string;
   created?: string;
   tool?: string;
-  /** Changes every fingerprint, as a rescan after mail arrived would. */
+  /** Changes every fingerprint, as a rescan after mail arrived would (not the planned sets: appends leave them). */
   seed?: string;
   /** Prefix of the planned mailbox names; default "user.u". */
   prefix?: string;
@@ -70,6 +70,7 @@ function side(
     index,
     ...(i % 3 === 0 ? { expunge: facts(i, minor, "expunge") } : {}),
     fingerprint: sha1Hex(`${seed}:${pair}:${name}:${which}`),
+    planned: { records: index.records, digest: sha1Hex(`planned:${pair}:${name}:${which}`) },
     ...(i % 4 !== 1 ? { cached: Math.floor(index.oldStyle / ((i % 4) + 1)) } : {}),
   };
 }

@@ -263,16 +263,24 @@ describe("validatePlan", () => {
   it("lists every problem, in file order", () => {
     let bad = text.replace(/^target: 10$/m, "target: 11");
     bad = bad.replace('"guid"]', '"guid"]').replace("actions: [guid]", "actions: [guid, guid]");
-    bad = bad.replace(/^format: guidup-plan\/1$/m, "format: guidup-plan/2");
+    bad = bad.replace(/^format: guidup-plan\/2$/m, "format: guidup-plan/3");
     const err = thrown(() => parsePlan(bad, "p.yaml")) as PlanError;
     const lines = err.message.split("\n");
     expect(lines).toHaveLength(3);
     expect(lines[0]).toMatch(
-      /^p\.yaml:\d+:9: format: must be "guidup-plan\/1", got "guidup-plan\/2"$/,
+      /^p\.yaml:\d+:9: format: must be "guidup-plan\/2", got "guidup-plan\/3"$/,
     );
     expect(lines[1]).toMatch(/^p\.yaml:\d+:9: target: must be <= 10, got 11$/);
     expect(lines[2]).toMatch(/mailboxes\[4\]\.actions: must NOT have duplicate items/);
     expect(err.detail?.problems).toEqual(lines);
+  });
+
+  it("refuses a guidup-plan/1 file with one line saying to plan again", () => {
+    const old = text.replace(/^format: guidup-plan\/2$/m, "format: guidup-plan/1");
+    const err = thrown(() => parsePlan(old, "old.yaml")) as PlanError;
+    expect(err.message).toBe(
+      "old.yaml: plan format guidup-plan/1 was written by an older guidup; its entries lack the (uid, GUID) digests apply now checks: run guidup plan again",
+    );
   });
 
   it("applies the rules: sorted, unique, not both planned and skipped", () => {

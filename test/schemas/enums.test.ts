@@ -48,6 +48,7 @@ const PHASE_SET: Record<Phase, true> = {
   diverged: true,
   stale: true,
   skipped: true,
+  lagging: true,
 };
 const STEPS: Record<Step, true> = {
   "relay-cache": true,
