@@ -24,6 +24,8 @@ export class ApplyTally {
   /** Why each of `retryLater` waits: "lagging", "lock timeout", "master busy". */
   readonly retryReasons = new Map<string, string>();
   readonly lockHold = new LockHoldSamples();
+  /** Whether the engine began the run (it has the pair lock and its queue). */
+  started = false;
   alreadyDone = 0;
   /** Mailboxes this run means to finish: the queue, or at most --batch of it. */
   toDo = 0;
@@ -42,6 +44,7 @@ export class ApplyTally {
   event(e: ApplyEvent): void {
     switch (e.type) {
       case "start":
+        this.started = true;
         this.alreadyDone = e.alreadyDone;
         this.toDo = this.batch !== undefined ? Math.min(e.queued, this.batch) : e.queued;
         break;

@@ -211,7 +211,9 @@ export async function run(args: string[], io: Io): Promise<number> {
         },
       });
     } finally {
-      view.end();
+      // Refused before it began (the pair lock, say): the refusal alone is
+      // the output, not a progress line of zeros above it.
+      view.end({ silent: !tally.started });
       interrupts.uninstall();
       await store.release();
     }

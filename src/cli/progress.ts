@@ -122,11 +122,21 @@ export class ProgressView {
     if (!this.#tty) this.#flushPlain(task, Date.now());
   }
 
-  /** Draws the final lines and stops; later updates are ignored. */
-  end(): void {
+  /**
+   * Draws the final lines and stops; later updates are ignored. `silent`:
+   * erase the live lines and print nothing (the command failed before its
+   * work began: its error alone is the output).
+   */
+  end(options: { silent?: boolean } = {}): void {
     if (this.#ended) return;
     if (this.#timer) clearInterval(this.#timer);
     if (this.#plainTimer) clearInterval(this.#plainTimer);
+    if (options.silent) {
+      if (this.#tty && this.#drawn > 0) this.#base.err(this.#clear());
+      this.#drawn = 0;
+      this.#ended = true;
+      return;
+    }
     this.#sources.forEach((src, i) => {
       if (!src) return;
       const text = src();

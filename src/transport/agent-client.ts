@@ -67,6 +67,7 @@ export class AgentClient {
     readonly host: string,
     readonly hello: Hello,
     private readonly channel: AgentChannel,
+    private readonly options: AgentClientOptions = {},
   ) {}
 
   /** Starts an agent on `conn` and waits for its hello. */
@@ -114,6 +115,8 @@ export class AgentClient {
           client.#fail(
             new TransportError(
               `${host}: agent connection closed${err ? `: ${errorMessage(err)}` : ""}`,
+              // Keeps what the channel knows (the pid of an agent it gave up on).
+              err instanceof GuidupError ? err.detail : undefined,
             ),
           );
         }
@@ -148,7 +151,7 @@ export class AgentClient {
           );
           return;
         }
-        client = new AgentClient(host, msg, channel);
+        client = new AgentClient(host, msg, channel, options);
         client.#lastStderr = lastStderr;
         resolve(msg);
       });
@@ -187,6 +190,13 @@ export class AgentClient {
   /** Ends the agent (it rolls back anything in progress) and waits for it. */
   async close(): Promise<void> {
     await this.channel.close();
+    // An agent that would not exit even when killed may still hold a
+    // mailbox's locks: the channel's give-up error names its host and pid.
+    // Nothing awaits this close for an answer, so say it as a warning, where
+    // the operator sees agent logs.
+    const gaveUp = this.#closed;
+    if (gaveUp instanceof GuidupError && gaveUp.detail?.agentPid !== undefined)
+      this.options.onLog?.(this.host, { level: "warn", msg: gaveUp.message });
     this.#fail(new TransportError(`${this.host}: agent closed`));
   }
 

@@ -279,7 +279,7 @@ describe("guidup serve over stdio", () => {
     const commitLocked = await agent.fail("commit", {});
     expect(commitLocked.code).toBe("out-of-order");
     expect(commitLocked.message).toBe(
-      "commit: needs an upgraded mailbox, but the session is locked (user.alice)",
+      "commit: needs a locked and staged mailbox, but the session is locked (user.alice)",
     );
     expect(await snapshot(spool.spool)).toEqual(before);
 

@@ -1,7 +1,8 @@
-// A lock timeout in a --batch run (issue #10, item 8, the counters): the
-// mailbox is queued for a retry the batch then does not reach; apply's report
-// names it as failed, as its state and `status` do, and the next apply
-// upgrades it once the lock is free.
+// A lock timeout in a --batch run (issue #10, item 8): the busy mailbox is
+// retried within the same run even though the batch is used up (a retry is
+// not a new mailbox), and when it is still busy after its retries, apply's
+// report, its progress, its state and `status` all count it failed; the next
+// apply upgrades it once the lock is free.
 
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -41,7 +42,7 @@ afterAll(async () => {
 });
 
 describe("a lock timeout in a --batch run", () => {
-  it("is reported failed by apply, its state and status alike; the next apply does it", async () => {
+  it("is retried in the run, then reported failed by apply, its progress, state and status alike; the next apply does it", async () => {
     const [held] = await planMailboxes(plan);
     const locker = await ForeignLocker.hold(
       path.join(pair.mailboxDir("master", held!), "cyrus.header"),
@@ -57,12 +58,22 @@ describe("a lock timeout in a --batch run", () => {
         "1",
         "--lock-timeout",
         "200ms",
+        "--master-lock-wait",
+        "100ms",
+        "--retries",
+        "1",
+        "--retry-backoff",
+        "100ms",
       ]);
-      expect(r.code, r.err).toBe(1);
-      expect(r.out).toContain(`  failed        ${held}: lock timeout, not retried in this run\n`);
+      expect(r.code, r.err).toBe(4);
+      expect(r.out).toContain("done 1, failed 1; 0 were already done; 1 left (stopped: batch)");
+      expect(r.out).toContain(`  failed        ${held}: the master's copy is busy`);
+      expect(r.out).toContain("; 1 retries");
+      // The last progress line counts the same.
+      expect(r.err).toContain("done 1 · failed 1 · remaining 0 of this batch");
       const status = await statusOf(plan);
       expect(status.counts.failed).toBe(1);
-      expect(status.counts.done).toBe(2);
+      expect(status.counts.done).toBe(1);
       expect(status.mailboxes.map((m) => m.name)).toEqual([held]);
     } finally {
       locker.child.kill();

@@ -131,8 +131,10 @@ describe("Ctrl-C in a terminal", () => {
 
   it("apply: a second Ctrl-C aborts the mailbox in flight, which rolls back; the report names it; exit 130; rerun converges", async () => {
     const pair = await smallPair(52);
-    // The master's 2nd upgrade: both sides of that mailbox are locked.
-    const held = await heldMaster(pair, "upgrade", 2);
+    // The master's 2nd lock request: the replica's copy of that mailbox is
+    // locked and staged (the replica is locked first), the master's lock is
+    // on its way.
+    const held = await heldMaster(pair, "lock", 2);
     const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
       master: held.master,
       replica: localHost(pair, "replica"),

@@ -11,7 +11,9 @@
 //   {"cmd":"exit","code":N,"stderr":T}  write T to stderr, exit with code N
 //   {"cmd":"kill","signal":S}           kill itself with signal S
 // Flags: --ignore-eof (keep running after stdin ends), --ignore-term
-// (ignore SIGTERM), --exit-code-on-eof N.
+// (ignore SIGTERM), --exit-code-on-eof N, --agent-hello PROTOCOL TOOL (open
+// with the real agent's hello shape, so the controller's AgentClient takes
+// it).
 
 import os from "node:os";
 import process from "node:process";
@@ -33,7 +35,17 @@ function out(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
 }
 
-out({ hello: true, host: os.hostname(), pid: process.pid, argv });
+const agentHelloAt = argv.indexOf("--agent-hello");
+if (agentHelloAt === -1) out({ hello: true, host: os.hostname(), pid: process.pid, argv });
+else
+  out({
+    type: "hello",
+    protocol: Number(argv[agentHelloAt + 1]),
+    tool: argv[agentHelloAt + 2],
+    host: os.hostname(),
+    pid: process.pid,
+    config: "/etc/imapd.conf",
+  });
 log("echo agent started");
 
 const rl = readline.createInterface({ input: process.stdin, crlfDelay: Number.POSITIVE_INFINITY });

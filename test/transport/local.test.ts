@@ -1,7 +1,10 @@
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
+import { TOOL_VERSION } from "../../src/cli/version.js";
 import { InternalError } from "../../src/errors.js";
+import { PROTOCOL_VERSION } from "../../src/protocol/messages.js";
+import { AgentClient } from "../../src/transport/agent-client.js";
 import { connectHost, TransportError } from "../../src/transport/index.js";
 import { defaultLocalCommand } from "../../src/transport/local.js";
 import type { HostConnection } from "../../src/transport/types.js";
@@ -226,6 +229,47 @@ describe("local transport", () => {
       expect(processGone(hello.pid)).toBe(false);
     } finally {
       await endProcess(hello.pid);
+    }
+  });
+
+  it("an AgentClient that gives up on its agent warns the operator, naming host and pid", async () => {
+    // The same wrapper as above, with an agent that opens like the real one:
+    // what the channel knows must reach the operator, not only the tests.
+    const conn = await connectHost({
+      transport: "local",
+      command: [
+        "sh",
+        "-c",
+        '"$@"; exit $?',
+        "sh",
+        process.execPath,
+        ECHO_AGENT,
+        "--ignore-eof",
+        "--ignore-term",
+        "--agent-hello",
+        String(PROTOCOL_VERSION),
+        TOOL_VERSION,
+      ],
+      config: "/etc/imapd.conf",
+      name: "imap-test",
+      closeTimeoutMs: 200,
+    });
+    connections.push(conn);
+    const warnings: string[] = [];
+    const agent = await AgentClient.start(conn, {
+      onLog: (host, line) => {
+        if (line.level === "warn") warnings.push(`${host}: ${line.msg}`);
+      },
+    });
+    try {
+      await agent.close();
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/^imap-test: .*giving up on it: process \d+ on /);
+      expect(warnings[0]).toContain(
+        `process ${agent.hello.pid} on ${os.hostname()} may still be running and holding mailbox locks; end it there (kill -KILL ${agent.hello.pid})`,
+      );
+    } finally {
+      await endProcess(agent.hello.pid);
     }
   });
 
