@@ -135,7 +135,7 @@ const handlers: { [K in Op]: Handler<K> } = {
   verify: async (req, { conf, pool }) => {
     const out = [];
     for (const ref of list(req.mailboxes)) {
-      out.push(await verifyMailbox(conf, ref, pool, req.sample));
+      out.push(await verifyMailbox(conf, ref, pool, req.sample, req.withPairs === true));
     }
     return { mailboxes: out };
   },

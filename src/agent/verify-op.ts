@@ -18,12 +18,14 @@ export async function verifyMailbox(
   ref: MailboxRef,
   pool: HashPool,
   sample: number | undefined,
+  withPairs = false,
 ): Promise<MailboxVerify> {
   const files = mailboxFiles(conf, ref);
   const scan = await scanMailboxFiles(files);
   const out: MailboxVerify = { name: files.name, scan, checked: 0, mismatches: [], unreadable: [] };
   if (scan.status !== "ok") return out;
   const records: { uid: number; guid: Buffer }[] = [];
+  let indexRecords = 0;
   const sources = [{ path: files.index, kind: "index" as const }];
   if (
     await stat(files.expunge).then(
@@ -55,6 +57,15 @@ export async function verifyMailbox(
     } finally {
       await reader.close();
     }
+    if (source.kind === "index") indexRecords = records.length;
+  }
+  if (withPairs) {
+    const pairs = Buffer.alloc(indexRecords * 24);
+    for (let i = 0; i < indexRecords; i++) {
+      pairs.writeUInt32BE(records[i]!.uid, i * 24);
+      records[i]!.guid.copy(pairs, i * 24 + 4);
+    }
+    out.pairs = pairs.toString("base64");
   }
   const chosen =
     sample === undefined || sample >= records.length ? records : pickRandom(records, sample);

@@ -17,6 +17,7 @@ export const VERIFY_KINDS = [
   "guid-not-sha1",
   "unreadable-message",
   "sides-differ",
+  "invalid-name",
 ] as const;
 export type VerifyKind = (typeof VERIFY_KINDS)[number];
 
@@ -41,6 +42,7 @@ async function verifySide(
   sample: number | undefined,
   clientOptions: AgentClientOptions,
   onProgress: (done: number) => void,
+  withPairs = false,
 ): Promise<Map<string, MailboxVerify>> {
   const out = new Map<string, MailboxVerify>();
   const batches: MailboxRef[][] = [];
@@ -56,6 +58,7 @@ async function verifySide(
           const r = await agent.request("verify", {
             mailboxes: batch,
             ...(sample !== undefined ? { sample } : {}),
+            ...(withPairs ? { withPairs } : {}),
           });
           for (const v of r.mailboxes) out.set(v.name, v);
           onProgress(out.size);
@@ -72,6 +75,8 @@ export async function verifyPair(options: {
   master: HostConnection;
   replica: HostConnection;
   mailboxes: readonly MailboxRef[];
+  /** Names or directories the mailbox list could not use (invalid names, strays). */
+  invalid?: readonly { name: string; reason: string }[];
   target: number;
   sample?: number;
   clientOptions?: AgentClientOptions;
@@ -98,6 +103,28 @@ export async function verifyPair(options: {
   const byName = [...options.mailboxes].sort((a, b) =>
     a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
   );
+  // Where the two sides' (uid, GUID) lists differ, ask both for the lists
+  // themselves (no hashing): the report names the UIDs to look at.
+  const differing = byName.filter((ref) => {
+    const mg = m!.get(ref.name)?.scan.guidDigest;
+    const rg = r!.get(ref.name)?.scan.guidDigest;
+    return mg !== undefined && rg !== undefined && mg !== rg;
+  });
+  const lists =
+    differing.length === 0
+      ? undefined
+      : await Promise.all(
+          (["master", "replica"] as const).map((side) =>
+            verifySide(
+              side === "master" ? options.master : options.replica,
+              differing,
+              0,
+              options.clientOptions ?? {},
+              () => {},
+              true,
+            ),
+          ),
+        );
   for (const ref of byName) {
     const sides = { master: m!.get(ref.name), replica: r!.get(ref.name) };
     const found: VerifyProblem[] = [];
@@ -126,10 +153,65 @@ export async function verifyPair(options: {
     }
     const mg = sides.master?.scan.guidDigest;
     const rg = sides.replica?.scan.guidDigest;
-    if (mg && rg && mg !== rg) add("sides-differ", "master and replica (uid, GUID) lists differ");
+    if (mg && rg && mg !== rg)
+      add(
+        "sides-differ",
+        `master and replica (uid, GUID) lists differ${describeDifference(
+          lists?.[0]?.get(ref.name)?.pairs,
+          lists?.[1]?.get(ref.name)?.pairs,
+        )}`,
+      );
     const result = found[0]?.kind ?? "ok";
     report.results[result] = (report.results[result] ?? 0) + 1;
     report.problems.push(...found);
   }
+  // What the list could not name is never silently left out (a directory
+  // with an invalid name stays unconverted): each is a problem of its own.
+  for (const bad of [...(options.invalid ?? [])].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    report.mailboxes++;
+    report.results["invalid-name"] = (report.results["invalid-name"] ?? 0) + 1;
+    report.problems.push({ name: bad.name, kind: "invalid-name", problem: bad.reason });
+  }
   return report;
+}
+
+/** How many differing UIDs a report names before it says "…". */
+const NAMED_UIDS = 5;
+
+/**
+ * ": same uid, other GUID: 12, 15; only on master: 20, 21 (2)" from both
+ * sides' (uid, GUID) lists (24 bytes a record, base64); "" without them.
+ */
+export function describeDifference(master?: string, replica?: string): string {
+  if (master === undefined || replica === undefined) return "";
+  const read = (b64: string) => {
+    const buf = Buffer.from(b64, "base64");
+    const map = new Map<number, string>();
+    for (let at = 0; at + 24 <= buf.length; at += 24)
+      map.set(buf.readUInt32BE(at), buf.toString("hex", at + 4, at + 24));
+    return map;
+  };
+  const m = read(master);
+  const r = read(replica);
+  const otherGuid: number[] = [];
+  const onlyMaster: number[] = [];
+  const onlyReplica: number[] = [];
+  for (const [uid, guid] of m) {
+    const theirs = r.get(uid);
+    if (theirs === undefined) onlyMaster.push(uid);
+    else if (theirs !== guid) otherGuid.push(uid);
+  }
+  for (const uid of r.keys()) if (!m.has(uid)) onlyReplica.push(uid);
+  const name = (what: string, uids: number[]) => {
+    if (uids.length === 0) return [];
+    uids.sort((a, b) => a - b);
+    const shown = uids.slice(0, NAMED_UIDS).join(", ");
+    return [`${what}: uid ${shown}${uids.length > NAMED_UIDS ? ", …" : ""} (${uids.length})`];
+  };
+  const parts = [
+    ...name("same UID, other GUID", otherGuid),
+    ...name("only on master", onlyMaster),
+    ...name("only on replica", onlyReplica),
+  ];
+  return parts.length === 0 ? "" : `: ${parts.join("; ")}`;
 }

@@ -39,7 +39,10 @@ interface VerifyJob {
   master: HostSpec;
   replica: HostSpec;
   target: number;
-  mailboxes: (master: HostConnection) => Promise<MailboxRef[]>;
+  /** The mailboxes to check, and what the list named that cannot be one. */
+  mailboxes: (
+    master: HostConnection,
+  ) => Promise<{ refs: MailboxRef[]; invalid: { name: string; reason: string }[] }>;
 }
 
 export async function run(args: string[], io: Io): Promise<number> {
@@ -97,7 +100,7 @@ export async function run(args: string[], io: Io): Promise<number> {
         name: plan.pair,
         ...hosts,
         target: targetOption ?? plan.target,
-        mailboxes: async () => refs.filter((r) => keep(r.name)),
+        mailboxes: async () => ({ refs: refs.filter((r) => keep(r.name)), invalid: [] }),
       },
     ];
   } else {
@@ -113,7 +116,10 @@ export async function run(args: string[], io: Io): Promise<number> {
           const list = await listMailboxes(pair.mailboxes, master, clientOptions);
           const names = list.mailboxes.map((m) => m.name);
           requireOnlyMatches(only, names, `pair ${pair.name}'s mailbox list`);
-          return list.mailboxes.filter((m) => keep(m.name));
+          return {
+            refs: list.mailboxes.filter((m) => keep(m.name)),
+            invalid: list.invalid.filter((m) => keep(m.name)),
+          };
         },
       };
     });
@@ -128,12 +134,13 @@ export async function run(args: string[], io: Io): Promise<number> {
           HostConnection,
         ];
         try {
-          const mailboxes = await job.mailboxes(master);
+          const { refs: mailboxes, invalid } = await job.mailboxes(master);
           const done = { master: 0, replica: 0 };
           return await verifyPair({
             master,
             replica,
             mailboxes,
+            invalid,
             target: job.target,
             ...(sample !== undefined ? { sample } : {}),
             clientOptions: { onLog: agentLogger(viewIo) },

@@ -148,6 +148,8 @@ export interface MailboxVerify {
   mismatches: { uid: number; stored: string; actual: string }[];
   /** Records whose message file is missing or unreadable. */
   unreadable: { uid: number; reason: string }[];
+  /** With withPairs: the index's (uid, GUID) list, 24 bytes a record (uid BE, GUID), base64. */
+  pairs?: string;
 }
 
 /** Who asks for a pair lock: the apply that will work on the pair. */
@@ -276,8 +278,12 @@ export type Requests = {
     };
   };
   verify: {
-    /** sample: hash only this many random records per mailbox (default all). */
-    args: { mailboxes: MailboxRef[]; sample?: number };
+    /**
+     * sample: hash only this many random records per mailbox (default all).
+     * withPairs: also answer each mailbox's index (uid, GUID) list (asked
+     * only for mailboxes whose two sides differ, to name the UIDs).
+     */
+    args: { mailboxes: MailboxRef[]; sample?: number; withPairs?: boolean };
     result: { mailboxes: MailboxVerify[] };
   };
   "pair-lock": {

@@ -223,5 +223,12 @@ describe("mailbox names (item 7)", () => {
         detail: `master: ${dir(pair.master.partitionRoot)}: invalid mailbox name "user.bob.b\\\\ad": character U+005c not allowed`,
       },
     ]);
+    // verify does not call the pair OK while that directory is left as it is.
+    const v = await runCli(["verify", "--inventory", inventory]);
+    expect(v.code, v.err).toBe(1);
+    expect(v.out).toMatch(/invalid-name 1/);
+    expect(v.out).toContain(
+      `  invalid-name       user.bob.b\\ad: master: ${dir(pair.master.partitionRoot)}: invalid mailbox name`,
+    );
   });
 });
