@@ -8,6 +8,7 @@ import type { Plan, PlannedMailbox } from "../plan/model.js";
 import type { CutoverPath } from "../protocol/messages.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
 import type { HostConnection } from "../transport/types.js";
+import { type ControlSettings, readControl } from "./control-file.js";
 import type { DriftCounts, DriftMode } from "./decide.js";
 import { nameFilter } from "./glob.js";
 import { Lane } from "./lanes.js";
@@ -40,6 +41,8 @@ export interface ApplyOptions {
   lockTimeoutMs: number;
   /** While this file exists, start no new mailbox. */
   pauseFile?: string;
+  /** Read about once a second: `concurrency=N`, `pause` (src/apply/control-file.ts). */
+  controlFile?: string;
   /** contract (default): drift that does not matter is applied; exact: any change is stale; any: no check. */
   drift: DriftMode;
   /** The master's lock wait (short, whatever lockTimeoutMs is). */
@@ -70,7 +73,8 @@ export type ApplyEvent =
   | { type: "start"; total: number; alreadyDone: number; queued: number }
   | { type: "begin"; name: string }
   | { type: "mailbox"; name: string; phase: Phase; state: MailboxState }
-  | { type: "paused"; file: string }
+  /** `why`: the pause file exists, or the control file says pause. */
+  | { type: "paused"; file: string; why: "exists" | "says pause" }
   | { type: "resumed" }
   | { type: "note"; name: string; message: string }
   /** The throttle changed how many mailboxes are in flight. */
@@ -212,6 +216,35 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   };
   const batchReached = () => options.batch !== undefined && started_ >= options.batch;
 
+  // The control file, read at most once a second; what changed is said once.
+  let controlRead = 0;
+  let controlNow: ControlSettings = { pause: false, unknown: [] };
+  const reportedUnknown = new Set<string>();
+  const control = (): ControlSettings => {
+    if (!options.controlFile || Date.now() - controlRead < 1000) return controlNow;
+    controlRead = Date.now();
+    controlNow = readControl(options.controlFile);
+    for (const line of controlNow.unknown)
+      if (!reportedUnknown.has(line)) {
+        reportedUnknown.add(line);
+        emit({
+          type: "note",
+          name: options.controlFile,
+          message: `ignoring "${line}" (understood: concurrency=N, pause)`,
+        });
+      }
+    const limit = Math.min(controlNow.concurrency ?? lanes.length, lanes.length);
+    if (limit !== controlled) {
+      emit({
+        type: "note",
+        name: options.controlFile,
+        message: `concurrency ${controlled} → ${limit}`,
+      });
+      controlled = limit;
+    }
+    return controlNow;
+  };
+
   const next = async (): Promise<WorkItem | undefined> => {
     for (;;) {
       const reason = stopReason();
@@ -220,8 +253,14 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
         return undefined;
       }
       if (options.pauseFile && (await exists(options.pauseFile))) {
-        emit({ type: "paused", file: options.pauseFile });
+        emit({ type: "paused", file: options.pauseFile, why: "exists" });
         while ((await exists(options.pauseFile)) && !options.signal.aborted) await sleep(500);
+        emit({ type: "resumed" });
+        continue;
+      }
+      if (options.controlFile && control().pause) {
+        emit({ type: "paused", file: options.controlFile, why: "says pause" });
+        while (control().pause && !options.signal.aborted) await sleep(500);
         emit({ type: "resumed" });
         continue;
       }
@@ -285,6 +324,8 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   );
   // The throttle: lanes at index ≥ `allowed` wait before starting a mailbox.
   let allowed = lanes.length;
+  // The operator's limit from the control file, if any (capped by the lanes).
+  let controlled = lanes.length;
   const recent: number[] = [];
   const throttle = (masterHeld: number | undefined) => {
     const max = options.maxLockHoldMs;
@@ -309,12 +350,15 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   // A throttled lane waits before taking work (never holding an item), and
   // gives up once nothing is left for it.
   const waitTurn = async (index: number) => {
+    control();
     while (
-      index >= allowed &&
+      index >= Math.min(allowed, controlled) &&
       !options.signal.aborted &&
       (queue.length > 0 || retryLater.length > 0)
-    )
+    ) {
       await abortableSleep(200, options.signal);
+      control();
+    }
   };
   try {
     await Promise.all(

@@ -68,7 +68,7 @@ export class ApplyTally {
         if (e.phase === "done") this.lockHold.add(e.state.lockHeldMs);
         break;
       case "paused":
-        this.paused = e.file;
+        this.paused = `${e.file} ${e.why}`;
         break;
       case "resumed":
         this.paused = undefined;
@@ -118,7 +118,7 @@ export class ApplyTally {
     if (this.stopping === "drain")
       pace.push(`stopping: finishing ${this.inFlight.size} in flight, starting none`);
     else if (this.stopping === "abort") pace.push("aborting the mailboxes in flight");
-    else if (this.paused !== undefined) pace.push(`paused: ${this.paused} exists`);
+    else if (this.paused !== undefined) pace.push(`paused: ${this.paused}`);
     const rate = this.rate();
     if (rate === undefined) pace.push(`ETA after ${ETA_MIN_FINISHED} mailboxes`);
     else {

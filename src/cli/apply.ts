@@ -36,6 +36,9 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
   --lock-timeout DUR     how long to wait for a mailbox's locks, with a unit:
                          500ms, 30s, 2m (default 30s)
   --pause-file PATH      while PATH exists, start no new mailbox
+  --control-file PATH    read about once a second while running: a line
+                         "concurrency=N" (1..--concurrency) sets how many
+                         mailboxes are in flight, "pause" starts no new one
   --allow-drift          upgrade mailboxes whatever changed since the plan
   --exact-plan           any change since the plan (even an append, an expunge)
                          makes a mailbox stale; default: only changes that may
@@ -77,6 +80,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     "max-failures": { type: "string" },
     "lock-timeout": { type: "string" },
     "pause-file": { type: "string" },
+    "control-file": { type: "string" },
     "exact-plan": { type: "boolean" },
     "master-lock-wait": { type: "string" },
     retries: { type: "string" },
@@ -190,6 +194,7 @@ export async function run(args: string[], io: Io): Promise<number> {
         ...(maxFailures !== undefined ? { maxFailures } : {}),
         lockTimeoutMs,
         ...(values["pause-file"] ? { pauseFile: values["pause-file"] } : {}),
+        ...(values["control-file"] ? { controlFile: values["control-file"] } : {}),
         drift: values["allow-drift"] ? "any" : values["exact-plan"] ? "exact" : "contract",
         ...(masterLockWaitMs !== undefined ? { masterLockWaitMs } : {}),
         ...(retries !== undefined ? { retries } : {}),

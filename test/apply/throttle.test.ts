@@ -3,6 +3,7 @@
 // says so; the run still finishes every mailbox. (A limit of 0 ms is always
 // exceeded: every hold spans at least the commit round trips.)
 
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import {
@@ -12,6 +13,8 @@ import {
   localHost,
   planMailboxes,
   snapshotPair,
+  spawnCli,
+  statusOf,
   type TestPair,
   writeInventory,
 } from "../helpers/apply-harness.js";
@@ -72,5 +75,55 @@ describe("apply --max-lock-hold", () => {
     const report = JSON.parse(r.out) as { outcomes: Record<string, number> };
     expect(report.outcomes).toEqual({ done: 4 });
     await expectAllNew(snap, pair.names);
+  });
+
+  it("--control-file: 'pause' holds new mailboxes, 'concurrency=1' lowers the lanes while it runs, an unknown line is reported", async () => {
+    const pair = await generatedPair({
+      seed: 53,
+      mailboxes: 6,
+      versions: [9],
+      expungeFraction: 0,
+      largeMailboxes: 0,
+      messagesPerMailbox: [1, 2],
+      messageBytes: [300, 900],
+    });
+    pairs.push(pair);
+    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
+      master: localHost(pair, "master"),
+      replica: localHost(pair, "replica"),
+    });
+    const plan = path.join(pair.dir, "plan.yaml");
+    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+    const planned = await planMailboxes(plan);
+    const control = path.join(pair.dir, "control");
+    await writeFile(control, "pause\nfoo=bar\n");
+    const run = spawnCli(["apply", plan, "--concurrency", "3", "--control-file", control]);
+    let err = "";
+    const saw = (text: string) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (err.includes(text)) resolve();
+        };
+        run.child.stderr?.on("data", (d: Buffer) => {
+          err += d.toString();
+          check();
+        });
+        void run.done.then(() =>
+          err.includes(text)
+            ? resolve()
+            : reject(new Error(`apply ended without "${text}":\n${err}`)),
+        );
+        check();
+      });
+    // Paused by the file (the progress line says so): nothing has started.
+    await saw(`paused: ${control} says pause`);
+    expect((await statusOf(plan)).counts.done).toBe(0);
+    await writeFile(control, "concurrency=1 # one at a time\n");
+    const r = await run.done;
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toContain(`${control}: ignoring "foo=bar" (understood: concurrency=N, pause)`);
+    expect(r.err).toContain(`${control}: concurrency 3 → 1`);
+    expect(r.out).toContain(`done ${planned.length}`);
+    expect((await statusOf(plan)).counts.done).toBe(planned.length);
   });
 });

@@ -55,7 +55,7 @@ describe("ApplyTally", () => {
     run("m1", 1000);
     expect(tally.text()).toContain("ETA after 5 mailboxes");
     // A paused hour with nothing in flight does not count.
-    tally.event({ type: "paused", file: "/tmp/pause" });
+    tally.event({ type: "paused", file: "/tmp/pause", why: "exists" });
     expect(tally.text()).toContain("paused: /tmp/pause exists");
     t += 3_600_000;
     tally.event({ type: "resumed" });
