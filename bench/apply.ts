@@ -629,8 +629,8 @@ export async function countRoundTrips(
     concurrency,
     perMailbox,
     totalPerMailbox: total / n,
-    designPerMailbox: 8,
-    sequentialPerMailbox: 7,
+    designPerMailbox: 6,
+    sequentialPerMailbox: 5,
     agentMsPerRequest: agentMs,
     agents: lines.length,
     run,
@@ -797,7 +797,7 @@ export function formatApplyBench(r: ApplyBenchResult): string {
       (op) =>
         `    ${op.padEnd(10)} ${f2(rt.perMailbox.master[op]).padStart(7)} ${f2(rt.perMailbox.replica[op]).padStart(8)}   ${f2(rt.agentMsPerRequest.master[op])} / ${f2(rt.agentMsPerRequest.replica[op])}`,
     ),
-    `    total ${rt.totalPerMailbox.toFixed(2)} per mailbox (design: ${rt.designPerMailbox} = prepare, lock, upgrade, commit per side; +2 with --relay-cache on a cold master; ${rt.sequentialPerMailbox} sequential waits, the two prepares overlap)`,
+    `    total ${rt.totalPerMailbox.toFixed(2)} per mailbox (design: ${rt.designPerMailbox} = prepare, lock (it stages), commit per side; +2 with --relay-cache on a cold master; ${rt.sequentialPerMailbox} sequential waits, the two prepares overlap)`,
     `  micro: one request round trip over SSH ${r.micro.roundTripMs.toFixed(3)} ms (status, sequential); one state file write ${r.micro.stateWriteMs.toFixed(3)} ms × ${r.micro.stateWritesPerMailbox} per mailbox`,
     `  total bench time ${sec(r.totalMs)}`,
   ].join("\n");
