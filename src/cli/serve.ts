@@ -40,6 +40,14 @@ export async function run(args: string[], io: Io): Promise<number> {
   // terminal does Ctrl-C end the agent. SIGTERM still does.
   const ignoreSigint = () => {};
   if (!process.stdin.isTTY) process.on("SIGINT", ignoreSigint);
+  // When the connection drops, stdout and stderr lose their reader too: a
+  // write then fails with EPIPE, and an unhandled stream error would end the
+  // process in the middle of its rollback (the temporary index files of the
+  // mailbox in progress left behind). Nobody is left to read either stream:
+  // drop what cannot be written and finish the clean-up.
+  const unread = () => {};
+  process.stdout.on("error", unread);
+  process.stderr.on("error", unread);
   await serve({
     conf,
     configPath: values.config,
