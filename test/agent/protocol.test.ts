@@ -356,6 +356,28 @@ describe("guidup serve over stdio", () => {
     await expectSha1Guids(dir, index, "index");
   });
 
+  it("when the connection drops with a staged mailbox (stdin ends, stdout and stderr unread), it still rolls back and removes its files", async () => {
+    const { spool, agent } = await setup();
+    const dir = spool.dir("user.alice");
+    const index = path.join(dir, "cyrus.index");
+    const tmp = `${index}.guidup-${agent.hello.pid}`;
+    await agent.call("lock", {
+      mailbox: ALICE,
+      timeoutMs: 2000,
+      stage: { target: 10, guids: true },
+    });
+    expect(await exists(tmp)).toBe(true);
+    // What sshd does when the connection goes: nobody reads the agent's
+    // output any more (its writes fail with EPIPE) and its input ends.
+    agent.child.stdout.destroy();
+    agent.child.stderr.destroy();
+    agent.child.stdin.end();
+    expect(await agent.exited).toEqual({ code: 0, signal: null });
+    expect(await exists(tmp)).toBe(false);
+    expect(await minorOf(index)).toBe(9);
+    expect(await ForeignLocker.try(index)).toBe("acquired");
+  });
+
   it("rollback with pairs answers cyrus.index's (uid, GUID) list as staged", async () => {
     const { agent } = await setup();
     const stage = { target: 10, guids: true };
