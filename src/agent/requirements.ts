@@ -24,8 +24,8 @@ import os from "node:os";
 import path from "node:path";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { errorMessage } from "../errors.js";
+import { LockUnavailableError, tryLockFile } from "../fsutil/fcntl-lock.js";
 import type { HostCheck, MailboxRef } from "../protocol/messages.js";
-import { LockUnavailableError, tryLockFile } from "./fcntl-lock.js";
 import { mailboxFiles } from "./mailbox-files.js";
 
 export const MIN_NODE_MAJOR = 20;

@@ -61,6 +61,8 @@ import { writableFormat } from "../cyrus/formats/index.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { fileAccessError, UnsupportedVersionError } from "../cyrus/index-file.js";
 import { CyrusFormatError, GuidupError, UsageError } from "../errors.js";
+import { fsyncDirSync } from "../fsutil/atomic-file.js";
+import { type FileLock, lockFile } from "../fsutil/fcntl-lock.js";
 import type {
   CutoverPath,
   MailboxRef,
@@ -71,7 +73,6 @@ import type {
   Staged,
   UpgradeCounts,
 } from "../protocol/messages.js";
-import { type FileLock, lockFile } from "./fcntl-lock.js";
 import { resolveGuids } from "./guid-resolver.js";
 import { HashPool } from "./hash-pool.js";
 import {
@@ -355,7 +356,7 @@ export class MailboxSession {
       sf.written = false;
       renamed.push(to);
     }
-    for (const dir of cur.files.commitDirs) fsyncDir(dir);
+    for (const dir of cur.files.commitDirs) fsyncDirSync(dir);
     const lockHeldMs = await this.#unlock(cur);
     return { renamed, lockHeldMs };
   }
@@ -925,15 +926,6 @@ function existsSync(path: string): boolean {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw fileAccessError(path, err);
-  }
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 

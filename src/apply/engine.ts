@@ -99,9 +99,19 @@ export interface HoldStats {
 
 export function holdStats(values: readonly number[]): HoldStats {
   const sorted = [...values].sort((a, b) => a - b);
-  const at = (q: number) =>
-    sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? 0;
-  return { count: sorted.length, p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] ?? 0 };
+  return {
+    count: sorted.length,
+    p50: percentile(sorted, 0.5) ?? 0,
+    p99: percentile(sorted, 0.99) ?? 0,
+    max: sorted[sorted.length - 1] ?? 0,
+  };
+}
+
+/** Nearest-rank percentile of sorted samples (p in 0..1); undefined when empty. */
+export function percentile(sorted: readonly number[], p: number): number | undefined {
+  if (sorted.length === 0) return undefined;
+  const rank = Math.max(1, Math.ceil(p * sorted.length));
+  return sorted[Math.min(rank, sorted.length) - 1];
 }
 
 export interface ApplyReport {

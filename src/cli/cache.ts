@@ -5,12 +5,12 @@
 import { readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import YAML from "yaml";
+import { listMailboxes } from "../apply/scan-pair.js";
 import { FINAL_PHASES } from "../apply/state.js";
 import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
 import { readPlan } from "../plan/plan-file.js";
-import { listMailboxes } from "../plan/scan-pair.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";

@@ -6,9 +6,9 @@
 // "ok" line per fit host. Changes nothing on the hosts (the lock probe
 // creates and removes one empty file per partition).
 
+import { listMailboxes } from "../apply/scan-pair.js";
 import { ExitCode, errorMessage, UsageError } from "../errors.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
-import { listMailboxes } from "../plan/scan-pair.js";
 import type { MailboxRef } from "../protocol/messages.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";

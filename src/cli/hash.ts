@@ -3,9 +3,9 @@
 // old-style GUID, days ahead, so each mailbox is locked only briefly during
 // apply. Runs on the hosts (the agent's `hash`), resumable, rate-limited.
 
+import { listMailboxes } from "../apply/scan-pair.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
-import { listMailboxes } from "../plan/scan-pair.js";
 import type { Requests } from "../protocol/messages.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";

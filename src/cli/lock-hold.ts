@@ -1,6 +1,11 @@
 // Lock hold percentiles, from the per-mailbox results' `lockHeldMs` (first
 // lock to last unlock, per side, of the last attempt): what apply's progress
 // and report and `status` print, so an operator sees how long Cyrus waited.
+// One nearest-rank percentile (apply/engine.ts) serves all of them.
+
+import { holdStats } from "../apply/engine.js";
+
+export { percentile } from "../apply/engine.js";
 
 export type LockSide = "master" | "replica";
 
@@ -9,13 +14,6 @@ export interface Percentiles {
   n: number;
   p50: number;
   p99: number;
-}
-
-/** Nearest-rank percentile of sorted samples (p in 0..1); undefined when empty. */
-export function percentile(sorted: readonly number[], p: number): number | undefined {
-  if (sorted.length === 0) return undefined;
-  const rank = Math.max(1, Math.ceil(p * sorted.length));
-  return sorted[Math.min(rank, sorted.length) - 1];
 }
 
 /** Collects lock hold samples per side. */
@@ -33,10 +31,8 @@ export class LockHoldSamples {
   percentiles(): Partial<Record<LockSide, Percentiles>> {
     const out: Partial<Record<LockSide, Percentiles>> = {};
     for (const side of ["master", "replica"] as const) {
-      const sorted = [...this.#samples[side]].sort((a, b) => a - b);
-      const p50 = percentile(sorted, 0.5);
-      const p99 = percentile(sorted, 0.99);
-      if (p50 !== undefined && p99 !== undefined) out[side] = { n: sorted.length, p50, p99 };
+      const s = holdStats(this.#samples[side]);
+      if (s.count > 0) out[side] = { n: s.count, p50: s.p50, p99: s.p99 };
     }
     return out;
   }

@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { listMailboxes, scanSide } from "../apply/scan-pair.js";
 import { setStateAside, stateDirFor } from "../apply/state-store.js";
 import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
@@ -12,7 +13,6 @@ import { loadInventory, type PairSpec } from "../plan/inventory.js";
 import type { Plan } from "../plan/model.js";
 import { writePlan } from "../plan/plan-file.js";
 import { lackingSides, SuspiciousInputError } from "../plan/sanity.js";
-import { listMailboxes, scanSide } from "../plan/scan-pair.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";

@@ -3,11 +3,11 @@
 
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { lockHolderPid } from "../agent/fcntl-lock.js";
 import { nameFilter } from "../apply/glob.js";
 import { ATTENTION_PHASES, PHASES, type Phase } from "../apply/state.js";
 import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { ExitCode, UsageError } from "../errors.js";
+import { lockHolderPid } from "../fsutil/fcntl-lock.js";
 import { parseCommandArgs } from "./args.js";
 import type { Io } from "./io.js";
 import { formatLockHold, LockHoldSamples } from "./lock-hold.js";

@@ -3,11 +3,11 @@
 // plan's mailboxes), and prints a summary with the problems by mailbox.
 
 import { nameFilter } from "../apply/glob.js";
+import { listMailboxes } from "../apply/scan-pair.js";
 import { VERIFY_KINDS, type VerifyReport, verifyPair } from "../apply/verify-pair.js";
 import { TARGET_MINOR } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { loadInventory } from "../plan/inventory.js";
-import { listMailboxes } from "../plan/scan-pair.js";
 import type { MailboxRef } from "../protocol/messages.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";

@@ -15,6 +15,7 @@ import { type FileHandle, mkdir, open, readFile, rename, unlink } from "node:fs/
 import { basename, dirname, join } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { FileAccessError, GuidupError, InternalError } from "../errors.js";
+import { fsyncDir } from "../fsutil/atomic-file.js";
 import type { FileFacts } from "../protocol/messages.js";
 import type { HostSpec, LocalHostSpec, SshHostSpec, SshJumpHop } from "../transport/types.js";
 import { compareNames } from "./build.js";
@@ -431,7 +432,7 @@ export async function writePlan(path: string, plan: Plan): Promise<void> {
       await file.close();
     }
     await rename(tmp, path);
-    await syncDir(dir);
+    await fsyncDir(dir);
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw new FileAccessError(`cannot write plan ${path}: ${(err as Error).message}`);
@@ -443,14 +444,5 @@ async function writeAll(file: FileHandle, text: string): Promise<void> {
   for (let done = 0; done < data.length; ) {
     const { bytesWritten } = await file.write(data, done, data.length - done);
     done += bytesWritten;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
