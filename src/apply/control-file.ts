@@ -4,7 +4,10 @@
 //
 //   concurrency=N   at most N mailboxes in flight (1 .. --concurrency)
 //   pause           start no new mailbox (those in flight finish)
+//   pairs=N         at most N pairs in flight (1 .. --pairs; apply PLAN...)
 //
+// With several plans the one file steers every pair: concurrency=N is each
+// pair's lanes, pause pauses them all, pairs=N is the fleet's (src/apply/fleet.ts).
 // No file, or an empty one, means no limit from it. A line it does not
 // understand is reported once and ignored, so a typo never stops a run.
 
@@ -12,6 +15,8 @@ import { readFileSync } from "node:fs";
 
 export interface ControlSettings {
   concurrency?: number;
+  /** Pairs in flight (src/apply/fleet.ts); the engine of one pair ignores it. */
+  pairs?: number;
   pause: boolean;
   /** Lines that were not understood, as written. */
   unknown: string[];
@@ -26,8 +31,8 @@ export function parseControl(text: string): ControlSettings {
       out.pause = true;
       continue;
     }
-    const m = /^concurrency\s*=\s*(\d+)$/.exec(line);
-    if (m && Number(m[1]) >= 1) out.concurrency = Number(m[1]);
+    const m = /^(concurrency|pairs)\s*=\s*(\d+)$/.exec(line);
+    if (m && Number(m[2]) >= 1) out[m[1] as "concurrency" | "pairs"] = Number(m[2]);
     else out.unknown.push(raw.trim());
   }
   return out;

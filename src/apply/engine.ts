@@ -240,7 +240,7 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
         emit({
           type: "note",
           name: options.controlFile,
-          message: `ignoring "${line}" (understood: concurrency=N, pause)`,
+          message: `ignoring "${line}" (understood: concurrency=N, pairs=N, pause)`,
         });
       }
     const limit = Math.min(controlNow.concurrency ?? lanes.length, lanes.length);

@@ -100,6 +100,13 @@ export class ApplyTally {
     return Math.max(0, this.toDo - this.finished);
   }
 
+  /** One line (a pair's line of a fleet): the counts, then the rate once it means something. */
+  line(): string {
+    const [counts = ""] = this.text().split("\n");
+    const rate = this.rate();
+    return rate === undefined ? counts : `${counts} · ${rate.toFixed(1)}/s`;
+  }
+
   /** Two lines: counts, then pace. */
   text(): string {
     const counts = [...this.outcomes.keys()]
@@ -151,4 +158,65 @@ export function formatSeconds(seconds: number): string {
     : s >= 60
       ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`
       : `${s}s`;
+}
+
+/**
+ * The fleet's total line over its pairs' tallies: pairs by where they are,
+ * mailbox outcomes summed, in flight, left, and a rate over the time since
+ * the first pair began (what the controller achieves as a whole).
+ */
+export class FleetTally {
+  /** Per pair: undefined until it starts. */
+  readonly pairs: (ApplyTally | undefined)[];
+  readonly ended: boolean[];
+  #since: number | undefined;
+
+  constructor(
+    private readonly now: () => number,
+    pairCount: number,
+  ) {
+    this.pairs = Array.from({ length: pairCount }, () => undefined);
+    this.ended = Array.from({ length: pairCount }, () => false);
+  }
+
+  start(index: number, tally: ApplyTally): void {
+    this.pairs[index] = tally;
+    this.#since ??= this.now();
+  }
+
+  inFlight(): number {
+    return this.pairs.reduce((n, t, i) => n + (t && !this.ended[i] ? t.inFlight.size : 0), 0);
+  }
+
+  runningPairs(): number {
+    return this.pairs.filter((t, i) => t !== undefined && !this.ended[i]).length;
+  }
+
+  text(): string {
+    const started = this.pairs.filter((t) => t !== undefined) as ApplyTally[];
+    const ended = this.ended.filter(Boolean).length;
+    const outcomes = new Map<string, number>();
+    let finished = 0;
+    let remaining = 0;
+    for (const t of started) {
+      for (const [k, v] of t.outcomes) outcomes.set(k, (outcomes.get(k) ?? 0) + v);
+      finished += t.finished;
+      remaining += t.remaining();
+    }
+    const counts = [...outcomes.keys()]
+      .sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : 1))
+      .map((k) => `${k} ${outcomes.get(k)}`);
+    if (!outcomes.has("done")) counts.unshift("done 0");
+    const waiting = this.pairs.length - started.length;
+    const parts = [
+      `pairs: ${this.runningPairs()} running, ${ended} ended, ${waiting} waiting`,
+      ...counts,
+      `remaining ${remaining}${waiting > 0 ? " (+ waiting pairs)" : ""}`,
+      `in flight ${this.inFlight()}`,
+    ];
+    const ms = this.#since === undefined ? 0 : this.now() - this.#since;
+    if (finished >= ETA_MIN_FINISHED && ms >= ETA_MIN_ACTIVE_MS)
+      parts.push(`${(finished / (ms / 1000)).toFixed(1)}/s`);
+    return parts.join(" · ");
+  }
 }

@@ -121,7 +121,9 @@ describe("apply --max-lock-hold", () => {
     await writeFile(control, "concurrency=1 # one at a time\n");
     const r = await run.done;
     expect(r.code, r.err).toBe(0);
-    expect(r.err).toContain(`${control}: ignoring "foo=bar" (understood: concurrency=N, pause)`);
+    expect(r.err).toContain(
+      `${control}: ignoring "foo=bar" (understood: concurrency=N, pairs=N, pause)`,
+    );
     expect(r.err).toContain(`${control}: concurrency 3 → 1`);
     expect(r.out).toContain(`done ${planned.length}`);
     expect((await statusOf(plan)).counts.done).toBe(planned.length);
