@@ -1,0 +1,197 @@
+// A fleet from one command (issue #11): `guidup plan --inventory` writes a
+// plan per pair, `guidup apply A B C --pairs 2` runs the three pairs side by
+// side. Pair b fails part-way (a Cyrus-like process holds two of its
+// mailboxes' master locks for the whole run), pair c cannot start (its
+// replica's imapd.conf is gone); pair a finishes, b finishes the rest, and
+// the exit code is the worst pair's. status across the three says the same;
+// once the locks are gone and the config is back, a rerun finishes b and c
+// and leaves a alone.
+
+import { readdir, rename, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { ForeignLocker } from "../helpers/agent-process.js";
+import {
+  cli,
+  expectAllNew,
+  generatedPair,
+  localHost,
+  type PairSnapshot,
+  planMailboxes,
+  snapshotPair,
+  stateOf,
+  type TestPair,
+} from "../helpers/apply-harness.js";
+
+const made: TestPair[] = [];
+const lockers: ForeignLocker[] = [];
+afterAll(async () => {
+  await Promise.all(lockers.map((l) => l.kill()));
+  await Promise.all(made.map((p) => p.cleanup()));
+});
+
+const NAMES = ["a", "b", "c"] as const;
+
+async function threePairs() {
+  const pairs: TestPair[] = [];
+  for (const [i, _] of NAMES.entries()) {
+    const pair = await generatedPair({
+      seed: 71 + i,
+      mailboxes: 6,
+      versions: [8, 9],
+      expungeFraction: 0.3,
+      largeMailboxes: 0,
+      messagesPerMailbox: [1, 3],
+      messageBytes: [300, 1200],
+    });
+    made.push(pair);
+    pairs.push(pair);
+  }
+  const dir = pairs[0]!.dir;
+  const inventory = path.join(dir, "fleet.yaml");
+  await writeFile(
+    inventory,
+    stringify({
+      pairs: pairs.map((pair, i) => ({
+        name: NAMES[i],
+        mailboxes: { file: pair.mailboxList },
+        master: localHost(pair, "master"),
+        replica: localHost(pair, "replica"),
+      })),
+    }),
+  );
+  // One command plans the fleet: a plan per pair, named after the pair.
+  await cli(["plan", "--inventory", inventory], 0);
+  const files = await readdir(path.join(dir, "plans"));
+  const plans = NAMES.map((n) => {
+    const f = files.find((x) => x.startsWith(`${n}-`) && x.endsWith(".yaml"));
+    if (!f) throw new Error(`no plan for pair ${n} in ${files.join(", ")}`);
+    return path.join(dir, "plans", f);
+  });
+  return { pairs, plans };
+}
+
+interface PairJson {
+  plan: string;
+  pair: string;
+  status: string;
+  exitCode: number;
+  outcomes?: Record<string, number>;
+  alreadyDone?: number;
+  remaining?: number;
+  error?: { code: string; message: string };
+}
+interface FleetJson {
+  pairs: PairJson[];
+  fleet: {
+    pairs: number;
+    applied: number;
+    errors: number;
+    notStarted: number;
+    exitCode: number;
+    outcomes: Record<string, number>;
+    processed: number;
+    alreadyDone: number;
+    remaining: number;
+  };
+}
+
+describe("apply PLAN... (a fleet)", () => {
+  it("three pairs from one command: one fails part-way, one cannot start, one finishes; exit the worst; status across them; a rerun finishes the rest", async () => {
+    const { pairs, plans } = await threePairs();
+    const [a, b, c] = pairs as [TestPair, TestPair, TestPair];
+    const snaps: PairSnapshot[] = [];
+    for (const [i, p] of pairs.entries())
+      snaps.push(await snapshotPair(p, path.join(p.dir, `before-${i}`)));
+    const names = await Promise.all(plans.map((p) => planMailboxes(p)));
+    expect(names.map((n) => n.length)).toEqual([6, 6, 6]);
+
+    // Pair b: a Cyrus-like process holds two mailboxes' master index locks.
+    const held = names[1]!.slice(1, 3);
+    for (const name of held)
+      lockers.push(
+        await ForeignLocker.hold(path.join(b.mailboxDir("master", name), "cyrus.index"), 600),
+      );
+    // Pair c: its replica's configuration is gone (a host that cannot serve).
+    const conf = c.replica.imapdConf;
+    await rename(conf, `${conf}.away`);
+
+    const lockArgs = ["--master-lock-wait", "100ms", "--retries", "1", "--retry-backoff", "50ms"];
+    const first = await cli(["apply", ...plans, "--pairs", "2", ...lockArgs, "--json"], 4);
+    const report = JSON.parse(first.out) as FleetJson;
+    expect(report.pairs.map((p) => [p.pair, p.status, p.exitCode])).toEqual([
+      ["a", "applied", 0],
+      ["b", "applied", 4],
+      ["c", "error", 2],
+    ]);
+    expect(report.pairs[0]).toMatchObject({ plan: plans[0], outcomes: { done: 6 }, remaining: 0 });
+    expect(report.pairs[1]).toMatchObject({ outcomes: { done: 4, failed: 2 }, remaining: 0 });
+    expect(report.pairs[2]?.error?.message).toContain(conf);
+    expect(report.fleet).toMatchObject({
+      pairs: 3,
+      applied: 2,
+      errors: 1,
+      notStarted: 0,
+      exitCode: 4,
+      outcomes: { done: 10, failed: 2 },
+      processed: 12,
+      remaining: 0,
+    });
+    for (const name of held)
+      expect(await stateOf(plans[1]!, name)).toMatchObject({
+        phase: "failed",
+        lastError: { code: "lock-timeout" },
+      });
+    // Pair c changed nothing: not one state file.
+    for (const name of names[2]!) expect(await stateOf(plans[2]!, name)).toBeUndefined();
+
+    // status across the three: per plan and the fleet's totals; exit the worst (4).
+    const st = await cli(["status", ...plans, "--json"], 4);
+    const status = JSON.parse(st.out) as {
+      plans: { pair: string; running: string | null; counts: Record<string, number> }[];
+      fleet: { plans: number; running: number; total: number; counts: Record<string, number> };
+    };
+    expect(
+      status.plans.map((p) => [p.pair, p.counts.done, p.counts.failed, p.counts.pending]),
+    ).toEqual([
+      ["a", 6, 0, 0],
+      ["b", 4, 2, 0],
+      ["c", 0, 0, 6],
+    ]);
+    expect(status.fleet).toMatchObject({ plans: 3, running: 0, total: 18 });
+    expect(status.fleet.counts).toMatchObject({ done: 10, failed: 2, pending: 6 });
+    const human = await cli(["status", ...plans], 4);
+    expect(human.out).toContain(
+      "fleet: 3 plans, 18 planned mailboxes: pending 6, done 10, failed 2",
+    );
+    for (const name of held) expect(human.out).toMatch(new RegExp(`failed\\s+${name}`));
+
+    // The foreign process ends, the configuration is back: a rerun finishes
+    // b's two and all of c, and finds a done.
+    await Promise.all(lockers.splice(0).map((l) => l.kill()));
+    await rename(`${conf}.away`, conf);
+    const again = await cli(["apply", ...plans, "--pairs", "3"], 0);
+    expect(again.out).toContain(`apply ${plans[0]}: nothing to do; 6 were already done; 0 left`);
+    expect(again.out).toContain(`apply ${plans[1]}: done 2; 4 were already done; 0 left`);
+    expect(again.out).toContain(`apply ${plans[2]}: done 6; 0 were already done; 0 left`);
+    expect(again.out).toMatch(/fleet of 3 pairs: 3 applied, 0 not applied, 0 not started; done 8;/);
+    const done = JSON.parse((await cli(["status", ...plans, "--json"], 0)).out) as {
+      fleet: { counts: Record<string, number> };
+    };
+    expect(done.fleet.counts).toMatchObject({ done: 18, pending: 0, failed: 0 });
+    for (const [i, snap] of snaps.entries()) await expectAllNew(snap, names[i]!);
+    expect(a.names.length).toBe(6);
+  });
+
+  it("refuses a plan given twice, or two plans of one pair, before touching anything", async () => {
+    const { plans } = await threePairs();
+    const twice = await cli(["apply", plans[0]!, plans[1]!, plans[0]!], 2);
+    expect(twice.err).toContain(`${plans[0]} is given twice`);
+    const other = path.join(path.dirname(plans[1]!), "copy-of-b.yaml");
+    await writeFile(other, await (await import("node:fs/promises")).readFile(plans[1]!));
+    const same = await cli(["apply", plans[1]!, other], 2);
+    expect(same.err).toContain(`${plans[1]} and ${other} are both plans of pair b`);
+    for (const p of plans) expect(await stateOf(p, (await planMailboxes(p))[0]!)).toBeUndefined();
+  });
+});
