@@ -169,6 +169,8 @@ export class FleetTally {
   /** Per pair: undefined until it starts. */
   readonly pairs: (ApplyTally | undefined)[];
   readonly ended: boolean[];
+  /** Set by the command when a signal asked it to stop: waiting pairs will not start. */
+  stopping = false;
   #since: number | undefined;
 
   constructor(
@@ -209,9 +211,10 @@ export class FleetTally {
     if (!outcomes.has("done")) counts.unshift("done 0");
     const waiting = this.pairs.length - started.length;
     const parts = [
-      `pairs: ${this.runningPairs()} running, ${ended} ended, ${waiting} waiting`,
+      `pairs: ${this.runningPairs()} running, ${ended} ended, ${waiting} ${this.stopping ? "not started" : "waiting"}`,
       ...counts,
-      `remaining ${remaining}${waiting > 0 ? " (+ waiting pairs)" : ""}`,
+      // A waiting pair's queue is not known until it starts: "10+".
+      `remaining ${remaining}${waiting > 0 && !this.stopping ? "+" : ""}`,
       `in flight ${this.inFlight()}`,
     ];
     const ms = this.#since === undefined ? 0 : this.now() - this.#since;

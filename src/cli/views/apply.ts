@@ -32,7 +32,7 @@ export class ApplyProgress {
       this.#view = new ProgressView(io, [`apply ${pairs[0]?.plan.pair}`]);
       this.#view.follow(0, () => this.#fleet.pairs[0]?.text() ?? "");
     } else {
-      const width = Math.max(...pairs.map((p) => p.plan.pair.length));
+      const width = Math.max("fleet".length, ...pairs.map((p) => p.plan.pair.length));
       this.#view = new ProgressView(io, [
         ...pairs.map((p) => p.plan.pair.padEnd(width)),
         "fleet".padEnd(width),
@@ -87,6 +87,7 @@ export class ApplyProgress {
   /** The message for the first signal (drain) or the second (abort). */
   stopping(kind: "drain" | "abort", sig: string): string {
     this.#stopping = kind;
+    this.#fleet.stopping = true;
     for (const t of this.#fleet.pairs) if (t) t.stopping = kind;
     const n = this.#fleet.inFlight();
     const pairs = this.#fleet.runningPairs();
