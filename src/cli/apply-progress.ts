@@ -103,8 +103,12 @@ export class ApplyTally {
   /** One line (a pair's line of a fleet): the counts, then the rate once it means something. */
   line(): string {
     const [counts = ""] = this.text().split("\n");
+    const parts = [counts];
+    if (this.paused !== undefined && this.stopping === undefined)
+      parts.push(`paused: ${this.paused}`);
     const rate = this.rate();
-    return rate === undefined ? counts : `${counts} · ${rate.toFixed(1)}/s`;
+    if (rate !== undefined) parts.push(`${rate.toFixed(1)}/s`);
+    return parts.join(" · ");
   }
 
   /** Two lines: counts, then pace. */
