@@ -218,7 +218,13 @@ async function writeCaches(root: string, names: string[], counts: Map<string, nu
   }
 }
 
-function inventoryYaml(root: string, list: string, sshd: BenchSshd, command: string): string {
+function inventoryYaml(
+  root: string,
+  list: string,
+  sshd: BenchSshd,
+  command: string,
+  name: string,
+): string {
   const host = (side: Side) =>
     [
       `    ${side}:`,
@@ -231,7 +237,7 @@ function inventoryYaml(root: string, list: string, sshd: BenchSshd, command: str
       `      config: ${JSON.stringify(join(root, side, "imapd.conf"))}`,
       `      name: ${side}`,
     ].join("\n");
-  return `pairs:\n  - name: bench\n    mailboxes: { file: ${JSON.stringify(list)} }\n${host("master")}\n${host("replica")}\n`;
+  return `pairs:\n  - name: ${name}\n    mailboxes: { file: ${JSON.stringify(list)} }\n${host("master")}\n${host("replica")}\n`;
 }
 
 export interface Prepared {
@@ -245,6 +251,8 @@ export async function preparePair(
   n: number,
   sshd: BenchSshd,
   command: string,
+  /** The pair's name in its inventory and plan (a fleet needs one per pair). */
+  name = "bench",
 ): Promise<Prepared> {
   mkdirSync(root, { recursive: true });
   let t = performance.now();
@@ -264,7 +272,7 @@ export async function preparePair(
   await writeCaches(root, names, counts);
   const cachesMs = performance.now() - t;
   const inventory = join(root, "inventory.yaml");
-  writeFileSync(inventory, inventoryYaml(root, list, sshd, command));
+  writeFileSync(inventory, inventoryYaml(root, list, sshd, command, name));
   const plan = join(root, "plan.yaml");
   t = performance.now();
   const r = await runProcess(process.execPath, [

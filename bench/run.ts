@@ -3,7 +3,7 @@
 // source (bench/<name>.ts) is not in the repository is skipped with a note.
 //
 // Run: `node dist/bench/run.js [--only NAME]` (NAME: codec, hash, lock-hold,
-// hash-apply, plan, apply, live). Exit code 1 when any benchmark run failed.
+// hash-apply, plan, apply, fleet, live). Exit code 1 when any benchmark run failed.
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -18,6 +18,7 @@ export const BENCHES = [
   "hash-apply",
   "plan",
   "apply",
+  "fleet",
   "live",
 ] as const;
 
