@@ -8,7 +8,7 @@
 import { describe, expect, it } from "vitest";
 import type { ApplyEvent } from "../../src/apply/engine.js";
 import type { MailboxState, Phase } from "../../src/apply/state.js";
-import { ApplyTally } from "../../src/cli/apply-progress.js";
+import { ApplyTally, FleetTally } from "../../src/cli/apply-progress.js";
 import { percentile } from "../../src/cli/lock-hold.js";
 
 function finished(
@@ -96,5 +96,36 @@ describe("ApplyTally", () => {
     expect(percentile(xs, 0.99)).toBe(99);
     expect(percentile([7], 0.99)).toBe(7);
     expect(percentile([], 0.5)).toBeUndefined();
+  });
+});
+
+describe("FleetTally (apply PLAN...)", () => {
+  it("sums the pairs' outcomes, says which pairs run, end and wait, and rates over the time since the first pair began", () => {
+    let t = 0;
+    const fleet = new FleetTally(() => t, 3);
+    expect(fleet.text()).toBe(
+      "pairs: 0 running, 0 ended, 3 waiting · done 0 · remaining 0+ · in flight 0",
+    );
+    const a = new ApplyTally(() => t);
+    const b = new ApplyTally(() => t, 2);
+    fleet.start(0, a);
+    fleet.start(1, b);
+    a.event({ type: "start", total: 4, alreadyDone: 0, queued: 4 });
+    b.event({ type: "start", total: 9, alreadyDone: 1, queued: 8 });
+    for (const n of ["a1", "a2", "a3", "a4"]) a.event({ type: "begin", name: n });
+    b.event({ type: "begin", name: "b1" });
+    t = 4000;
+    for (const n of ["a1", "a2", "a3", "a4"]) a.event(finished(n, "done"));
+    b.event(finished("b1", "failed"));
+    fleet.ended[0] = true;
+    b.event({ type: "begin", name: "b2" });
+    // a: 4 done; b: 1 failed of a batch of 2, 1 in flight; c waits.
+    expect(fleet.text()).toBe(
+      "pairs: 1 running, 1 ended, 1 waiting · done 4 · failed 1 · remaining 1+ · in flight 1 · 1.3/s",
+    );
+    // A pair's own line: its counts and, once it means something, its rate.
+    expect(a.line()).toBe("done 4 · remaining 0 · in flight 0");
+    fleet.stopping = true;
+    expect(fleet.text()).toMatch(/^pairs: 1 running, 1 ended, 1 not started · .* remaining 1 · /);
   });
 });
