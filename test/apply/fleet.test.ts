@@ -5,7 +5,8 @@
 // replica's imapd.conf is gone); pair a finishes, b finishes the rest, and
 // the exit code is the worst pair's. status across the three says the same;
 // once the locks are gone and the config is back, a rerun finishes b and c
-// and leaves a alone.
+// and leaves a alone. Two controllers given overlapping pairs need no
+// coordinator: the pair lock refuses the second one that pair, by name.
 
 import { readdir, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -15,13 +16,17 @@ import { ForeignLocker } from "../helpers/agent-process.js";
 import {
   cli,
   expectAllNew,
+  faultDirs,
   generatedPair,
   localHost,
   type PairSnapshot,
   planMailboxes,
+  proxyCommand,
   snapshotPair,
+  spawnCli,
   stateOf,
   type TestPair,
+  waitForFile,
 } from "../helpers/apply-harness.js";
 
 const made: TestPair[] = [];
@@ -193,5 +198,61 @@ describe("apply PLAN... (a fleet)", () => {
     const same = await cli(["apply", plans[1]!, other], 2);
     expect(same.err).toContain(`${plans[1]} and ${other} are both plans of pair b`);
     for (const p of plans) expect(await stateOf(p, (await planMailboxes(p))[0]!)).toBeUndefined();
+  });
+
+  it("two controllers, no coordinator: a pair another controller is applying is refused by its pair lock, the rest of the fleet runs", async () => {
+    const { pairs, plans } = await threePairs();
+    const a = pairs[0]!;
+    // Controller 1 applies pair a from a plan of its own; its master agent
+    // holds the first commit until the test says so.
+    const dirs = await faultDirs(path.join(a.dir, "faults"));
+    const marker = path.join(a.dir, "held");
+    const release = path.join(a.dir, "release");
+    const heldMaster = localHost(a, "master", [
+      ...proxyCommand(
+        dirs.master,
+        "request:commit:1:hook",
+        `touch '${marker}'; while [ ! -e '${release}' ]; do sleep 0.05; done`,
+      ),
+    ]);
+    const inventoryA = path.join(a.dir, "controller1.yaml");
+    await writeFile(
+      inventoryA,
+      stringify({
+        pairs: [
+          {
+            name: "a",
+            mailboxes: { file: a.mailboxList },
+            master: heldMaster,
+            replica: localHost(a, "replica"),
+          },
+        ],
+      }),
+    );
+    const plan1 = path.join(a.dir, "controller1-plan.yaml");
+    await cli(["plan", "--inventory", inventoryA, "--out", plan1], 0);
+    const first = spawnCli(["apply", plan1, "--concurrency", "1"]);
+    await waitForFile(marker);
+
+    // Controller 2 was given the whole fleet (a, b, c): a is refused, b and c run.
+    const second = await cli(["apply", ...plans, "--json"], 2);
+    const report = JSON.parse(second.out) as FleetJson;
+    expect(report.pairs.map((p) => [p.pair, p.status, p.exitCode])).toEqual([
+      ["a", "error", 2],
+      ["b", "applied", 0],
+      ["c", "applied", 0],
+    ]);
+    expect(report.pairs[0]?.error?.code).toBe("pair-locked");
+    expect(report.pairs[0]?.error?.message).toMatch(
+      /pair a is being applied by someone else: .*plan .* \(pair a\) run by .* \(pid \d+\)/,
+    );
+    for (const name of await planMailboxes(plans[0]!))
+      expect(await stateOf(plans[0]!, name)).toBeUndefined();
+
+    // Controller 1 finishes its pair; nothing had to be told to anyone.
+    await writeFile(release, "");
+    const r1 = await first.done;
+    expect(r1.code, r1.err).toBe(0);
+    expect(r1.out).toContain("done 6; 0 were already done; 0 left");
   });
 });
