@@ -189,7 +189,7 @@ describe("apply PLAN... (a fleet)", () => {
     expect(a.names.length).toBe(6);
   });
 
-  it("refuses a plan given twice, or two plans of one pair, before touching anything", async () => {
+  it("refuses a plan given twice, two plans of one pair, an --only matching nothing, before touching anything; a dry run of the fleet", async () => {
     const { plans } = await threePairs();
     const twice = await cli(["apply", plans[0]!, plans[1]!, plans[0]!], 2);
     expect(twice.err).toContain(`${plans[0]} is given twice`);
@@ -197,6 +197,25 @@ describe("apply PLAN... (a fleet)", () => {
     await writeFile(other, await (await import("node:fs/promises")).readFile(plans[1]!));
     const same = await cli(["apply", plans[1]!, other], 2);
     expect(same.err).toContain(`${plans[1]} and ${other} are both plans of pair b`);
+    for (const p of plans) expect(await stateOf(p, (await planMailboxes(p))[0]!)).toBeUndefined();
+
+    // A dry run of the fleet: every pair's hosts answer, what would run per plan.
+    const dry = await cli(["apply", ...plans, "--dry-run", "--only", "user.*"], 0);
+    for (const p of plans) expect(dry.out).toContain(`${p} (pair `);
+    expect(dry.out.match(/dry run: both hosts answered/g)).toHaveLength(3);
+    const dryJson = JSON.parse((await cli(["apply", ...plans, "--dry-run", "--json"], 0)).out) as {
+      dryRun: boolean;
+      pairs: { pair: string; hosts: unknown[]; mailboxes: unknown[] }[];
+    };
+    expect(dryJson.dryRun).toBe(true);
+    expect(dryJson.pairs.map((p) => [p.pair, p.hosts.length, p.mailboxes.length])).toEqual([
+      ["a", 2, 6],
+      ["b", 2, 6],
+      ["c", 2, 6],
+    ]);
+    // --only must match a mailbox of at least one plan.
+    const typo = await cli(["apply", ...plans, "--only", "nosuch.*"], 2);
+    expect(typo.err).toContain("matches none of the 18 mailboxes of the 3 plans");
     for (const p of plans) expect(await stateOf(p, (await planMailboxes(p))[0]!)).toBeUndefined();
   });
 
