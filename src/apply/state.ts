@@ -4,6 +4,7 @@
 // state file that lags behind (a controller killed between a host step and
 // the state write) is corrected, never trusted blindly.
 
+import type { ErrorCode } from "../errors.js";
 import type { CutoverPath, UpgradeCounts } from "../protocol/messages.js";
 import type { DriftCounts } from "./decide.js";
 
@@ -33,8 +34,16 @@ export type Step =
   | "commit-master"
   | "repair";
 
+/**
+ * Codes of a mailbox's lastError that are outcomes of the protocol, not
+ * errors thrown (those are ERRORS's codes, src/errors.ts): the entry was
+ * refused, a side unreadable or stale, the lists lagging or diverged.
+ */
+export const OUTCOME_CODES = ["refused", "unreadable", "stale", "lagging", "diverged"] as const;
+export type OutcomeCode = (typeof OUTCOME_CODES)[number];
+
 export interface StateError {
-  code: string;
+  code: ErrorCode | OutcomeCode;
   message: string;
   step?: Step;
   host?: "master" | "replica";

@@ -14,7 +14,7 @@ import { randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
-import { FileAccessError, GuidupError, InternalError } from "../errors.js";
+import { ERRORS, type ErrorCode, FileAccessError, GuidupError, InternalError } from "../errors.js";
 import { fsyncDir } from "../fsutil/atomic-file.js";
 import type { FileFacts } from "../protocol/messages.js";
 import type { HostSpec, LocalHostSpec, SshHostSpec, SshJumpHop } from "../transport/types.js";
@@ -42,7 +42,7 @@ import { parseYamlSubset, type SubsetPositions, yamlKey, yamlScalar } from "./ya
 
 /** A plan file that is not valid YAML, breaks the schema, or breaks a rule. */
 export class PlanError extends GuidupError {
-  readonly code: string = "plan";
+  readonly code: ErrorCode = ERRORS.plan.code;
 }
 
 /** The text a plan was read from: names the file in messages and locates problems. */

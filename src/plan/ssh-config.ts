@@ -18,12 +18,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import SSHConfig from "ssh-config";
-import { GuidupError } from "../errors.js";
+import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
 import type { SshHostSpec, SshJumpHop } from "../transport/types.js";
 
 /** A configuration file that cannot be read or asks for something guidup cannot do. */
 export class SshConfigError extends GuidupError {
-  readonly code = "ssh-config";
+  readonly code: ErrorCode = ERRORS.sshConfig.code;
 }
 
 /** An inventory ssh host as written: resolved fields plus how to resolve the rest. */

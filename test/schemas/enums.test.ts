@@ -8,7 +8,8 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { PHASES, type Phase, type Step } from "../../src/apply/state.js";
+import { OUTCOME_CODES, PHASES, type Phase, type Step } from "../../src/apply/state.js";
+import { ERROR_CODES, ERRORS } from "../../src/errors.js";
 import type { Action, SkipReason } from "../../src/plan/model.js";
 import { OPS, type Op } from "../../src/protocol/messages.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
@@ -100,6 +101,23 @@ describe("the JSON schemas' enums equal the TypeScript lists", () => {
       properties: { step: { $ref: string } };
     };
     expect(lastError.properties.step).toEqual({ $ref: "#/properties/step" });
+  });
+});
+
+describe("error codes", () => {
+  it("state: lastError.code is an ERRORS code or an outcome code, each once", () => {
+    const all = [...ERROR_CODES, ...OUTCOME_CODES];
+    expect(new Set(all).size).toBe(all.length);
+    const lastError = (schema("state").properties as Record<string, unknown>).lastError as {
+      properties: { code: { enum: string[] } };
+    };
+    expect(sorted(lastError.properties.code.enum)).toEqual(sorted(all));
+  });
+
+  it("ERRORS is keyed once per code, and only internal exits 70", () => {
+    expect(ERROR_CODES).toHaveLength(Object.keys(ERRORS).length);
+    expect(new Set(ERROR_CODES).size).toBe(ERROR_CODES.length);
+    expect(Object.values(ERRORS).filter((e) => e.exit === 70)).toEqual([ERRORS.internal]);
   });
 });
 
