@@ -22,17 +22,19 @@ export const PHASES = [
 export type Phase = (typeof PHASES)[number];
 
 /** The step of the two-phase protocol a mailbox was at (for in-progress and errors). */
-export type Step =
-  | "relay-cache"
-  | "prepare"
-  | "lock-master"
-  | "lock-replica"
-  | "upgrade-master"
-  | "upgrade-replica"
-  | "compare"
-  | "commit-replica"
-  | "commit-master"
-  | "repair";
+export const STEPS = [
+  "relay-cache",
+  "prepare",
+  "lock-master",
+  "lock-replica",
+  "upgrade-master",
+  "upgrade-replica",
+  "compare",
+  "commit-replica",
+  "commit-master",
+  "repair",
+] as const;
+export type Step = (typeof STEPS)[number];
 
 /**
  * Codes of a mailbox's lastError that are outcomes of the protocol, not

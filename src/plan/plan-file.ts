@@ -20,14 +20,14 @@ import type { FileFacts } from "../protocol/messages.js";
 import type { HostSpec, LocalHostSpec, SshHostSpec, SshJumpHop } from "../transport/types.js";
 import { compareNames } from "./build.js";
 import {
-  type Action,
+  ACTIONS,
   OLD_PLAN_FORMATS,
   type Plan,
   type PlannedMailbox,
   type PlanSummary,
   type SideFacts,
+  SKIP_REASONS,
   type SkippedMailbox,
-  type SkipReason,
 } from "./model.js";
 import {
   documentLocator,
@@ -206,17 +206,6 @@ const FILE_FACTS_KEYS = [
   "uidValidity",
   "highestModseq",
 ] as const satisfies readonly (keyof FileFacts)[];
-const ACTIONS = ["version", "guid"] as const satisfies readonly Action[];
-const SKIP_REASONS = [
-  "missing-on-master",
-  "missing-on-replica",
-  "uids-differ",
-  "newer-than-target",
-  "unreadable",
-  "corrupt",
-  "invalid-name",
-  "excluded",
-] as const satisfies readonly SkipReason[];
 const LOCAL_HOST_KEYS = ["transport", "command", "config", "name", "closeTimeoutMs"] as const;
 const SSH_HOST_KEYS = [
   "transport",
