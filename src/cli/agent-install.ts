@@ -22,14 +22,14 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { MIN_NODE_MAJOR } from "../agent/requirements.js";
 import { ExitCode, errorMessage, UsageError } from "../errors.js";
+import type { SshHostSpec } from "../host-spec.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
 import { connectHost } from "../transport/index.js";
 import { SshConnection, setHostKeyNotice, shellQuote } from "../transport/ssh.js";
-import type { SshHostSpec } from "../transport/types.js";
+import { TOOL_VERSION } from "../version.js";
 import { parseCommandArgs } from "./args.js";
 import type { Io } from "./io.js";
 import { pairsToRun, withHostKeyPolicy } from "./pairs.js";
-import { TOOL_VERSION } from "./version.js";
 
 const HELP = `usage: guidup agent install --inventory FILE [--pair NAME] [--dir DIR]
                             [--node PATH] [--accept-new-host-keys]

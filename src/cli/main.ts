@@ -5,8 +5,8 @@
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ERRORS, ExitCode, errorMessage, GuidupError } from "../errors.js";
+import { TOOL_VERSION } from "../version.js";
 import { type Io, processIo } from "./io.js";
-import { TOOL_VERSION } from "./version.js";
 
 type CommandModule = { run(args: string[], io: Io): Promise<number> };
 

@@ -15,11 +15,11 @@ import { writePlan } from "../plan/plan-file.js";
 import { lackingSides, SuspiciousInputError } from "../plan/sanity.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";
+import { TOOL_VERSION } from "../version.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";
 import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
 import { withProgress } from "./progress.js";
-import { TOOL_VERSION } from "./version.js";
 
 const HELP = `usage: guidup plan --inventory FILE [--pair NAME] [--out FILE] [--overwrite]
                    [--target-version N] [--skip-sanity-checks]

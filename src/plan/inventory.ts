@@ -16,7 +16,7 @@ import { homedir } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { ERRORS, type ErrorCode, FileAccessError, GuidupError } from "../errors.js";
-import type { HostSpec } from "../transport/types.js";
+import type { HostSpec } from "../host-spec.js";
 import {
   documentLocator,
   formatProblems,

@@ -3,8 +3,8 @@
 // schemas/plan.schema.json when read back. Field comments say who relies on
 // each field.
 
+import type { HostSpec } from "../host-spec.js";
 import type { FileFacts } from "../protocol/messages.js";
-import type { HostSpec } from "../transport/types.js";
 
 /** Version of the plan file format; apply refuses others by name. */
 export const PLAN_FORMAT = "guidup-plan/2";

@@ -16,8 +16,14 @@ import { basename, dirname, join } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { ERRORS, type ErrorCode, FileAccessError, GuidupError, InternalError } from "../errors.js";
 import { fsyncDir } from "../fsutil/atomic-file.js";
+import {
+  type HostSpec,
+  JUMP_HOP_KEYS,
+  LOCAL_HOST_KEYS,
+  SSH_HOST_KEYS,
+  type SshJumpHop,
+} from "../host-spec.js";
 import type { FileFacts } from "../protocol/messages.js";
-import type { HostSpec, LocalHostSpec, SshHostSpec, SshJumpHop } from "../transport/types.js";
 import { compareNames } from "./build.js";
 import {
   ACTIONS,
@@ -206,45 +212,6 @@ const FILE_FACTS_KEYS = [
   "uidValidity",
   "highestModseq",
 ] as const satisfies readonly (keyof FileFacts)[];
-const LOCAL_HOST_KEYS = ["transport", "command", "config", "name", "closeTimeoutMs"] as const;
-const SSH_HOST_KEYS = [
-  "transport",
-  "host",
-  "port",
-  "user",
-  "identityFile",
-  "identitiesOnly",
-  "knownHostsFile",
-  "moreKnownHostsFiles",
-  "jump",
-  "serverAliveInterval",
-  "serverAliveCountMax",
-  "command",
-  "config",
-  "name",
-  "acceptNewHostKeys",
-  "connectTimeoutMs",
-  "closeTimeoutMs",
-] as const satisfies readonly (keyof SshHostSpec)[];
-/** Every field of a ProxyJump hop (src/transport/types.ts SshJumpHop), in the order written. */
-const JUMP_HOP_KEYS = [
-  "host",
-  "port",
-  "user",
-  "identityFile",
-  "identitiesOnly",
-  "knownHostsFile",
-  "moreKnownHostsFiles",
-  "name",
-] as const satisfies readonly (keyof SshJumpHop)[];
-
-// A field added to a host spec but not to these lists fails to compile: the
-// plan would silently drop it and apply would reach the host another way.
-type Unlisted<T, K> = [Exclude<keyof T, K>] extends [never] ? true : Exclude<keyof T, K>;
-const sshKeysComplete: Unlisted<SshHostSpec, (typeof SSH_HOST_KEYS)[number]> = true;
-const jumpKeysComplete: Unlisted<SshJumpHop, (typeof JUMP_HOP_KEYS)[number]> = true;
-const localKeysComplete: Unlisted<LocalHostSpec, (typeof LOCAL_HOST_KEYS)[number]> = true;
-void [sshKeysComplete, jumpKeysComplete, localKeysComplete];
 
 type Scalar = string | number | boolean;
 

@@ -7,7 +7,7 @@
 // disagree the review says so.
 
 import { TARGET_MINOR } from "../cyrus/formats/index.js";
-import type { HostSpec } from "../transport/types.js";
+import type { HostSpec } from "../host-spec.js";
 import {
   type Action,
   type Plan,

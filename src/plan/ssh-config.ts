@@ -19,7 +19,7 @@ import os from "node:os";
 import path from "node:path";
 import SSHConfig from "ssh-config";
 import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
-import type { SshHostSpec, SshJumpHop } from "../transport/types.js";
+import { JUMP_HOP_KEYS, type SshHostSpec, type SshJumpHop } from "../host-spec.js";
 
 /** A configuration file that cannot be read or asks for something guidup cannot do. */
 export class SshConfigError extends GuidupError {
@@ -211,15 +211,7 @@ function origin(loaded: LoadedSshConfig): string {
   return loaded.files.length === 0 ? "ssh config" : `ssh config ${loaded.files.join(", ")}`;
 }
 
-interface Endpoint {
-  host: string;
-  port?: number;
-  user?: string;
-  identityFile?: string;
-  identitiesOnly?: boolean;
-  knownHostsFile?: string;
-  moreKnownHostsFiles?: string[];
-  name?: string;
+interface Endpoint extends SshJumpHop {
   computed: Computed;
 }
 
@@ -356,15 +348,8 @@ export function resolveSshHost(raw: UnresolvedSshHost, loaded: LoadedSshConfig):
   }
 
   const out: SshHostSpec = { ...spec, host: target.host };
-  for (const key of [
-    "port",
-    "user",
-    "identityFile",
-    "identitiesOnly",
-    "knownHostsFile",
-    "moreKnownHostsFiles",
-    "name",
-  ] as const) {
+  for (const key of JUMP_HOP_KEYS) {
+    if (key === "host") continue;
     const value = target[key];
     if (value !== undefined) (out as unknown as Record<string, unknown>)[key] = value;
   }

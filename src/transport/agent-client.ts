@@ -4,7 +4,6 @@
 // as AgentError with the agent's code (its meaning from src/errors.ts ERRORS); a vanished agent fails every pending
 // request with a TransportError naming the host.
 
-import { TOOL_VERSION } from "../cli/version.js";
 import { ERRORS, type ErrorCode, errorMessage, GuidupError, isErrorCode } from "../errors.js";
 import { encodeLine } from "../protocol/framing.js";
 import {
@@ -16,6 +15,7 @@ import {
   type Requests,
   type WireError,
 } from "../protocol/messages.js";
+import { TOOL_VERSION } from "../version.js";
 import { TransportError } from "./errors.js";
 import type { AgentChannel, HostConnection } from "./types.js";
 

@@ -20,13 +20,13 @@ import { isOldStyleGuid } from "../../src/cyrus/guid.js";
 import { readImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { IndexReader } from "../../src/cyrus/index-file.js";
 import { mailboxDataDir } from "../../src/cyrus/mailbox-path.js";
+import type { HostSpec } from "../../src/host-spec.js";
 import { cyrusCheckAvailable, runCyrusGuidCheck } from "../../src/spoolgen/cyrus-check.js";
 import {
   type GeneratedMailbox,
   type GenerateOptions,
   generateSpool,
 } from "../../src/spoolgen/spool-generator.js";
-import type { HostSpec } from "../../src/transport/types.js";
 import { ensureCyrusTools, imapdConfText, MAIN_JS } from "./agent-process.js";
 import {
   type FixtureVersion,
