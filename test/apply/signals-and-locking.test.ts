@@ -13,6 +13,7 @@ import {
   generatedPair,
   localHost,
   planMailboxes,
+  plannedLocalPair,
   proxyCommand,
   snapshotPair,
   spawnCli,
@@ -44,13 +45,7 @@ async function smallPair(seed: number): Promise<TestPair> {
 
 describe("a running apply", () => {
   it("refuses a second apply of the same plan while the first holds the state lock", async () => {
-    const pair = await smallPair(41);
-    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-      master: localHost(pair, "master"),
-      replica: localHost(pair, "replica"),
-    });
-    const plan = path.join(pair.dir, "plan.yaml");
-    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+    const { pair, plan } = await plannedLocalPair({ seed: 41 }, { keep: pairs });
     // The first apply waits on its pause file, holding the state lock.
     const pause = path.join(pair.dir, "pause");
     await writeFile(pause, "");

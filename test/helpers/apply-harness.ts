@@ -297,6 +297,52 @@ export async function planMailboxes(plan: string): Promise<string[]> {
   return doc.mailboxes.map((m) => m.name);
 }
 
+/** What most apply and CLI tests generate: one small version-9 pair, no expunge, no large mailbox. */
+const SMALL_PAIR = {
+  mailboxes: 6,
+  versions: [9],
+  largeMailboxes: 0,
+  expungeFraction: 0,
+  messagesPerMailbox: [1, 3],
+  messageBytes: [300, 900],
+} as const satisfies Omit<GenerateOptions, "dir" | "pair">;
+
+export interface PlannedPair {
+  pair: TestPair;
+  /** <pair.dir>/inventory.yaml: both hosts local. */
+  inventory: string;
+  /** <pair.dir>/plan.yaml, written by guidup plan (exit 0); absent with { plan: false }. */
+  plan: string;
+  /** The plan's mailbox names ([] with { plan: false }). */
+  planned: string[];
+}
+
+/**
+ * The set-up of most apply and CLI tests: generate a pair (SMALL_PAIR, with
+ * `generate` over it), write a local inventory, run guidup plan. `hosts`
+ * gives a side another agent command (fault-proxy.mjs); `keep` collects the
+ * pair for the file's afterAll cleanup.
+ */
+export async function plannedLocalPair(
+  generate: Omit<GenerateOptions, "dir" | "pair"> & { seed: number },
+  opts: {
+    keep?: TestPair[];
+    hosts?: Partial<Record<Side, string[]>>;
+    plan?: boolean;
+  } = {},
+): Promise<PlannedPair> {
+  const pair = await generatedPair({ ...SMALL_PAIR, ...generate });
+  opts.keep?.push(pair);
+  const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
+    master: localHost(pair, "master", opts.hosts?.master),
+    replica: localHost(pair, "replica", opts.hosts?.replica),
+  });
+  const plan = path.join(pair.dir, "plan.yaml");
+  if (opts.plan === false) return { pair, inventory, plan, planned: [] };
+  await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+  return { pair, inventory, plan, planned: await planMailboxes(plan) };
+}
+
 // ---- the invariant ------------------------------------------------------------
 
 /** Copies of both sides' spools before apply, to compare against. */
