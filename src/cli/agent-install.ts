@@ -25,9 +25,16 @@ import { ExitCode, errorMessage, UsageError } from "../errors.js";
 import type { SshHostSpec } from "../host-spec.js";
 import type { PairSpec } from "../plan/inventory.js";
 import { connectHost } from "../transport/index.js";
-import { SshConnection, setHostKeyNotice, shellQuote } from "../transport/ssh.js";
+import { SshConnection, shellQuote } from "../transport/ssh.js";
 import { TOOL_VERSION } from "../version.js";
-import { PAIR_FLAGS, type PairOptions, pairOptions, pairsFor, parseFlags } from "./flag-groups.js";
+import {
+  PAIR_FLAGS,
+  type PairOptions,
+  pairOptions,
+  pairsFor,
+  parseFlags,
+  withHostKeyNotices,
+} from "./flag-groups.js";
 import type { Io } from "./io.js";
 
 const HELP = `usage: guidup agent install --inventory FILE [--pair NAME] [--dir DIR]
@@ -87,12 +94,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     return ExitCode.ok;
   }
   const pairs = await pairsFor(options);
-  const previousNotice = setHostKeyNotice((line) => io.err(`${line}\n`));
-  try {
-    return await installAll(pairs, options, io);
-  } finally {
-    setHostKeyNotice(previousNotice);
-  }
+  return await withHostKeyNotices(io, () => installAll(pairs, options, io));
 }
 
 export interface AgentInstallOptions extends PairOptions {

@@ -15,7 +15,7 @@ import { AgentClient } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
 import { ApplyTally } from "./apply-progress.js";
-import { parseCommandArgs, parseDurationMs, parseIntOption } from "./args.js";
+import { parseCommandArgs, parseDurationMs, parseIntOption, parseMaxRate } from "./args.js";
 import { installInterrupts } from "./interrupts.js";
 import type { Io } from "./io.js";
 import type { LockHoldSamples } from "./lock-hold.js";
@@ -127,13 +127,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   const maxLockHoldMs = values["max-lock-hold"]
     ? parseDurationMs(values["max-lock-hold"], "max-lock-hold")
     : undefined;
-  let maxBytesPerSec: number | undefined;
-  if (values["max-rate"] !== undefined) {
-    const mb = Number(values["max-rate"]);
-    if (!Number.isFinite(mb) || mb <= 0)
-      throw new UsageError(`--max-rate: "${values["max-rate"]}" is not a positive number of MB/s`);
-    maxBytesPerSec = Math.round(mb * 1024 * 1024);
-  }
+  const maxBytesPerSec = parseMaxRate(values["max-rate"]);
   const plan = await readPlanArg(planPath, "apply");
   const only = values.only ?? [];
   const exclude = values.exclude ?? [];

@@ -12,9 +12,15 @@ import type { PairSpec } from "../plan/inventory.js";
 import type { MailboxRef } from "../protocol/messages.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";
-import { setHostKeyNotice } from "../transport/ssh.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";
-import { PAIR_FLAGS, type PairOptions, pairOptions, pairsFor, parseFlags } from "./flag-groups.js";
+import {
+  PAIR_FLAGS,
+  type PairOptions,
+  pairOptions,
+  pairsFor,
+  parseFlags,
+  withHostKeyNotices,
+} from "./flag-groups.js";
 import type { Io } from "./io.js";
 
 const HELP = `usage: guidup check --inventory FILE [--pair NAME] [--accept-new-host-keys]
@@ -57,12 +63,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     return ExitCode.ok;
   }
   const pairs = await pairsFor(options);
-  const previousNotice = setHostKeyNotice((line) => io.err(`${line}\n`));
-  try {
-    return await checkAll(pairs, io);
-  } finally {
-    setHostKeyNotice(previousNotice);
-  }
+  return await withHostKeyNotices(io, () => checkAll(pairs, io));
 }
 
 async function checkAll(pairs: PairSpec[], io: Io): Promise<number> {

@@ -8,7 +8,9 @@
 
 import { UsageError } from "../errors.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
+import { setHostKeyNotice } from "../transport/ssh.js";
 import { type OptionSpec, parseCommandArgs } from "./args.js";
+import type { Io } from "./io.js";
 import { pairsToRun, withHostKeyPolicy } from "./pairs.js";
 
 /** --help / -h, taken by every command. */
@@ -89,4 +91,18 @@ export async function selectedPairs(options: InventoryOptions): Promise<PairSpec
 /** The inventory's pairs the options select, with the host-key policy applied to each host. */
 export async function pairsFor(options: PairOptions): Promise<PairSpec[]> {
   return (await selectedPairs(options)).map((p) => withHostKeyPolicy(p, options.acceptNewHostKeys));
+}
+
+/**
+ * Runs `body` with the notices of host keys recorded under
+ * --accept-new-host-keys going to the command's stderr (io), in order with
+ * its other lines, then puts the previous sink back.
+ */
+export async function withHostKeyNotices<T>(io: Io, body: () => Promise<T>): Promise<T> {
+  const previous = setHostKeyNotice((line) => io.err(`${line}\n`));
+  try {
+    return await body();
+  } finally {
+    setHostKeyNotice(previous);
+  }
 }

@@ -7,6 +7,7 @@
 import { type HashSideOptions, type HashTotals, hashPairSide } from "../apply/hash-pair.js";
 import { ExitCode, UsageError } from "../errors.js";
 import type { PairSpec } from "../plan/inventory.js";
+import { parseMaxRate } from "./args.js";
 import {
   JSON_FLAG,
   PAIR_FLAGS,
@@ -55,13 +56,7 @@ export function parseHashOptions(args: string[]): HashOptions | "help" {
   const side = values.side ?? "replica";
   if (side !== "replica" && side !== "master" && side !== "both")
     throw new UsageError(`--side must be replica, master or both, not "${side}"`);
-  let maxBytesPerSec: number | undefined;
-  if (values["max-rate"] !== undefined) {
-    const mb = Number(values["max-rate"]);
-    if (!Number.isFinite(mb) || mb <= 0)
-      throw new UsageError(`--max-rate: "${values["max-rate"]}" is not a positive number of MB/s`);
-    maxBytesPerSec = Math.round(mb * 1024 * 1024);
-  }
+  const maxBytesPerSec = parseMaxRate(values["max-rate"]);
   let workers: number | undefined;
   if (values.workers !== undefined) {
     workers = Number(values.workers);

@@ -307,6 +307,16 @@ const SMALL_PAIR = {
   messageBytes: [300, 900],
 } as const satisfies Omit<GenerateOptions, "dir" | "pair">;
 
+/** A generated pair of SMALL_PAIR (with `generate` over it); `keep` collects it for the file's cleanup. */
+export async function smallPair(
+  generate: Omit<GenerateOptions, "dir" | "pair"> & { seed: number },
+  keep?: TestPair[],
+): Promise<TestPair> {
+  const pair = await generatedPair({ ...SMALL_PAIR, ...generate });
+  keep?.push(pair);
+  return pair;
+}
+
 export interface PlannedPair {
   pair: TestPair;
   /** <pair.dir>/inventory.yaml: both hosts local. */
@@ -331,8 +341,7 @@ export async function plannedLocalPair(
     plan?: boolean;
   } = {},
 ): Promise<PlannedPair> {
-  const pair = await generatedPair({ ...SMALL_PAIR, ...generate });
-  opts.keep?.push(pair);
+  const pair = await smallPair(generate, opts.keep);
   const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
     master: localHost(pair, "master", opts.hosts?.master),
     replica: localHost(pair, "replica", opts.hosts?.replica),
