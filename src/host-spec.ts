@@ -33,25 +33,6 @@ export interface SshJumpHop {
   host: string;
   /** Default 22. */
   port?: number;
-  /** Default: the local user name. */
-  user?: string;
-  identityFile?: string;
-  /** Use only identityFile, not the ssh-agent's keys. */
-  identitiesOnly?: boolean;
-  /** Default ~/.ssh/known_hosts. */
-  knownHostsFile?: string;
-  /** Further known_hosts files, read but never written. */
-  moreKnownHostsFiles?: string[];
-  /** Name in messages (the alias written in ProxyJump); default the host. */
-  name?: string;
-}
-
-/** An agent on a host reached over SSH, one exec channel per agent. */
-export interface SshHostSpec {
-  transport?: "ssh";
-  host: string;
-  /** Default 22. */
-  port?: number;
   /** Default: the local user name, as ssh does. */
   user?: string;
   /** Private key file (unencrypted OpenSSH/PEM); without it, keys from ssh-agent (SSH_AUTH_SOCK). */
@@ -66,6 +47,13 @@ export interface SshHostSpec {
    * ssh config sets it.
    */
   moreKnownHostsFiles?: string[];
+  /** Name in messages and logs (a hop's: the alias written in ProxyJump); default the host name. */
+  name?: string;
+}
+
+/** An agent on a host reached over SSH (logged in to like a hop), one exec channel per agent. */
+export interface SshHostSpec extends SshJumpHop {
+  transport?: "ssh";
   /** Bastions to go through, first hop first (OpenSSH ProxyJump, resolved). */
   jump?: SshJumpHop[];
   /** Seconds between keep-alive probes (OpenSSH ServerAliveInterval); default 15, 0 = none. */
@@ -79,8 +67,6 @@ export interface SshHostSpec {
   command?: string;
   /** imapd.conf path on the host; appended shell-quoted as `--config '<config>'`. */
   config: string;
-  /** Name in messages and logs; default the host name. */
-  name?: string;
   /** Record the key of a host not yet in known_hosts instead of refusing it. Never overrides a changed key. */
   acceptNewHostKeys?: boolean;
   /** TCP connect plus SSH handshake and authentication; default 20000. */
