@@ -17,7 +17,7 @@
 
 import { randomBytes } from "node:crypto";
 import { type BigIntStats, statSync } from "node:fs";
-import { GuidupError } from "../errors.js";
+import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
 import type { HashPool } from "./hash-pool.js";
 import { isHashFailure } from "./hash-pool.js";
 import type { GuidNeed } from "./mailbox-scan.js";
@@ -30,7 +30,7 @@ import {
 
 /** A message file an old-style record needs is missing or unreadable. */
 export class MessageFileError extends GuidupError {
-  override readonly code: string = "message-file";
+  override readonly code: ErrorCode = ERRORS.messageFile.code;
 }
 
 /** Relayed entries re-hashed before any is trusted: max(this, 1% of them). */

@@ -11,7 +11,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
-import { FileAccessError, GuidupError, UsageError } from "../errors.js";
+import { ERRORS, type ErrorCode, FileAccessError, GuidupError, UsageError } from "../errors.js";
 import { type FileLock, tryLockFile } from "../fsutil/fcntl-lock.js";
 import type { PairLockHolder, PairLockRecord } from "../protocol/messages.js";
 
@@ -19,7 +19,7 @@ export const PAIR_LOCK_FILE = "guidup.lock";
 
 /** Another agent holds this host's pair lock. */
 export class PairLockedError extends GuidupError {
-  readonly code: string = "pair-locked";
+  readonly code: ErrorCode = ERRORS.pairLocked.code;
 }
 
 /** One line naming a holder, for refusals and status. */

@@ -11,7 +11,7 @@ import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { checkPartitionRoots } from "../cyrus/imapd-conf.js";
 import { discoverMailboxDirs } from "../cyrus/mailbox-list.js";
 import { MailboxNameError, validateMailboxName } from "../cyrus/mailbox-path.js";
-import { errorMessage, GuidupError } from "../errors.js";
+import { ERRORS, type ErrorCode, errorMessage, GuidupError } from "../errors.js";
 import { encodeLine, LineReader } from "../protocol/framing.js";
 import {
   type Hello,
@@ -187,14 +187,17 @@ function confined(conf: ImapdConf, refs: MailboxRef[]): MailboxRef[] {
 }
 
 class ProtocolRequestError extends GuidupError {
-  override readonly code: string = "protocol";
+  override readonly code: ErrorCode = ERRORS.protocol.code;
 }
 
 export function toWireError(err: unknown): WireError {
   if (err instanceof GuidupError) {
     return { code: err.code, message: err.message, ...(err.detail ? { detail: err.detail } : {}) };
   }
-  return { code: "internal", message: `internal error in the agent: ${errorMessage(err)}` };
+  return {
+    code: ERRORS.internal.code,
+    message: `internal error in the agent: ${errorMessage(err)}`,
+  };
 }
 
 export interface ServeOptions {
@@ -298,7 +301,7 @@ async function handleLine(
     send({
       id: null,
       ok: false,
-      error: { code: "protocol", message: "request is not valid JSON" },
+      error: { code: ERRORS.protocol.code, message: "request is not valid JSON" },
     });
     return;
   }
@@ -307,12 +310,16 @@ async function handleLine(
     send({
       id,
       ok: false,
-      error: { code: "protocol", message: "request needs a numeric id and an op" },
+      error: { code: ERRORS.protocol.code, message: "request needs a numeric id and an op" },
     });
     return;
   }
   if (!(OPS as readonly string[]).includes(req.op)) {
-    send({ id, ok: false, error: { code: "unknown-op", message: `unknown op "${req.op}"` } });
+    send({
+      id,
+      ok: false,
+      error: { code: ERRORS.unknownOp.code, message: `unknown op "${req.op}"` },
+    });
     return;
   }
   const ctx: Context = { ...base, progress: (p) => send({ id, progress: p }) };
@@ -325,7 +332,7 @@ async function handleLine(
     log({ level: "debug", msg: "done", op: req.op, ms: Date.now() - started });
   } catch (err) {
     const error = toWireError(err);
-    if (error.code === "internal")
+    if (error.code === ERRORS.internal.code)
       log({ level: "error", msg: error.message, op: req.op, stack: (err as Error)?.stack });
     send({ id, ok: false, error });
   }

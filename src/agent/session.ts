@@ -60,7 +60,7 @@ import { dirname } from "node:path";
 import { writableFormat } from "../cyrus/formats/index.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { fileAccessError, UnsupportedVersionError } from "../cyrus/index-file.js";
-import { CyrusFormatError, GuidupError, UsageError } from "../errors.js";
+import { CyrusFormatError, ERRORS, type ErrorCode, GuidupError, UsageError } from "../errors.js";
 import { fsyncDirSync } from "../fsutil/atomic-file.js";
 import { type FileLock, lockFile } from "../fsutil/fcntl-lock.js";
 import type {
@@ -99,12 +99,12 @@ export const KEEP_BYTES_MAX = 64 << 20;
 
 /** A request that does not fit the session's state. */
 export class OutOfOrderError extends GuidupError {
-  override readonly code: string = "out-of-order";
+  override readonly code: ErrorCode = ERRORS.outOfOrder.code;
 }
 
 /** cyrus.expunge's version or geometry disagrees with cyrus.index. */
 export class InconsistentMailboxError extends GuidupError {
-  override readonly code: string = "inconsistent";
+  override readonly code: ErrorCode = ERRORS.inconsistent.code;
 }
 
 type Kind = "index" | "expunge";

@@ -51,7 +51,14 @@ import {
 } from "node:fs";
 import { open, readFile, rename, unlink } from "node:fs/promises";
 import { dirname } from "node:path";
-import { errorMessage, FileAccessError, GuidupError, InternalError } from "../errors.js";
+import {
+  ERRORS,
+  type ErrorCode,
+  errorMessage,
+  FileAccessError,
+  GuidupError,
+  InternalError,
+} from "../errors.js";
 
 export const SHA1_CACHE_FILE = "cyrus.sha1s";
 
@@ -68,7 +75,7 @@ const U64_MAX = (1n << 64n) - 1n;
 
 /** A sha1 cache file that is not what guidup writes (torn, corrupt, foreign). */
 export class CacheFormatError extends GuidupError {
-  readonly code = "cache-format";
+  readonly code: ErrorCode = ERRORS.cacheFormat.code;
 }
 
 export interface Sha1CacheEntry {

@@ -4,6 +4,7 @@
 // HostConnections it is given (src/transport).
 
 import { stat } from "node:fs/promises";
+import { ERRORS } from "../errors.js";
 import type { Plan, PlannedMailbox } from "../plan/model.js";
 import type { CutoverPath } from "../protocol/messages.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
@@ -153,7 +154,7 @@ interface WorkItem {
 /** Whether a state is worth another try in this run, and how. */
 function retryKind(state: MailboxState): "backoff" | "once" | undefined {
   if (state.phase === "lagging") return "backoff";
-  if (state.phase === "failed" && state.lastError?.code === "lock-timeout")
+  if (state.phase === "failed" && state.lastError?.code === ERRORS.lockTimeout.code)
     return state.lastError.step === "lock-master" ? "backoff" : "once";
   return undefined;
 }

@@ -12,7 +12,7 @@
 // pair releases its locks (state directory, pair lock) as it ends, whatever
 // ended it.
 
-import { ExitCode, errorMessage, GuidupError } from "../errors.js";
+import { ERRORS, ExitCode, errorMessage, GuidupError } from "../errors.js";
 import type { Plan } from "../plan/model.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
@@ -152,7 +152,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetReport> {
       return { status: "applied", exitCode: applyExitCode(report), report };
     } catch (err) {
       const exitCode = err instanceof GuidupError ? err.exitCode : ExitCode.internal;
-      const code = err instanceof GuidupError ? err.code : "internal";
+      const code = err instanceof GuidupError ? err.code : ERRORS.internal.code;
       return { status: "error", exitCode, error: { code, message: errorMessage(err) }, cause: err };
     }
   };

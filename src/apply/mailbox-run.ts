@@ -31,7 +31,7 @@
 // the master against it; master only → repair the replica), so a state that
 // says "in-progress" is all recovery needs.
 
-import { errorMessage, GuidupError } from "../errors.js";
+import { ERRORS, type ErrorCode, errorMessage, GuidupError } from "../errors.js";
 import type { PlannedMailbox } from "../plan/model.js";
 import type { Requests, StageArgs } from "../protocol/messages.js";
 import { AgentError } from "../transport/agent-client.js";
@@ -87,8 +87,8 @@ class StepError extends Error {
   ) {
     super(errorMessage(original));
   }
-  get code(): string {
-    return this.original instanceof GuidupError ? this.original.code : "internal";
+  get code(): ErrorCode {
+    return this.original instanceof GuidupError ? this.original.code : ERRORS.internal.code;
   }
 }
 
@@ -249,10 +249,10 @@ export async function runMailbox(
         Math.min(ctx.masterLockWaitMs ?? DEFAULT_MASTER_LOCK_WAIT_MS, ctx.lockTimeoutMs),
       );
     } catch (err) {
-      if (err instanceof StepError && err.code === "lock-timeout") {
+      if (err instanceof StepError && err.code === ERRORS.lockTimeout.code) {
         return await finish("failed", {
           lastError: {
-            code: "lock-timeout",
+            code: ERRORS.lockTimeout.code,
             step: "lock-master",
             host: "master",
             message: `the master's copy is busy (${err.message}); released the replica, will retry`,
@@ -396,7 +396,7 @@ export async function runMailbox(
     const e = err as StepError;
     return finish("replica-ahead", {
       lastError: {
-        code: e instanceof StepError ? e.code : "internal",
+        code: e instanceof StepError ? e.code : ERRORS.internal.code,
         step: "commit-master",
         host: "master",
         message: `REPLICA UPGRADED, MASTER NOT: ${errorMessage(e)}; the next guidup apply repairs it`,

@@ -6,14 +6,14 @@
 // them too (the agents see their input close), so no lock outlives its apply.
 
 import { hostname, userInfo } from "node:os";
-import { GuidupError } from "../errors.js";
+import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
 import type { PairLockHolder } from "../protocol/messages.js";
 import { AgentClient, type AgentClientOptions, AgentError } from "../transport/agent-client.js";
 import type { HostConnection } from "../transport/types.js";
 
 /** Another apply works on this pair right now. */
 export class PairBusyError extends GuidupError {
-  readonly code: string = "pair-locked";
+  readonly code: ErrorCode = ERRORS.pairLocked.code;
 }
 
 export interface HeldPairLock {
@@ -55,7 +55,7 @@ export async function takePairLock(
     }
   } catch (err) {
     await release();
-    if (err instanceof AgentError && err.code === "pair-locked") {
+    if (err instanceof AgentError && err.code === ERRORS.pairLocked.code) {
       throw new PairBusyError(
         `pair ${plan.pair} is being applied by someone else: ${err.message}; wait for that apply to end (guidup status on its plan), then run this apply again`,
         err.detail,

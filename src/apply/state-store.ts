@@ -18,23 +18,23 @@ import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { FileAccessError, GuidupError } from "../errors.js";
+import { ERRORS, type ErrorCode, FileAccessError, GuidupError } from "../errors.js";
 import { replaceFileSync } from "../fsutil/atomic-file.js";
 import { type FileLock, tryLockFile } from "../fsutil/fcntl-lock.js";
 import { schemaProblems } from "../plan/schema-check.js";
 import type { MailboxState } from "./state.js";
 
 export class StateLockedError extends GuidupError {
-  readonly code: string = "state-locked";
+  readonly code: ErrorCode = ERRORS.stateLocked.code;
 }
 
 export class StateFileError extends GuidupError {
-  readonly code: string = "state-file";
+  readonly code: ErrorCode = ERRORS.stateFile.code;
 }
 
 /** The state directory of another plan: apply refuses it rather than read it as its own. */
 export class StateOwnerError extends GuidupError {
-  readonly code: string = "state-owner";
+  readonly code: ErrorCode = ERRORS.stateOwner.code;
 }
 
 /** The file in a state directory naming the plan it belongs to. */

@@ -4,6 +4,7 @@
 // state file that lags behind (a controller killed between a host step and
 // the state write) is corrected, never trusted blindly.
 
+import type { ErrorCode } from "../errors.js";
 import type { CutoverPath, UpgradeCounts } from "../protocol/messages.js";
 import type { DriftCounts } from "./decide.js";
 
@@ -21,20 +22,30 @@ export const PHASES = [
 export type Phase = (typeof PHASES)[number];
 
 /** The step of the two-phase protocol a mailbox was at (for in-progress and errors). */
-export type Step =
-  | "relay-cache"
-  | "prepare"
-  | "lock-master"
-  | "lock-replica"
-  | "upgrade-master"
-  | "upgrade-replica"
-  | "compare"
-  | "commit-replica"
-  | "commit-master"
-  | "repair";
+export const STEPS = [
+  "relay-cache",
+  "prepare",
+  "lock-master",
+  "lock-replica",
+  "upgrade-master",
+  "upgrade-replica",
+  "compare",
+  "commit-replica",
+  "commit-master",
+  "repair",
+] as const;
+export type Step = (typeof STEPS)[number];
+
+/**
+ * Codes of a mailbox's lastError that are outcomes of the protocol, not
+ * errors thrown (those are ERRORS's codes, src/errors.ts): the entry was
+ * refused, a side unreadable or stale, the lists lagging or diverged.
+ */
+export const OUTCOME_CODES = ["refused", "unreadable", "stale", "lagging", "diverged"] as const;
+export type OutcomeCode = (typeof OUTCOME_CODES)[number];
 
 export interface StateError {
-  code: string;
+  code: ErrorCode | OutcomeCode;
   message: string;
   step?: Step;
   host?: "master" | "replica";

@@ -2,8 +2,10 @@
 // sides, no old-style GUID left, master and replica (uid, GUID) lists
 // identical, and every checked GUID equal to the SHA1 of its message file.
 
+import type { HostSpec } from "../host-spec.js";
 import type { MailboxRef, MailboxVerify } from "../protocol/messages.js";
 import { AgentClient, type AgentClientOptions } from "../transport/agent-client.js";
+import { connectHosts } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
 import { isSideDone } from "./mailbox-run.js";
 
@@ -214,4 +216,51 @@ export function describeDifference(master?: string, replica?: string): string {
     ...name("only on replica", onlyReplica),
   ];
   return parts.length === 0 ? "" : `: ${parts.join("; ")}`;
+}
+
+/** One pair to verify: its hosts, its target, and how to get its mailboxes once connected. */
+export interface VerifyJob {
+  name: string;
+  master: HostSpec;
+  replica: HostSpec;
+  target: number;
+  /** The mailboxes to check, and what the list named that cannot be one. */
+  mailboxes: (
+    master: HostConnection,
+  ) => Promise<{ refs: MailboxRef[]; invalid: { name: string; reason: string }[] }>;
+}
+
+/** Connects to the job's hosts, verifies its mailboxes, and closes the connections. */
+export async function verifyJob(
+  job: VerifyJob,
+  options: {
+    sample?: number;
+    clientOptions: AgentClientOptions;
+    /** Mailboxes done per side so far, of `total`. */
+    onProgress: (done: { master: number; replica: number }, total: number) => void;
+  },
+): Promise<VerifyReport> {
+  const [master, replica] = (await connectHosts([job.master, job.replica])) as [
+    HostConnection,
+    HostConnection,
+  ];
+  try {
+    const { refs: mailboxes, invalid } = await job.mailboxes(master);
+    const done = { master: 0, replica: 0 };
+    return await verifyPair({
+      master,
+      replica,
+      mailboxes,
+      invalid,
+      target: job.target,
+      ...(options.sample !== undefined ? { sample: options.sample } : {}),
+      clientOptions: options.clientOptions,
+      onProgress: (side, d, total) => {
+        done[side] = d;
+        options.onProgress(done, total);
+      },
+    });
+  } finally {
+    await Promise.all([master.close(), replica.close()]);
+  }
 }

@@ -22,14 +22,20 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { MIN_NODE_MAJOR } from "../agent/requirements.js";
 import { ExitCode, errorMessage, UsageError } from "../errors.js";
-import { loadInventory, type PairSpec } from "../plan/inventory.js";
+import type { SshHostSpec } from "../host-spec.js";
+import type { PairSpec } from "../plan/inventory.js";
 import { connectHost } from "../transport/index.js";
-import { SshConnection, setHostKeyNotice, shellQuote } from "../transport/ssh.js";
-import type { SshHostSpec } from "../transport/types.js";
-import { parseCommandArgs } from "./args.js";
+import { SshConnection, shellQuote } from "../transport/ssh.js";
+import { TOOL_VERSION } from "../version.js";
+import {
+  PAIR_FLAGS,
+  type PairOptions,
+  pairOptions,
+  pairsFor,
+  parseFlags,
+  withHostKeyNotices,
+} from "./flag-groups.js";
 import type { Io } from "./io.js";
-import { pairsToRun, withHostKeyPolicy } from "./pairs.js";
-import { TOOL_VERSION } from "./version.js";
 
 const HELP = `usage: guidup agent install --inventory FILE [--pair NAME] [--dir DIR]
                             [--node PATH] [--accept-new-host-keys]
@@ -82,45 +88,43 @@ export async function run(args: string[], io: Io): Promise<number> {
     throw new UsageError(
       `agent ${sub}: unknown subcommand (have: install; see guidup agent --help)`,
     );
-  const { values } = parseCommandArgs(
-    "agent install",
-    rest,
-    {
-      inventory: { type: "string", short: "i" },
-      pair: { type: "string" },
-      dir: { type: "string" },
-      node: { type: "string" },
-      "accept-new-host-keys": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-    false,
-  );
-  if (values.help) {
+  const options = parseAgentInstallOptions(rest);
+  if (options === "help") {
     io.out(HELP);
     return ExitCode.ok;
   }
-  if (!values.inventory)
-    throw new UsageError("--inventory FILE is required (see guidup agent --help)");
+  const pairs = await pairsFor(options);
+  return await withHostKeyNotices(io, () => installAll(pairs, options, io));
+}
+
+export interface AgentInstallOptions extends PairOptions {
+  /** Absolute directory on the hosts (default: the install's own). */
+  dir: string | undefined;
+  /** The Node.js binary on the hosts. */
+  node: string | undefined;
+}
+
+export function parseAgentInstallOptions(args: string[]): AgentInstallOptions | "help" {
+  const values = parseFlags("agent install", args, {
+    ...PAIR_FLAGS,
+    dir: { type: "string" },
+    node: { type: "string" },
+  });
+  if (values.help) return "help";
+  const pair = pairOptions("agent install", values);
   if (values.dir !== undefined && !values.dir.startsWith("/"))
     throw new UsageError(`--dir ${values.dir}: give an absolute path on the hosts`);
-  const inventory = await loadInventory(values.inventory);
-  const previousNotice = setHostKeyNotice((line) => io.err(`${line}\n`));
-  try {
-    return await installAll(inventory.pairs, values, io);
-  } finally {
-    setHostKeyNotice(previousNotice);
-  }
+  return { ...pair, dir: values.dir, node: values.node };
 }
 
 async function installAll(
-  allPairs: PairSpec[],
-  values: { pair?: string; dir?: string; node?: string; "accept-new-host-keys"?: boolean },
+  pairs: PairSpec[],
+  options: Pick<AgentInstallOptions, "dir" | "node">,
   io: Io,
 ): Promise<number> {
   // One install per machine and login, whichever pairs and sides name it.
   const hosts = new Map<string, { spec: SshHostSpec; configs: string[] }>();
-  for (const pair of pairsToRun(allPairs, values.pair)) {
-    const p = withHostKeyPolicy(pair, values["accept-new-host-keys"] === true);
+  for (const p of pairs) {
     for (const spec of [p.master, p.replica]) {
       if (spec.transport === "local") continue;
       const key = JSON.stringify([spec.host, spec.port ?? 22, spec.user ?? "", spec.jump ?? []]);
@@ -141,7 +145,7 @@ async function installAll(
       [...hosts.values()].map(async ({ spec, configs }) => {
         const label = spec.name ?? spec.host;
         try {
-          const lines = await installOn(spec, configs, bundle, values.dir, values.node);
+          const lines = await installOn(spec, configs, bundle, options.dir, options.node);
           io.out(`${lines.join("\n")}\n`);
         } catch (err) {
           failed++;

@@ -7,6 +7,7 @@
 // ETA only once the rate means something; lock hold p50/p99 per side.
 
 import type { ApplyEvent } from "../apply/engine.js";
+import { ERRORS } from "../errors.js";
 import { formatLockHold, LockHoldSamples } from "./lock-hold.js";
 
 /** Outcomes in the order they are shown; other phases follow by name. */
@@ -145,7 +146,7 @@ export class ApplyTally {
 /** How the progress line names a retry's cause. */
 function retryReason(phase: string, code: string | undefined): string {
   if (phase === "lagging") return "lagging";
-  if (code === "lock-timeout") return "lock timeout";
+  if (code === ERRORS.lockTimeout.code) return "lock timeout";
   return code ?? phase;
 }
 

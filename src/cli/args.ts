@@ -55,3 +55,12 @@ export function parseIntOption(
     throw new UsageError(`--${option} ${text}: give ${range}`);
   return n;
 }
+
+/** --max-rate MB/s (a positive number, fractions allowed) as bytes per second; undefined when not given. */
+export function parseMaxRate(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const mb = Number(text);
+  if (!Number.isFinite(mb) || mb <= 0)
+    throw new UsageError(`--max-rate: "${text}" is not a positive number of MB/s`);
+  return Math.round(mb * 1024 * 1024);
+}

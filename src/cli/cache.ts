@@ -1,22 +1,14 @@
 // guidup cache clean --inventory FILE [--pair NAME] [--plan FILE] [--force]
 // The seed's last step: remove guidup's cyrus.sha1s files from both sides
-// once the upgrade is over.
+// once the upgrade is over. The pair operation is src/apply/cache-clean.ts;
+// this file parses the options and says what happened.
 
-import { readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import YAML from "yaml";
-import { listMailboxes } from "../apply/scan-pair.js";
-import { FINAL_PHASES } from "../apply/state.js";
-import { StateStore, stateDirFor } from "../apply/state-store.js";
+import { cleanPairCaches, newestPlan, planProgress } from "../apply/cache-clean.js";
 import { ExitCode, UsageError } from "../errors.js";
-import { loadInventory, type PairSpec } from "../plan/inventory.js";
-import { readPlan } from "../plan/plan-file.js";
-import { AgentClient } from "../transport/agent-client.js";
-import { connectHosts } from "../transport/index.js";
-import type { HostConnection } from "../transport/types.js";
-import { parseCommandArgs } from "./args.js";
+import { PAIR_FLAGS, type PairOptions, pairOptions, pairsFor, parseFlags } from "./flag-groups.js";
 import type { Io } from "./io.js";
-import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
+import { agentLogger } from "./pairs.js";
 
 const HELP = `usage: guidup cache clean --inventory FILE [--pair NAME] [--plan FILE]
                           [--plans-dir DIR] [--force]
@@ -30,7 +22,30 @@ the pair; --force skips the check.
 Exit codes: 0 removed, 1 refused (work remains, or no plan found), 2 bad input.
 `;
 
-const CLEAN_BATCH = 500;
+export interface CacheCleanOptions extends PairOptions {
+  /** The plan to check (default: the pair's newest in plansDir). */
+  plan: string | undefined;
+  plansDir: string;
+  force: boolean;
+}
+
+export function parseCacheCleanOptions(args: string[]): CacheCleanOptions | "help" {
+  const values = parseFlags("cache clean", args, {
+    ...PAIR_FLAGS,
+    plan: { type: "string" },
+    "plans-dir": { type: "string" },
+    force: { type: "boolean" },
+  });
+  if (values.help) return "help";
+  const pair = pairOptions("cache clean", values);
+  return {
+    ...pair,
+    plan: values.plan,
+    // Next to the inventory, not the current directory: where guidup plan writes.
+    plansDir: values["plans-dir"] ?? join(dirname(pair.inventory), "plans"),
+    force: values.force === true,
+  };
+}
 
 export async function run(args: string[], io: Io): Promise<number> {
   const [sub, ...rest] = args;
@@ -39,34 +54,17 @@ export async function run(args: string[], io: Io): Promise<number> {
     return sub === undefined ? ExitCode.badInput : ExitCode.ok;
   }
   if (sub !== "clean") throw new UsageError(`unknown cache subcommand "${sub}" (have: clean)`);
-  const { values } = parseCommandArgs(
-    "cache clean",
-    rest,
-    {
-      inventory: { type: "string", short: "i" },
-      pair: { type: "string" },
-      plan: { type: "string" },
-      "plans-dir": { type: "string" },
-      force: { type: "boolean" },
-      "accept-new-host-keys": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-    false,
-  );
-  if (values.help) {
+  const options = parseCacheCleanOptions(rest);
+  if (options === "help") {
     io.out(HELP);
     return ExitCode.ok;
   }
-  if (!values.inventory) throw new UsageError("--inventory FILE is required");
-  const inventory = await loadInventory(values.inventory);
-  const pairs = pairsToRun(inventory.pairs, values.pair);
-  // Next to the inventory, not the current directory: where guidup plan writes.
-  const plansDir = values["plans-dir"] ?? join(dirname(values.inventory), "plans");
+  const { plansDir } = options;
   let refused = false;
-  for (const pair of pairs) {
-    if (values.force) io.err(`cache clean ${pair.name}: --force: no plan checked\n`);
+  for (const pair of await pairsFor(options)) {
+    if (options.force) io.err(`cache clean ${pair.name}: --force: no plan checked\n`);
     else {
-      const path = values.plan ?? (await newestPlan(pair.name, plansDir));
+      const path = options.plan ?? (await newestPlan(pair.name, plansDir));
       if (!path) {
         io.err(
           `cache clean ${pair.name}: refused: found no plan of pair ${pair.name} in ${plansDir}; name it with --plan FILE (or its directory with --plans-dir DIR), or use --force to remove the caches unchecked\n`,
@@ -84,87 +82,10 @@ export async function run(args: string[], io: Io): Promise<number> {
       }
       io.out(`cache clean ${pair.name}: checked plan ${path}: all ${check.total} mailboxes done\n`);
     }
-    const removed = await cleanPair(
-      withHostKeyPolicy(pair, values["accept-new-host-keys"] === true),
-      io,
-    );
+    const removed = await cleanPairCaches(pair, { onLog: agentLogger(io) });
     io.out(
       `cache clean ${pair.name}: removed ${removed.master} cache file(s) on the master, ${removed.replica} on the replica\n`,
     );
   }
   return refused ? ExitCode.failed : ExitCode.ok;
-}
-
-/** How many of the plan's mailboxes are not done. */
-async function planProgress(pair: string, path: string): Promise<{ total: number; left: number }> {
-  const plan = await readPlan(path);
-  if (plan.pair !== pair)
-    throw new UsageError(
-      `${path} is a plan of pair ${plan.pair}, not ${pair}; give --pair ${plan.pair}, or the plan of ${pair}`,
-    );
-  const store = new StateStore(stateDirFor(path), plan.id);
-  let left = 0;
-  for (const mb of plan.mailboxes) {
-    const st = await store.read(mb.name);
-    if (!st || !FINAL_PHASES.has(st.phase)) left++;
-  }
-  return { total: plan.mailboxes.length, left };
-}
-
-async function newestPlan(pair: string, dir: string): Promise<string | undefined> {
-  let names: string[];
-  try {
-    names = (await readdir(dir)).filter((n) => n.endsWith(".yaml") || n.endsWith(".yml"));
-  } catch {
-    return undefined;
-  }
-  let best: { path: string; created: string } | undefined;
-  for (const n of names) {
-    const path = join(dir, n);
-    try {
-      // Only the header is needed to pick the newest plan of the pair.
-      const head = YAML.parse((await readFile(path, "utf8")).split("\nsummary:")[0] ?? "") as {
-        pair?: string;
-        created?: string;
-      };
-      if (
-        head?.pair === pair &&
-        typeof head.created === "string" &&
-        (!best || head.created > best.created)
-      ) {
-        best = { path, created: head.created };
-      }
-    } catch {
-      // not a plan: ignore
-    }
-  }
-  return best?.path;
-}
-
-async function cleanPair(pair: PairSpec, io: Io): Promise<{ master: number; replica: number }> {
-  const clientOptions = { onLog: agentLogger(io) };
-  const [master, replica] = (await connectHosts([pair.master, pair.replica])) as [
-    HostConnection,
-    HostConnection,
-  ];
-  try {
-    const list = await listMailboxes(pair.mailboxes, master, clientOptions);
-    const out = { master: 0, replica: 0 };
-    for (const side of ["master", "replica"] as const) {
-      const agent = await AgentClient.start(side === "master" ? master : replica, clientOptions);
-      try {
-        for (let i = 0; i < list.mailboxes.length; i += CLEAN_BATCH) {
-          const r = await agent.request("cache-clean", {
-            mailboxes: list.mailboxes.slice(i, i + CLEAN_BATCH),
-          });
-          out[side] += r.removed;
-        }
-      } finally {
-        await agent.close();
-      }
-    }
-    return out;
-  } finally {
-    await Promise.all([master.close(), replica.close()]);
-  }
 }

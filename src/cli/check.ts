@@ -7,16 +7,21 @@
 // creates and removes one empty file per partition).
 
 import { listMailboxes } from "../apply/scan-pair.js";
-import { ExitCode, errorMessage, UsageError } from "../errors.js";
-import { loadInventory, type PairSpec } from "../plan/inventory.js";
+import { ExitCode, errorMessage } from "../errors.js";
+import type { PairSpec } from "../plan/inventory.js";
 import type { MailboxRef } from "../protocol/messages.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";
-import { setHostKeyNotice } from "../transport/ssh.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";
-import { parseCommandArgs } from "./args.js";
+import {
+  PAIR_FLAGS,
+  type PairOptions,
+  pairOptions,
+  pairsFor,
+  parseFlags,
+  withHostKeyNotices,
+} from "./flag-groups.js";
 import type { Io } from "./io.js";
-import { pairsToRun, withHostKeyPolicy } from "./pairs.js";
 
 const HELP = `usage: guidup check --inventory FILE [--pair NAME] [--accept-new-host-keys]
 
@@ -43,34 +48,22 @@ interface Target {
   label: string;
 }
 
+export type CheckOptions = PairOptions;
+
+export function parseCheckOptions(args: string[]): CheckOptions | "help" {
+  const values = parseFlags("check", args, PAIR_FLAGS);
+  if (values.help) return "help";
+  return pairOptions("check", values);
+}
+
 export async function run(args: string[], io: Io): Promise<number> {
-  const { values } = parseCommandArgs(
-    "check",
-    args,
-    {
-      inventory: { type: "string", short: "i" },
-      pair: { type: "string" },
-      "accept-new-host-keys": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-    false,
-  );
-  if (values.help) {
+  const options = parseCheckOptions(args);
+  if (options === "help") {
     io.out(HELP);
     return ExitCode.ok;
   }
-  if (!values.inventory)
-    throw new UsageError("--inventory FILE is required (see guidup check --help)");
-  const inventory = await loadInventory(values.inventory);
-  const pairs = pairsToRun(inventory.pairs, values.pair).map((p) =>
-    withHostKeyPolicy(p, values["accept-new-host-keys"] === true),
-  );
-  const previousNotice = setHostKeyNotice((line) => io.err(`${line}\n`));
-  try {
-    return await checkAll(pairs, io);
-  } finally {
-    setHostKeyNotice(previousNotice);
-  }
+  const pairs = await pairsFor(options);
+  return await withHostKeyNotices(io, () => checkAll(pairs, io));
 }
 
 async function checkAll(pairs: PairSpec[], io: Io): Promise<number> {

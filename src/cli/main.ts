@@ -4,9 +4,9 @@
 
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { ExitCode, errorMessage, GuidupError } from "../errors.js";
+import { ERRORS, ExitCode, errorMessage, GuidupError } from "../errors.js";
+import { TOOL_VERSION } from "../version.js";
 import { type Io, processIo } from "./io.js";
-import { TOOL_VERSION } from "./version.js";
 
 type CommandModule = { run(args: string[], io: Io): Promise<number> };
 
@@ -92,7 +92,9 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return await mod.run(rest, io);
   } catch (err) {
     if (err instanceof GuidupError) {
-      io.err(`guidup ${name}: ${err.message}\n`);
+      // An internal error from an agent is a bug too: say what to do with it.
+      const hint = err.code === ERRORS.internal.code ? `${ERRORS.internal.next}\n` : "";
+      io.err(`guidup ${name}: ${err.message}\n${hint}`);
       return err.exitCode;
     }
     io.err(

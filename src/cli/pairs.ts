@@ -1,9 +1,9 @@
 // Helpers shared by the commands that work on inventory pairs.
 
 import { UsageError } from "../errors.js";
+import type { HostSpec } from "../host-spec.js";
 import type { PairSpec } from "../plan/inventory.js";
 import type { LogLine } from "../protocol/messages.js";
-import type { HostSpec } from "../transport/types.js";
 import type { Io } from "./io.js";
 
 export function pairsToRun(pairs: readonly PairSpec[], only: string | undefined): PairSpec[] {

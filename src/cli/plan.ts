@@ -9,17 +9,18 @@ import { setStateAside, stateDirFor } from "../apply/state-store.js";
 import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { buildPlan } from "../plan/build.js";
-import { loadInventory, type PairSpec } from "../plan/inventory.js";
+import type { PairSpec } from "../plan/inventory.js";
 import type { Plan } from "../plan/model.js";
 import { writePlan } from "../plan/plan-file.js";
 import { lackingSides, SuspiciousInputError } from "../plan/sanity.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";
-import { parseCommandArgs, parseIntOption } from "./args.js";
+import { TOOL_VERSION } from "../version.js";
+import { parseIntOption } from "./args.js";
+import { PAIR_FLAGS, type PairOptions, pairOptions, pairsFor, parseFlags } from "./flag-groups.js";
 import type { Io } from "./io.js";
-import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
+import { agentLogger } from "./pairs.js";
 import { withProgress } from "./progress.js";
-import { TOOL_VERSION } from "./version.js";
 
 const HELP = `usage: guidup plan --inventory FILE [--pair NAME] [--out FILE] [--overwrite]
                    [--target-version N] [--skip-sanity-checks]
@@ -44,60 +45,64 @@ Exit codes: 0 plan written, 2 bad input (inventory, host unreachable, host key,
 an existing --out file, a missing partition root, a suspicious list or side).
 `;
 
-export async function run(args: string[], io: Io): Promise<number> {
-  const { values } = parseCommandArgs(
-    "plan",
-    args,
-    {
-      inventory: { type: "string", short: "i" },
-      pair: { type: "string" },
-      out: { type: "string", short: "o" },
-      "target-version": { type: "string" },
-      overwrite: { type: "boolean" },
-      "skip-sanity-checks": { type: "boolean" },
-      "accept-new-host-keys": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-    false,
-  );
-  if (values.help) {
-    io.out(HELP);
-    return ExitCode.ok;
-  }
-  if (!values.inventory)
-    throw new UsageError("--inventory FILE is required (see guidup plan --help)");
+export interface PlanOptions extends PairOptions {
+  /** Where to write the plan (one pair only); default plans/<id>.yaml next to the inventory. */
+  out: string | undefined;
+  overwrite: boolean;
+  target: number;
+  skipSanityChecks: boolean;
+}
+
+export function parsePlanOptions(args: string[]): PlanOptions | "help" {
+  const values = parseFlags("plan", args, {
+    ...PAIR_FLAGS,
+    out: { type: "string", short: "o" },
+    "target-version": { type: "string" },
+    overwrite: { type: "boolean" },
+    "skip-sanity-checks": { type: "boolean" },
+  });
+  if (values.help) return "help";
+  const pair = pairOptions("plan", values);
   const target = values["target-version"]
     ? parseIntOption(values["target-version"], "target-version", 6, 10)
     : TARGET_MINOR;
   if (!WRITABLE_MINORS.includes(target) || !formatFor(target)) {
     throw new UsageError(`--target-version ${target}: guidup writes versions 6..10`);
   }
-  const inventory = await loadInventory(values.inventory);
-  const pairs = pairsToRun(inventory.pairs, values.pair);
-  if (values.out && pairs.length > 1)
+  return {
+    ...pair,
+    out: values.out,
+    overwrite: values.overwrite === true,
+    target,
+    skipSanityChecks: values["skip-sanity-checks"] === true,
+  };
+}
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const options = parsePlanOptions(args);
+  if (options === "help") {
+    io.out(HELP);
+    return ExitCode.ok;
+  }
+  const { target, overwrite } = options;
+  const pairs = await pairsFor(options);
+  if (options.out && pairs.length > 1)
     throw new UsageError("--out needs --pair when the inventory has several pairs");
-  const overwrite = values.overwrite === true;
   // Refused before any host is contacted; checked again before writing.
-  if (values.out) await refuseExistingPlan(values.out, overwrite);
+  if (options.out) await refuseExistingPlan(options.out, overwrite);
 
   const plans = await withProgress(
     io,
     pairs.map((pair) => ({
       title: `plan ${pair.name}`,
       run: (update: (t: string) => void) =>
-        planPair(
-          withHostKeyPolicy(pair, values["accept-new-host-keys"] === true),
-          target,
-          update,
-          io,
-          values["skip-sanity-checks"] === true,
-        ),
+        planPair(pair, target, update, io, options.skipSanityChecks),
     })),
   );
   for (const plan of plans) {
     // Named by the plan's id, in plans/ next to the inventory (where cache
     // clean looks), whatever the current directory.
-    const out = values.out ?? join(dirname(values.inventory), "plans", `${plan.id}.yaml`);
+    const out = options.out ?? join(dirname(options.inventory), "plans", `${plan.id}.yaml`);
     await refuseExistingPlan(out, overwrite);
     if (overwrite) {
       const aside = await setStateAside(out);

@@ -5,9 +5,9 @@
 import { serve } from "../agent/serve.js";
 import { readImapdConf } from "../cyrus/imapd-conf.js";
 import { ExitCode, UsageError } from "../errors.js";
+import { TOOL_VERSION } from "../version.js";
 import { parseCommandArgs } from "./args.js";
 import type { Io } from "./io.js";
-import { TOOL_VERSION } from "./version.js";
 
 const HELP = `usage: guidup serve --config /etc/imapd.conf
 

@@ -1,21 +1,37 @@
 // guidup verify --inventory FILE [--pair NAME] | --plan PLAN: checks that the
 // upgrade is complete and correct on both sides of each pair (or of the
 // plan's mailboxes), and prints a summary with the problems by mailbox.
+// The pair operation is src/apply/verify-pair.ts; this file parses the
+// options, picks the pairs and renders the reports (human or JSON).
 
 import { nameFilter } from "../apply/glob.js";
 import { listMailboxes } from "../apply/scan-pair.js";
-import { VERIFY_KINDS, type VerifyReport, verifyPair } from "../apply/verify-pair.js";
+import {
+  VERIFY_KINDS,
+  type VerifyJob,
+  type VerifyReport,
+  verifyJob,
+} from "../apply/verify-pair.js";
 import { TARGET_MINOR } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
-import { loadInventory } from "../plan/inventory.js";
-import type { MailboxRef } from "../protocol/messages.js";
-import { connectHosts } from "../transport/index.js";
-import type { HostConnection, HostSpec } from "../transport/types.js";
-import { parseCommandArgs, parseIntOption } from "./args.js";
+import type { HostConnection } from "../transport/types.js";
+import { parseIntOption } from "./args.js";
+import {
+  HOST_KEY_FLAGS,
+  type HostKeyOptions,
+  hostKeyOptions,
+  INVENTORY_FLAGS,
+  type InventoryOptions,
+  inventoryOptions,
+  JSON_FLAG,
+  pairsFor,
+  parseFlags,
+} from "./flag-groups.js";
 import type { Io } from "./io.js";
-import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
+import { agentLogger, withHostKeyPolicy } from "./pairs.js";
 import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
 import { withProgress } from "./progress.js";
+import { chooseView, jsonView, type Views } from "./view.js";
 
 const HELP = `usage: guidup verify --inventory FILE [--pair NAME] | --plan PLAN
                      [--only GLOB]… [--sample N] [--target-version N]
@@ -33,57 +49,79 @@ pair (mailboxes per result), then each problem, by mailbox name.
 Exit codes: 0 everything holds, 1 something does not (listed), 2 bad input.
 `;
 
-/** One pair to verify: its hosts and how to get its mailboxes. */
-interface VerifyJob {
-  name: string;
-  master: HostSpec;
-  replica: HostSpec;
-  target: number;
-  /** The mailboxes to check, and what the list named that cannot be one. */
-  mailboxes: (
-    master: HostConnection,
-  ) => Promise<{ refs: MailboxRef[]; invalid: { name: string; reason: string }[] }>;
+export interface VerifyOptions extends HostKeyOptions {
+  /** The pairs of an inventory, or (exclusive) the hosts and mailboxes of a plan. */
+  from: ({ kind: "inventory" } & InventoryOptions) | { kind: "plan"; plan: string };
+  only: string[];
+  sample: number | undefined;
+  target: number | undefined;
+  details: boolean;
+  json: boolean;
 }
 
-export async function run(args: string[], io: Io): Promise<number> {
-  const { values } = parseCommandArgs(
-    "verify",
-    args,
-    {
-      inventory: { type: "string", short: "i" },
-      pair: { type: "string" },
-      plan: { type: "string" },
-      only: { type: "string", multiple: true },
-      sample: { type: "string" },
-      "target-version": { type: "string" },
-      details: { type: "boolean" },
-      "accept-new-host-keys": { type: "boolean" },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-    false,
-  );
-  if (values.help) {
-    io.out(HELP);
-    return ExitCode.ok;
-  }
+export function parseVerifyOptions(args: string[]): VerifyOptions | "help" {
+  const values = parseFlags("verify", args, {
+    ...INVENTORY_FLAGS,
+    ...HOST_KEY_FLAGS,
+    ...JSON_FLAG,
+    plan: { type: "string" },
+    only: { type: "string", multiple: true },
+    sample: { type: "string" },
+    "target-version": { type: "string" },
+    details: { type: "boolean" },
+  });
+  if (values.help) return "help";
   if (values.plan !== undefined && (values.inventory !== undefined || values.pair !== undefined))
     throw new UsageError(
       "--plan takes the hosts and mailboxes from the plan: give --plan alone, or --inventory (and --pair) without it",
     );
   if (!values.inventory && values.plan === undefined)
     throw new UsageError("--inventory FILE or --plan PLAN is required (see guidup verify --help)");
-  const sample = values.sample ? parseIntOption(values.sample, "sample", 1) : undefined;
-  const targetOption = values["target-version"]
-    ? parseIntOption(values["target-version"], "target-version", 6, 10)
-    : undefined;
-  const only = values.only ?? [];
+  return {
+    from:
+      values.plan !== undefined
+        ? { kind: "plan", plan: values.plan }
+        : { kind: "inventory", ...inventoryOptions("verify", values) },
+    ...hostKeyOptions(values),
+    only: values.only ?? [],
+    sample: values.sample ? parseIntOption(values.sample, "sample", 1) : undefined,
+    target: values["target-version"]
+      ? parseIntOption(values["target-version"], "target-version", 6, 10)
+      : undefined,
+    details: values.details === true,
+    json: values.json === true,
+  };
+}
+
+/** What guidup verify found, per pair. */
+export interface VerifyResult {
+  ok: boolean;
+  pairs: ({ pair: string } & VerifyReport)[];
+}
+
+export function verifyViews(details: boolean): Views<VerifyResult> {
+  return {
+    human: {
+      render(io, result) {
+        for (const { pair, ...report } of result.pairs) printPairReport(io, pair, report, details);
+      },
+    },
+    json: jsonView((r) => r),
+  };
+}
+
+export async function run(args: string[], io: Io): Promise<number> {
+  const options = parseVerifyOptions(args);
+  if (options === "help") {
+    io.out(HELP);
+    return ExitCode.ok;
+  }
+  const { only, sample } = options;
   const keep = nameFilter(only, []);
-  const acceptNew = values["accept-new-host-keys"] === true;
   const clientOptions = { onLog: agentLogger(io) };
   let jobs: VerifyJob[];
-  if (values.plan !== undefined) {
-    const planPath = values.plan;
+  if (options.from.kind === "plan") {
+    const planPath = options.from.plan;
     const plan = await readPlanArg(planPath, "verify --plan");
     const refs = plan.mailboxes.map((m) => ({
       name: m.name,
@@ -94,24 +132,22 @@ export async function run(args: string[], io: Io): Promise<number> {
       refs.map((r) => r.name),
       planPath,
     );
-    const hosts = withHostKeyPolicy(plan.hosts, acceptNew);
+    const hosts = withHostKeyPolicy(plan.hosts, options.acceptNewHostKeys);
     jobs = [
       {
         name: plan.pair,
         ...hosts,
-        target: targetOption ?? plan.target,
+        target: options.target ?? plan.target,
         mailboxes: async () => ({ refs: refs.filter((r) => keep(r.name)), invalid: [] }),
       },
     ];
   } else {
-    const inventory = await loadInventory(values.inventory!);
-    jobs = pairsToRun(inventory.pairs, values.pair).map((p) => {
-      const pair = withHostKeyPolicy(p, acceptNew);
-      return {
+    jobs = (await pairsFor({ ...options.from, acceptNewHostKeys: options.acceptNewHostKeys })).map(
+      (pair) => ({
         name: pair.name,
         master: pair.master,
         replica: pair.replica,
-        target: targetOption ?? TARGET_MINOR,
+        target: options.target ?? TARGET_MINOR,
         mailboxes: async (master: HostConnection) => {
           const list = await listMailboxes(pair.mailboxes, master, clientOptions);
           const names = list.mailboxes.map((m) => m.name);
@@ -121,50 +157,28 @@ export async function run(args: string[], io: Io): Promise<number> {
             invalid: list.invalid.filter((m) => keep(m.name)),
           };
         },
-      };
-    });
+      }),
+    );
   }
   const reports = await withProgress(
     io,
     jobs.map((job) => ({
       title: `verify ${job.name}`,
-      run: async (update: (t: string) => void, viewIo: Io): Promise<VerifyReport> => {
-        const [master, replica] = (await connectHosts([job.master, job.replica])) as [
-          HostConnection,
-          HostConnection,
-        ];
-        try {
-          const { refs: mailboxes, invalid } = await job.mailboxes(master);
-          const done = { master: 0, replica: 0 };
-          return await verifyPair({
-            master,
-            replica,
-            mailboxes,
-            invalid,
-            target: job.target,
-            ...(sample !== undefined ? { sample } : {}),
-            clientOptions: { onLog: agentLogger(viewIo) },
-            onProgress: (side, d, total) => {
-              done[side] = d;
-              update(`master ${done.master}/${total}, replica ${done.replica}/${total}`);
-            },
-          });
-        } finally {
-          await Promise.all([master.close(), replica.close()]);
-        }
-      },
+      run: (update: (t: string) => void, viewIo: Io): Promise<VerifyReport> =>
+        verifyJob(job, {
+          ...(sample !== undefined ? { sample } : {}),
+          clientOptions: { onLog: agentLogger(viewIo) },
+          onProgress: (done, total) =>
+            update(`master ${done.master}/${total}, replica ${done.replica}/${total}`),
+        }),
     })),
   );
-  let ok = true;
-  const json: unknown[] = [];
-  reports.forEach((report, i) => {
-    const pair = jobs[i]!.name;
-    if (report.problems.length > 0) ok = false;
-    json.push({ pair, ...report });
-    if (!values.json) printPairReport(io, pair, report, values.details === true);
-  });
-  if (values.json) io.out(`${JSON.stringify({ ok, pairs: json }, null, 2)}\n`);
-  return ok ? ExitCode.ok : ExitCode.failed;
+  const result: VerifyResult = {
+    ok: reports.every((r) => r.problems.length === 0),
+    pairs: reports.map((report, i) => ({ pair: jobs[i]!.name, ...report })),
+  };
+  chooseView(options.json, verifyViews(options.details)).render(io, result);
+  return result.ok ? ExitCode.ok : ExitCode.failed;
 }
 
 /** The summary line, then per problem mailbox its first problem (all with details). */

@@ -11,7 +11,7 @@
 
 import { close as closeCb, fstat as fstatCb, open as openCb, read as readCb } from "node:fs";
 import { promisify } from "node:util";
-import { CyrusFormatError, FileAccessError } from "../errors.js";
+import { CyrusFormatError, ERRORS, type ErrorCode, FileAccessError } from "../errors.js";
 import { decodeFields, type FieldValue } from "./field-codec.js";
 import {
   formatFor,
@@ -83,7 +83,7 @@ const MAX_PLAUSIBLE_SIZE = 4096;
  * must never be taken for an index a newer Cyrus wrote.
  */
 export class CorruptIndexError extends CyrusFormatError {
-  override readonly code = "cyrus-corrupt";
+  override readonly code: ErrorCode = ERRORS.cyrusCorrupt.code;
 }
 
 /**
@@ -136,7 +136,7 @@ function checkNewerHeader(head: Buffer, fileSize: number, file: string, minor: n
 
 /** A minor version guidup does not read: unknown, or written by Cyrus 2.4+. */
 export class UnsupportedVersionError extends CyrusFormatError {
-  override readonly code = "cyrus-version";
+  override readonly code: ErrorCode = ERRORS.cyrusVersion.code;
   constructor(
     readonly file: string,
     readonly minor: number,

@@ -9,12 +9,12 @@
 // outside the spool.
 
 import { join, resolve, sep } from "node:path";
-import { CyrusFormatError, GuidupError, InternalError } from "../errors.js";
+import { CyrusFormatError, ERRORS, type ErrorCode, GuidupError, InternalError } from "../errors.js";
 import type { ImapdConf, MetaFileType } from "./imapd-conf.js";
 
 /** A mailbox name Cyrus would not accept, or whose path would leave its partition. */
 export class MailboxNameError extends GuidupError {
-  readonly code = "mailbox-name";
+  readonly code: ErrorCode = ERRORS.mailboxName.code;
 }
 
 /** MAX_MAILBOX_NAME in 2.3.16 mboxname.h. */

@@ -27,16 +27,23 @@ import {
 import { createRequire } from "node:module";
 import { endianness, constants as osConstants } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import { errorMessage, FileAccessError, GuidupError, InternalError } from "../errors.js";
+import {
+  ERRORS,
+  type ErrorCode,
+  errorMessage,
+  FileAccessError,
+  GuidupError,
+  InternalError,
+} from "../errors.js";
 
 /** Waiting for a lock took longer than the caller allowed. */
 export class LockTimeoutError extends GuidupError {
-  readonly code = "lock-timeout";
+  readonly code: ErrorCode = ERRORS.lockTimeout.code;
 }
 
 /** This machine cannot take OFD fcntl locks (platform, koffi, or kernel < 3.15). */
 export class LockUnavailableError extends GuidupError {
-  readonly code = "lock-unavailable";
+  readonly code: ErrorCode = ERRORS.lockUnavailable.code;
 }
 
 /** A held lock. The fd is ours: read through it, never close it yourself. */

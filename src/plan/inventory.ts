@@ -15,8 +15,8 @@ import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
-import { FileAccessError, GuidupError } from "../errors.js";
-import type { HostSpec } from "../transport/types.js";
+import { ERRORS, type ErrorCode, FileAccessError, GuidupError } from "../errors.js";
+import type { HostSpec } from "../host-spec.js";
 import {
   documentLocator,
   formatProblems,
@@ -50,7 +50,7 @@ export interface Inventory {
 
 /** An inventory file that is not valid YAML, breaks the schema, or breaks a rule. */
 export class InventoryError extends GuidupError {
-  readonly code: string = "inventory";
+  readonly code: ErrorCode = ERRORS.inventory.code;
 }
 
 /** A host as the inventory may write it: an ssh host can still name an alias and a ProxyJump. */

@@ -3,8 +3,8 @@
 // schemas/plan.schema.json when read back. Field comments say who relies on
 // each field.
 
+import type { HostSpec } from "../host-spec.js";
 import type { FileFacts } from "../protocol/messages.js";
-import type { HostSpec } from "../transport/types.js";
 
 /** Version of the plan file format; apply refuses others by name. */
 export const PLAN_FORMAT = "guidup-plan/2";
@@ -12,17 +12,22 @@ export const PLAN_FORMAT = "guidup-plan/2";
 /** Formats this guidup recognises but cannot apply: refused with "plan again". */
 export const OLD_PLAN_FORMATS: readonly string[] = ["guidup-plan/1"];
 
-export type Action = "version" | "guid";
+/** What apply does to a planned mailbox, in the order plans write them. */
+export const ACTIONS = ["version", "guid"] as const;
+export type Action = (typeof ACTIONS)[number];
 
-export type SkipReason =
-  | "missing-on-master"
-  | "missing-on-replica"
-  | "uids-differ"
-  | "newer-than-target"
-  | "unreadable"
-  | "corrupt"
-  | "invalid-name"
-  | "excluded";
+/** Why plan left a mailbox out, in the order plans, show and the schema list them. */
+export const SKIP_REASONS = [
+  "missing-on-master",
+  "missing-on-replica",
+  "uids-differ",
+  "newer-than-target",
+  "unreadable",
+  "corrupt",
+  "invalid-name",
+  "excluded",
+] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
 
 /** One side of a planned mailbox, as scanned. */
 export interface SideFacts {

@@ -14,20 +14,26 @@ import { randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
-import { FileAccessError, GuidupError, InternalError } from "../errors.js";
+import { ERRORS, type ErrorCode, FileAccessError, GuidupError, InternalError } from "../errors.js";
 import { fsyncDir } from "../fsutil/atomic-file.js";
+import {
+  type HostSpec,
+  JUMP_HOP_KEYS,
+  LOCAL_HOST_KEYS,
+  SSH_HOST_KEYS,
+  type SshJumpHop,
+} from "../host-spec.js";
 import type { FileFacts } from "../protocol/messages.js";
-import type { HostSpec, LocalHostSpec, SshHostSpec, SshJumpHop } from "../transport/types.js";
 import { compareNames } from "./build.js";
 import {
-  type Action,
+  ACTIONS,
   OLD_PLAN_FORMATS,
   type Plan,
   type PlannedMailbox,
   type PlanSummary,
   type SideFacts,
+  SKIP_REASONS,
   type SkippedMailbox,
-  type SkipReason,
 } from "./model.js";
 import {
   documentLocator,
@@ -42,7 +48,7 @@ import { parseYamlSubset, type SubsetPositions, yamlKey, yamlScalar } from "./ya
 
 /** A plan file that is not valid YAML, breaks the schema, or breaks a rule. */
 export class PlanError extends GuidupError {
-  readonly code: string = "plan";
+  readonly code: ErrorCode = ERRORS.plan.code;
 }
 
 /** The text a plan was read from: names the file in messages and locates problems. */
@@ -206,56 +212,6 @@ const FILE_FACTS_KEYS = [
   "uidValidity",
   "highestModseq",
 ] as const satisfies readonly (keyof FileFacts)[];
-const ACTIONS = ["version", "guid"] as const satisfies readonly Action[];
-const SKIP_REASONS = [
-  "missing-on-master",
-  "missing-on-replica",
-  "uids-differ",
-  "newer-than-target",
-  "unreadable",
-  "corrupt",
-  "invalid-name",
-  "excluded",
-] as const satisfies readonly SkipReason[];
-const LOCAL_HOST_KEYS = ["transport", "command", "config", "name", "closeTimeoutMs"] as const;
-const SSH_HOST_KEYS = [
-  "transport",
-  "host",
-  "port",
-  "user",
-  "identityFile",
-  "identitiesOnly",
-  "knownHostsFile",
-  "moreKnownHostsFiles",
-  "jump",
-  "serverAliveInterval",
-  "serverAliveCountMax",
-  "command",
-  "config",
-  "name",
-  "acceptNewHostKeys",
-  "connectTimeoutMs",
-  "closeTimeoutMs",
-] as const satisfies readonly (keyof SshHostSpec)[];
-/** Every field of a ProxyJump hop (src/transport/types.ts SshJumpHop), in the order written. */
-const JUMP_HOP_KEYS = [
-  "host",
-  "port",
-  "user",
-  "identityFile",
-  "identitiesOnly",
-  "knownHostsFile",
-  "moreKnownHostsFiles",
-  "name",
-] as const satisfies readonly (keyof SshJumpHop)[];
-
-// A field added to a host spec but not to these lists fails to compile: the
-// plan would silently drop it and apply would reach the host another way.
-type Unlisted<T, K> = [Exclude<keyof T, K>] extends [never] ? true : Exclude<keyof T, K>;
-const sshKeysComplete: Unlisted<SshHostSpec, (typeof SSH_HOST_KEYS)[number]> = true;
-const jumpKeysComplete: Unlisted<SshJumpHop, (typeof JUMP_HOP_KEYS)[number]> = true;
-const localKeysComplete: Unlisted<LocalHostSpec, (typeof LOCAL_HOST_KEYS)[number]> = true;
-void [sshKeysComplete, jumpKeysComplete, localKeysComplete];
 
 type Scalar = string | number | boolean;
 

@@ -4,12 +4,12 @@
 // give a plan of nothing but missing-on-* entries and exit 0. Pure; the
 // operator can override with --skip-sanity-checks.
 
-import { GuidupError } from "../errors.js";
+import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
 import type { MailboxRef, MailboxScan } from "../protocol/messages.js";
 
 /** A plan input that is probably not what the operator meant. */
 export class SuspiciousInputError extends GuidupError {
-  readonly code: string = "suspicious-input";
+  readonly code: ErrorCode = ERRORS.suspiciousInput.code;
 }
 
 /** A side is taken for misconfigured when it lacks more than half of the list and at least this many. */

@@ -7,8 +7,15 @@
 // disagree the review says so.
 
 import { TARGET_MINOR } from "../cyrus/formats/index.js";
-import type { HostSpec } from "../transport/types.js";
-import type { Action, Plan, PlannedMailbox, SideFacts, SkipReason } from "./model.js";
+import type { HostSpec } from "../host-spec.js";
+import {
+  type Action,
+  type Plan,
+  type PlannedMailbox,
+  type SideFacts,
+  SKIP_REASONS,
+  type SkipReason,
+} from "./model.js";
 
 export interface HostTotals {
   /** How the plan reaches the host. */
@@ -54,17 +61,6 @@ export interface PlanReview {
 }
 
 export const LARGEST_COUNT = 10;
-
-const SKIP_REASON_ORDER: readonly SkipReason[] = [
-  "missing-on-master",
-  "missing-on-replica",
-  "uids-differ",
-  "newer-than-target",
-  "unreadable",
-  "corrupt",
-  "invalid-name",
-  "excluded",
-];
 
 export function reviewPlan(plan: Plan): PlanReview {
   const byAction: Record<Action, number> = { version: 0, guid: 0 };
@@ -177,7 +173,7 @@ function summaryMismatches(plan: Plan, review: PlanReview): string[] {
   check("skipped", s.skipped, review.skipped);
   check("action version", s.byAction.version, review.byAction.version);
   check("action guid", s.byAction.guid, review.byAction.guid);
-  for (const r of SKIP_REASON_ORDER)
+  for (const r of SKIP_REASONS)
     check(`skipped ${r}`, s.bySkipReason[r] ?? 0, review.bySkipReason[r] ?? 0);
   check("master records", s.records.master, review.hosts.master.records);
   check("replica records", s.records.replica, review.hosts.replica.records);
@@ -242,7 +238,7 @@ export function renderPlanSummary(plan: Plan): string {
       ["version", r.byAction.version],
       ["guid", r.byAction.guid],
     ])}`,
-    `  skipped: ${counts(SKIP_REASON_ORDER.map((k) => [k, r.bySkipReason[k] ?? 0]))}`,
+    `  skipped: ${counts(SKIP_REASONS.map((k) => [k, r.bySkipReason[k] ?? 0]))}`,
   );
   if (r.summaryMismatches.length > 0) {
     lines.push("  note: the plan's summary disagrees with its entries (edited by hand?):");

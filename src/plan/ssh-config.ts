@@ -18,12 +18,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import SSHConfig from "ssh-config";
-import { GuidupError } from "../errors.js";
-import type { SshHostSpec, SshJumpHop } from "../transport/types.js";
+import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
+import { JUMP_HOP_KEYS, type SshHostSpec, type SshJumpHop } from "../host-spec.js";
 
 /** A configuration file that cannot be read or asks for something guidup cannot do. */
 export class SshConfigError extends GuidupError {
-  readonly code = "ssh-config";
+  readonly code: ErrorCode = ERRORS.sshConfig.code;
 }
 
 /** An inventory ssh host as written: resolved fields plus how to resolve the rest. */
@@ -211,15 +211,7 @@ function origin(loaded: LoadedSshConfig): string {
   return loaded.files.length === 0 ? "ssh config" : `ssh config ${loaded.files.join(", ")}`;
 }
 
-interface Endpoint {
-  host: string;
-  port?: number;
-  user?: string;
-  identityFile?: string;
-  identitiesOnly?: boolean;
-  knownHostsFile?: string;
-  moreKnownHostsFiles?: string[];
-  name?: string;
+interface Endpoint extends SshJumpHop {
   computed: Computed;
 }
 
@@ -356,15 +348,8 @@ export function resolveSshHost(raw: UnresolvedSshHost, loaded: LoadedSshConfig):
   }
 
   const out: SshHostSpec = { ...spec, host: target.host };
-  for (const key of [
-    "port",
-    "user",
-    "identityFile",
-    "identitiesOnly",
-    "knownHostsFile",
-    "moreKnownHostsFiles",
-    "name",
-  ] as const) {
+  for (const key of JUMP_HOP_KEYS) {
+    if (key === "host") continue;
     const value = target[key];
     if (value !== undefined) (out as unknown as Record<string, unknown>)[key] = value;
   }

@@ -5,7 +5,7 @@
 // decoded. The length cap bounds what a misbehaving peer can make us buffer.
 // Pure: no I/O, no timers.
 
-import { GuidupError } from "../errors.js";
+import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
 
 /** Default cap on one line: generous for a large scan reply, finite for a runaway peer. */
 export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
@@ -15,7 +15,7 @@ const CARRIAGE_RETURN = 0x0d;
 
 /** A peer sent a line longer than the reader's cap (no newline within maxLineBytes). */
 export class LineTooLongError extends GuidupError {
-  readonly code = "line-too-long";
+  readonly code: ErrorCode = ERRORS.lineTooLong.code;
 }
 
 export interface LineReaderOptions {

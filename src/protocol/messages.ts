@@ -313,23 +313,25 @@ export type Requests = {
 };
 
 export type Op = keyof Requests;
-export const OPS: readonly Op[] = [
-  "scan",
-  "discover",
-  "hash",
-  "cache-get",
-  "cache-put",
-  "cache-clean",
-  "prepare",
-  "lock",
-  "upgrade",
-  "commit",
-  "rollback",
-  "verify",
-  "status",
-  "pair-lock",
-  "check",
-];
+/** Every op once: a Record over Op, so a request type added to Requests but not here fails to compile. */
+const OP_SET: Record<Op, true> = {
+  scan: true,
+  discover: true,
+  hash: true,
+  "cache-get": true,
+  "cache-put": true,
+  "cache-clean": true,
+  prepare: true,
+  lock: true,
+  upgrade: true,
+  commit: true,
+  rollback: true,
+  verify: true,
+  status: true,
+  "pair-lock": true,
+  check: true,
+};
+export const OPS: readonly Op[] = Object.keys(OP_SET) as Op[];
 
 export type Request<K extends Op = Op> = { id: number; op: K } & Requests[K]["args"];
 

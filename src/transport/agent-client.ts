@@ -1,11 +1,10 @@
 // The controller's side of the agent protocol: starts an agent on a host
 // connection, checks its hello (refusing a protocol version we do not
 // speak), sends requests and matches responses by id. Wire errors come back
-// as AgentError with the agent's code; a vanished agent fails every pending
+// as AgentError with the agent's code (its meaning from src/errors.ts ERRORS); a vanished agent fails every pending
 // request with a TransportError naming the host.
 
-import { TOOL_VERSION } from "../cli/version.js";
-import { errorMessage, GuidupError } from "../errors.js";
+import { ERRORS, type ErrorCode, errorMessage, GuidupError, isErrorCode } from "../errors.js";
 import { encodeLine } from "../protocol/framing.js";
 import {
   type AgentLine,
@@ -14,24 +13,43 @@ import {
   type Op,
   PROTOCOL_VERSION,
   type Requests,
+  type WireError,
 } from "../protocol/messages.js";
+import { TOOL_VERSION } from "../version.js";
 import { TransportError } from "./errors.js";
 import type { AgentChannel, HostConnection } from "./types.js";
 
 /** How long an agent has to say hello before we give up on it. */
 export const HELLO_TIMEOUT_MS = 30_000;
 
-/** An error the agent answered with; `code` is the agent's. */
+/**
+ * An error the agent answered with. Its code is one of ERRORS, so it exits
+ * and retries as the same error would here; an agent's internal error, or a
+ * code this guidup does not know (a newer agent), is `internal` (exit 70).
+ * The class stays AgentError whatever the code: the engine tells "the agent
+ * answered" from "the connection went" by it.
+ */
 export class AgentError extends GuidupError {
-  readonly code: string;
+  readonly code: ErrorCode;
   constructor(
     readonly host: string,
-    code: string,
+    code: ErrorCode,
     message: string,
     detail?: Record<string, unknown>,
   ) {
     super(`${host}: ${message}`, detail);
     this.code = code;
+  }
+
+  /** The error a wire answer stands for (the agent's code mapped through ERRORS). */
+  static fromWire(host: string, wire: WireError): AgentError {
+    if (isErrorCode(wire.code)) return new AgentError(host, wire.code, wire.message, wire.detail);
+    return new AgentError(
+      host,
+      ERRORS.internal.code,
+      `${wire.message} (unknown error code "${wire.code}" from the agent)`,
+      { ...wire.detail, agentCode: wire.code },
+    );
   }
 }
 
@@ -41,7 +59,7 @@ export const AGENT_VERSION_FIX =
 
 /** The agent is another guidup version, or speaks another protocol version. */
 export class ProtocolVersionError extends GuidupError {
-  readonly code: string = "protocol-version";
+  readonly code: ErrorCode = ERRORS.protocolVersion.code;
 }
 
 interface Pending {
@@ -221,10 +239,7 @@ export class AgentClient {
     }
     this.#pending.delete(msg.id);
     if (msg.ok) pending.resolve(msg.result);
-    else
-      pending.reject(
-        new AgentError(this.host, msg.error.code, msg.error.message, msg.error.detail),
-      );
+    else pending.reject(AgentError.fromWire(this.host, msg.error));
   }
 
   #fail(err: Error): void {

@@ -11,11 +11,18 @@
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { FileAccessError, GuidupError, InternalError, UsageError } from "../errors.js";
+import {
+  ERRORS,
+  type ErrorCode,
+  FileAccessError,
+  GuidupError,
+  InternalError,
+  UsageError,
+} from "../errors.js";
 
 /** An SSH host key that is not on record, differs from the record, or is revoked. */
 export class HostKeyError extends GuidupError {
-  readonly code = "host-key";
+  readonly code: ErrorCode = ERRORS.hostKey.code;
 }
 
 /** The outcome of looking a key up; `line` is 1-based, in the file that was read. */

@@ -31,6 +31,7 @@ import {
   type HostConnection,
   MAX_SESSIONS_PER_CONNECTION,
   type SshHostSpec,
+  type SshJumpHop,
 } from "./types.js";
 
 // ssh2 is CommonJS and Node cannot see its exports by name from ESM.
@@ -563,19 +564,7 @@ interface Endpoint {
   where: string;
 }
 
-function endpoint(
-  spec: {
-    host: string;
-    port?: number;
-    user?: string;
-    identityFile?: string;
-    identitiesOnly?: boolean;
-    knownHostsFile?: string;
-    moreKnownHostsFiles?: string[];
-    name?: string;
-  },
-  via: string | undefined,
-): Endpoint {
+function endpoint(spec: SshJumpHop, via: string | undefined): Endpoint {
   const port = spec.port ?? 22;
   const address = formatAddress(spec.host, port);
   const named =

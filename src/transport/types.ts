@@ -1,90 +1,10 @@
-// What a transport is asked for (HostSpec) and what it hands back: a
+// What a transport is asked for (HostSpec, src/host-spec.ts) and what it hands back: a
 // HostConnection per host and an AgentChannel per running agent. Channels move
 // lines of text and know nothing of the messages inside them.
 
-/** An agent started as a child process on this machine (demo, tests). */
-export interface LocalHostSpec {
-  transport: "local";
-  /**
-   * argv of the agent, run without a shell. Default: this Node binary,
-   * dist/src/cli/main.js of this package, "serve". `--config <config>` is
-   * appended.
-   */
-  command?: string[];
-  /** imapd.conf path on the host, passed to the agent as --config. */
-  config: string;
-  /** Name in messages and logs; default "local". */
-  name?: string;
-  /** How long close() waits for the agent to exit once its stdin ends; default 5000. */
-  closeTimeoutMs?: number;
-}
-
-/**
- * One bastion on the way to a host (OpenSSH ProxyJump): the connection to it
- * is checked and authenticated like any other, and the next hop is reached
- * through a forwarded channel it opens.
- */
-export interface SshJumpHop {
-  host: string;
-  /** Default 22. */
-  port?: number;
-  /** Default: the local user name. */
-  user?: string;
-  identityFile?: string;
-  /** Use only identityFile, not the ssh-agent's keys. */
-  identitiesOnly?: boolean;
-  /** Default ~/.ssh/known_hosts. */
-  knownHostsFile?: string;
-  /** Further known_hosts files, read but never written. */
-  moreKnownHostsFiles?: string[];
-  /** Name in messages (the alias written in ProxyJump); default the host. */
-  name?: string;
-}
-
-/** An agent on a host reached over SSH, one exec channel per agent. */
-export interface SshHostSpec {
-  transport?: "ssh";
-  host: string;
-  /** Default 22. */
-  port?: number;
-  /** Default: the local user name, as ssh does. */
-  user?: string;
-  /** Private key file (unencrypted OpenSSH/PEM); without it, keys from ssh-agent (SSH_AUTH_SOCK). */
-  identityFile?: string;
-  /** Use only identityFile, not the ssh-agent's keys (OpenSSH IdentitiesOnly). */
-  identitiesOnly?: boolean;
-  /** Default ~/.ssh/known_hosts. */
-  knownHostsFile?: string;
-  /**
-   * Further known_hosts files, read but never written: OpenSSH's
-   * UserKnownHostsFile after the first, and GlobalKnownHostsFile when the
-   * ssh config sets it.
-   */
-  moreKnownHostsFiles?: string[];
-  /** Bastions to go through, first hop first (OpenSSH ProxyJump, resolved). */
-  jump?: SshJumpHop[];
-  /** Seconds between keep-alive probes (OpenSSH ServerAliveInterval); default 15, 0 = none. */
-  serverAliveInterval?: number;
-  /** Unanswered probes before the peer is declared gone (ServerAliveCountMax); default 3. */
-  serverAliveCountMax?: number;
-  /**
-   * Remote command, used verbatim as the start of the remote command line
-   * (it comes from the operator's inventory). Default "guidup serve".
-   */
-  command?: string;
-  /** imapd.conf path on the host; appended shell-quoted as `--config '<config>'`. */
-  config: string;
-  /** Name in messages and logs; default the host name. */
-  name?: string;
-  /** Record the key of a host not yet in known_hosts instead of refusing it. Never overrides a changed key. */
-  acceptNewHostKeys?: boolean;
-  /** TCP connect plus SSH handshake and authentication; default 20000. */
-  connectTimeoutMs?: number;
-  /** How long close() waits for the agent to exit once its stdin ends; default 5000. */
-  closeTimeoutMs?: number;
-}
-
-export type HostSpec = LocalHostSpec | SshHostSpec;
+// The host descriptions live in src/host-spec.ts (the inventory and the plan
+// hold them too); re-exported for the transports and their callers.
+export type { HostSpec, LocalHostSpec, SshHostSpec, SshJumpHop } from "../host-spec.js";
 
 /**
  * One running agent. Lines are delivered without their "\n"; callbacks

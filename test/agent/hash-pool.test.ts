@@ -164,9 +164,12 @@ describe("HashPool", () => {
     const rs = await Promise.all(big.map((p) => pool.hash(p)));
     const elapsed = performance.now() - t0;
     for (const r of rs) expect(ok(r).sha1.toString("hex")).toBe(files.get(r.path));
-    // 8 MiB at 16 MiB/s is 500 ms; generous lower bound for timer slack.
+    // Both whole files were read through the shared limit: 8 MiB at 16 MiB/s
+    // is 500 ms (a per-worker limit would let it finish in 250 ms); the lower
+    // bound leaves room for timer slack. No upper bound: on a loaded machine
+    // any wall-clock ceiling is a guess.
+    expect(rs.map((r) => ok(r).size)).toEqual([4 << 20, 4 << 20]);
     expect(elapsed).toBeGreaterThan(400);
-    expect(elapsed).toBeLessThan(10_000);
     await pool.close();
   });
 
@@ -177,15 +180,16 @@ describe("HashPool", () => {
     const pool = new HashPool({ workers: 2, maxBytesPerSec: 1 << 20 });
     const ac = new AbortController();
     const got: HashResult[] = [];
-    const t0 = performance.now();
-    setTimeout(() => ac.abort(new Error("stop")), 600);
+    // Aborted on an event, not a timer: as soon as the first file is done.
     await expect(
       (async () => {
-        for await (const r of pool.hashMany(paths, undefined, ac.signal)) got.push(r);
+        for await (const r of pool.hashMany(paths, undefined, ac.signal)) {
+          got.push(r);
+          if (got.length === 1) ac.abort(new Error("stop"));
+        }
       })(),
     ).rejects.toThrow("stop");
-    const elapsed = performance.now() - t0;
-    expect(elapsed).toBeLessThan(3000);
+    // Stopped early: some files done, not all (no wall-clock ceiling needed).
     expect(got.length).toBeGreaterThan(0);
     expect(got.length).toBeLessThan(paths.length);
     for (const r of got) expect(ok(r).sha1.toString("hex")).toBe(files.get(r.path));

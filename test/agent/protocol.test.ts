@@ -8,8 +8,8 @@ import { truncate, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { TOOL_VERSION } from "../../src/cli/version.js";
 import { PROTOCOL_VERSION } from "../../src/protocol/messages.js";
+import { TOOL_VERSION } from "../../src/version.js";
 import {
   AgentProcess,
   contents,

@@ -10,15 +10,12 @@ import { FOREIGN_LOCKER } from "../helpers/agent-process.js";
 import {
   cli,
   expectAllNew,
-  generatedPair,
-  localHost,
-  planMailboxes,
+  plannedLocalPair,
   snapshotPair,
   stateOf,
   statusOf,
   type TestPair,
   treeFacts,
-  writeInventory,
 } from "../helpers/apply-harness.js";
 
 const pairs: TestPair[] = [];
@@ -28,23 +25,17 @@ afterAll(async () => {
 
 describe("apply --batch", () => {
   it("three --batch 10 runs finish a 25-mailbox plan; status shows 10, 20, 25 done", async () => {
-    const pair = await generatedPair({
-      seed: 31,
-      mailboxes: 25,
-      versions: [8, 9],
-      expungeFraction: 0.3,
-      largeMailboxes: 0,
-      messagesPerMailbox: [0, 3],
-      messageBytes: [300, 1200],
-    });
-    pairs.push(pair);
-    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-      master: localHost(pair, "master"),
-      replica: localHost(pair, "replica"),
-    });
-    const plan = path.join(pair.dir, "plan.yaml");
-    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
-    const planned = await planMailboxes(plan);
+    const { pair, inventory, plan, planned } = await plannedLocalPair(
+      {
+        seed: 31,
+        mailboxes: 25,
+        versions: [8, 9],
+        expungeFraction: 0.3,
+        messagesPerMailbox: [0, 3],
+        messageBytes: [300, 1200],
+      },
+      { keep: pairs },
+    );
     expect(planned).toHaveLength(25);
     const snap = await snapshotPair(pair, path.join(pair.dir, "before"));
 
@@ -89,23 +80,10 @@ describe("apply --batch", () => {
   it("a lock timeout in a --batch run is retried in that run, and the report, progress and status agree (#10.8)", async ({
     onTestFinished,
   }) => {
-    const pair = await generatedPair({
-      seed: 32,
-      mailboxes: 6,
-      versions: [8, 9],
-      expungeFraction: 0.3,
-      largeMailboxes: 0,
-      messagesPerMailbox: [1, 3],
-      messageBytes: [300, 1200],
-    });
-    pairs.push(pair);
-    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-      master: localHost(pair, "master"),
-      replica: localHost(pair, "replica"),
-    });
-    const plan = path.join(pair.dir, "plan.yaml");
-    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
-    const planned = await planMailboxes(plan);
+    const { pair, plan, planned } = await plannedLocalPair(
+      { seed: 32, versions: [8, 9], expungeFraction: 0.3, messageBytes: [300, 1200] },
+      { keep: pairs },
+    );
     const held = planned[0]!;
     const locker = spawn(
       "python3",

@@ -25,14 +25,11 @@ import {
   classifyPair,
   cli,
   expectAllNew,
-  generatedPair,
-  localHost,
-  planMailboxes,
+  plannedLocalPair,
   sleep,
   snapshotPair,
   stateOf,
   type TestPair,
-  writeInventory,
 } from "../helpers/apply-harness.js";
 
 const pairs: TestPair[] = [];
@@ -45,25 +42,18 @@ afterAll(async () => {
 });
 
 async function setup(seed: number) {
-  const pair = await generatedPair({
-    seed,
-    mailboxes: 6,
-    versions: [7, 8, 9],
-    expungeFraction: 0.4,
-    largeMailboxes: 0,
-    messagesPerMailbox: [1, 5],
-    messageBytes: [300, 1500],
-  });
-  pairs.push(pair);
-  const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-    master: localHost(pair, "master"),
-    replica: localHost(pair, "replica"),
-  });
-  const plan = path.join(pair.dir, "plan.yaml");
-  await cli(["plan", "--inventory", inventory, "--out", plan], 0);
-  const planned = await planMailboxes(plan);
-  expect(planned.length).toBe(6);
-  return { pair, inventory, plan, planned };
+  const planned = await plannedLocalPair(
+    {
+      seed,
+      versions: [7, 8, 9],
+      expungeFraction: 0.4,
+      messagesPerMailbox: [1, 5],
+      messageBytes: [300, 1500],
+    },
+    { keep: pairs },
+  );
+  expect(planned.planned.length).toBe(6);
+  return planned;
 }
 
 function holdLock(file: string): Promise<ChildProcess> {

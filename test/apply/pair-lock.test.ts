@@ -12,16 +12,14 @@ import { readPlan } from "../../src/plan/plan-file.js";
 import type { PairLockRecord } from "../../src/protocol/messages.js";
 import {
   cli,
-  generatedPair,
-  localHost,
   planMailboxes,
+  plannedLocalPair,
   SIDES,
   type Side,
   sleep,
   spawnCli,
   statusOf,
   type TestPair,
-  writeInventory,
 } from "../helpers/apply-harness.js";
 
 const pairs: TestPair[] = [];
@@ -31,20 +29,10 @@ afterAll(async () => {
 
 /** A pair and two plans of it (the same mailboxes, two ids). */
 async function pairWithTwoPlans(seed: number) {
-  const pair = await generatedPair({
-    seed,
-    mailboxes: 5,
-    versions: [9],
-    largeMailboxes: 0,
-    expungeFraction: 0,
-    messagesPerMailbox: [1, 3],
-    messageBytes: [300, 900],
-  });
-  pairs.push(pair);
-  const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-    master: localHost(pair, "master"),
-    replica: localHost(pair, "replica"),
-  });
+  const { pair, inventory } = await plannedLocalPair(
+    { seed, mailboxes: 5 },
+    { keep: pairs, plan: false },
+  );
   const first = path.join(pair.dir, "first.yaml");
   const second = path.join(pair.dir, "second.yaml");
   await cli(["plan", "--inventory", inventory, "--out", first], 0);

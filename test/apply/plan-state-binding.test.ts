@@ -12,13 +12,11 @@ import { IndexReader } from "../../src/cyrus/index-file.js";
 import { readPlan } from "../../src/plan/plan-file.js";
 import {
   cli,
-  generatedPair,
-  localHost,
   planMailboxes,
+  plannedLocalPair,
   SIDES,
   statusOf,
   type TestPair,
-  writeInventory,
 } from "../helpers/apply-harness.js";
 
 const pairs: TestPair[] = [];
@@ -27,22 +25,7 @@ afterAll(async () => {
 });
 
 async function upgradedPair(seed: number) {
-  const pair = await generatedPair({
-    seed,
-    mailboxes: 5,
-    versions: [9],
-    largeMailboxes: 0,
-    expungeFraction: 0,
-    messagesPerMailbox: [1, 3],
-    messageBytes: [300, 900],
-  });
-  pairs.push(pair);
-  const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-    master: localHost(pair, "master"),
-    replica: localHost(pair, "replica"),
-  });
-  const plan = path.join(pair.dir, "plan.yaml");
-  await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+  const { pair, inventory, plan } = await plannedLocalPair({ seed, mailboxes: 5 }, { keep: pairs });
   await cli(["apply", plan], 0);
   return { pair, inventory, plan };
 }

@@ -10,10 +10,11 @@ import {
   cli,
   expectAllNew,
   faultDirs,
-  generatedPair,
   localHost,
   planMailboxes,
+  plannedLocalPair,
   proxyCommand,
+  smallPair,
   snapshotPair,
   spawnCli,
   stateOf,
@@ -28,29 +29,9 @@ afterAll(async () => {
   await Promise.all(pairs.map((p) => p.cleanup()));
 });
 
-async function smallPair(seed: number): Promise<TestPair> {
-  const pair = await generatedPair({
-    seed,
-    mailboxes: 6,
-    versions: [9],
-    largeMailboxes: 0,
-    expungeFraction: 0,
-    messagesPerMailbox: [1, 3],
-    messageBytes: [300, 900],
-  });
-  pairs.push(pair);
-  return pair;
-}
-
 describe("a running apply", () => {
   it("refuses a second apply of the same plan while the first holds the state lock", async () => {
-    const pair = await smallPair(41);
-    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-      master: localHost(pair, "master"),
-      replica: localHost(pair, "replica"),
-    });
-    const plan = path.join(pair.dir, "plan.yaml");
-    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+    const { pair, plan } = await plannedLocalPair({ seed: 41 }, { keep: pairs });
     // The first apply waits on its pause file, holding the state lock.
     const pause = path.join(pair.dir, "pause");
     await writeFile(pause, "");
@@ -66,7 +47,7 @@ describe("a running apply", () => {
   });
 
   it("on SIGINT starts nothing new, finishes the mailbox in flight, exits 130; a rerun converges", async () => {
-    const pair = await smallPair(42);
+    const pair = await smallPair({ seed: 42 }, pairs);
     const dirs = await faultDirs(pair.dir);
     // The master's 2nd lock is held for 2 s by a hook: SIGINT arrives
     // while that mailbox is in flight.

@@ -9,14 +9,11 @@ import { afterAll, describe, expect, it } from "vitest";
 import {
   cli,
   expectAllNew,
-  generatedPair,
-  localHost,
-  planMailboxes,
+  plannedLocalPair,
   snapshotPair,
   spawnCli,
   statusOf,
   type TestPair,
-  writeInventory,
 } from "../helpers/apply-harness.js";
 
 const pairs: TestPair[] = [];
@@ -26,23 +23,10 @@ afterAll(async () => {
 
 describe("apply --max-lock-hold", () => {
   it("lowers the concurrency step by step and says so; every mailbox is done", async () => {
-    const pair = await generatedPair({
-      seed: 51,
-      mailboxes: 14,
-      versions: [8, 9],
-      expungeFraction: 0.2,
-      largeMailboxes: 0,
-      messagesPerMailbox: [1, 3],
-      messageBytes: [300, 900],
-    });
-    pairs.push(pair);
-    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-      master: localHost(pair, "master"),
-      replica: localHost(pair, "replica"),
-    });
-    const plan = path.join(pair.dir, "plan.yaml");
-    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
-    const planned = await planMailboxes(plan);
+    const { pair, plan, planned } = await plannedLocalPair(
+      { seed: 51, mailboxes: 14, versions: [8, 9], expungeFraction: 0.2 },
+      { keep: pairs },
+    );
     const snap = await snapshotPair(pair, path.join(pair.dir, "before"));
     const r = await cli(["apply", plan, "--concurrency", "3", "--max-lock-hold", "0ms"], 0);
     expect(r.err).toMatch(/throttle: master lock hold p99 \d+ ms > 0 ms: concurrency 3 → 2/);
@@ -52,22 +36,10 @@ describe("apply --max-lock-hold", () => {
   });
 
   it("--max-rate limits prepare's hashing (a cold cache: every GUID hashed in prepare); a bad rate is refused", async () => {
-    const pair = await generatedPair({
-      seed: 52,
-      mailboxes: 4,
-      versions: [9],
-      expungeFraction: 0,
-      largeMailboxes: 0,
-      messagesPerMailbox: [2, 3],
-      messageBytes: [300, 900],
-    });
-    pairs.push(pair);
-    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-      master: localHost(pair, "master"),
-      replica: localHost(pair, "replica"),
-    });
-    const plan = path.join(pair.dir, "plan.yaml");
-    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+    const { pair, plan } = await plannedLocalPair(
+      { seed: 52, mailboxes: 4, messagesPerMailbox: [2, 3] },
+      { keep: pairs },
+    );
     const bad = await cli(["apply", plan, "--max-rate", "0"], 2);
     expect(bad.err).toContain('--max-rate: "0" is not a positive number of MB/s');
     const snap = await snapshotPair(pair, path.join(pair.dir, "before"));
@@ -78,23 +50,10 @@ describe("apply --max-lock-hold", () => {
   });
 
   it("--control-file: 'pause' holds new mailboxes, 'concurrency=1' lowers the lanes while it runs, an unknown line is reported", async () => {
-    const pair = await generatedPair({
-      seed: 53,
-      mailboxes: 6,
-      versions: [9],
-      expungeFraction: 0,
-      largeMailboxes: 0,
-      messagesPerMailbox: [1, 2],
-      messageBytes: [300, 900],
-    });
-    pairs.push(pair);
-    const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-      master: localHost(pair, "master"),
-      replica: localHost(pair, "replica"),
-    });
-    const plan = path.join(pair.dir, "plan.yaml");
-    await cli(["plan", "--inventory", inventory, "--out", plan], 0);
-    const planned = await planMailboxes(plan);
+    const { pair, plan, planned } = await plannedLocalPair(
+      { seed: 53, messagesPerMailbox: [1, 2] },
+      { keep: pairs },
+    );
     const control = path.join(pair.dir, "control");
     await writeFile(control, "pause\nfoo=bar\n");
     const run = spawnCli(["apply", plan, "--concurrency", "3", "--control-file", control]);

@@ -9,33 +9,22 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ForeignLocker } from "../helpers/agent-process.js";
 import {
   cli,
-  generatedPair,
-  localHost,
   planMailboxes,
+  plannedLocalPair,
   runCli,
   statusOf,
   type TestPair,
-  writeInventory,
 } from "../helpers/apply-harness.js";
 
 let pair: TestPair;
 let plan: string;
 beforeAll(async () => {
-  pair = await generatedPair({
+  ({ pair, plan } = await plannedLocalPair({
     seed: 101,
     mailboxes: 3,
-    versions: [9],
-    largeMailboxes: 0,
-    expungeFraction: 0,
     messagesPerMailbox: [1, 2],
     messageBytes: [200, 400],
-  });
-  const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-    master: localHost(pair, "master"),
-    replica: localHost(pair, "replica"),
-  });
-  plan = path.join(pair.dir, "plan.yaml");
-  await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+  }));
 });
 afterAll(async () => {
   await pair?.cleanup();

@@ -10,33 +10,22 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   cli,
-  generatedPair,
-  localHost,
   planMailboxes,
+  plannedLocalPair,
   statusOf,
   type TestPair,
-  writeInventory,
 } from "../helpers/apply-harness.js";
 
 let pair: TestPair;
 let inventory: string;
 let plan: string;
 beforeAll(async () => {
-  pair = await generatedPair({
+  ({ pair, inventory, plan } = await plannedLocalPair({
     seed: 61,
     mailboxes: 8,
-    versions: [9],
-    largeMailboxes: 0,
-    expungeFraction: 0,
     messagesPerMailbox: [1, 2],
     messageBytes: [200, 400],
-  });
-  inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-    master: localHost(pair, "master"),
-    replica: localHost(pair, "replica"),
-  });
-  plan = path.join(pair.dir, "plan.yaml");
-  await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+  }));
 });
 afterAll(async () => {
   await pair?.cleanup();

@@ -7,31 +7,15 @@ import { copyFile, mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readPlan } from "../../src/plan/plan-file.js";
-import {
-  cli,
-  generatedPair,
-  localHost,
-  runCli,
-  type TestPair,
-  writeInventory,
-} from "../helpers/apply-harness.js";
+import { cli, plannedLocalPair, runCli, type TestPair } from "../helpers/apply-harness.js";
 
 let pair: TestPair;
 let inventory: string;
 beforeAll(async () => {
-  pair = await generatedPair({
-    seed: 91,
-    mailboxes: 4,
-    versions: [9],
-    largeMailboxes: 0,
-    expungeFraction: 0,
-    messagesPerMailbox: [1, 2],
-    messageBytes: [200, 400],
-  });
-  inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-    master: localHost(pair, "master"),
-    replica: localHost(pair, "replica"),
-  });
+  ({ pair, inventory } = await plannedLocalPair(
+    { seed: 91, mailboxes: 4, messagesPerMailbox: [1, 2], messageBytes: [200, 400] },
+    { plan: false },
+  ));
 });
 afterAll(async () => {
   await pair?.cleanup();

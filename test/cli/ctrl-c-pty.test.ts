@@ -20,9 +20,9 @@ import {
   expectAllNew,
   FAULT_PROXY,
   faultDirs,
-  generatedPair,
   localHost,
   planMailboxes,
+  smallPair,
   snapshotPair,
   stateOf,
   statusOf,
@@ -36,20 +36,6 @@ const pairs: TestPair[] = [];
 afterAll(async () => {
   await Promise.all(pairs.map((p) => p.cleanup()));
 });
-
-async function smallPair(seed: number): Promise<TestPair> {
-  const pair = await generatedPair({
-    seed,
-    mailboxes: 6,
-    versions: [9],
-    largeMailboxes: 0,
-    expungeFraction: 0,
-    messagesPerMailbox: [1, 3],
-    messageBytes: [300, 900],
-  });
-  pairs.push(pair);
-  return pair;
-}
 
 /** A master whose agent holds the nth `op` request until `release` exists. */
 async function heldMaster(pair: TestPair, op: string, n: number) {
@@ -82,7 +68,7 @@ async function leftovers(pair: TestPair, names: readonly string[]): Promise<stri
 
 describe("Ctrl-C in a terminal", () => {
   it("apply: the first Ctrl-C drains — the mailbox at commit-master finishes, nothing new starts — exit 130, terminal intact, rerun converges", async () => {
-    const pair = await smallPair(51);
+    const pair = await smallPair({ seed: 51 }, pairs);
     // The master's 2nd commit: that mailbox's replica has committed, the
     // master has not (the replica-ahead window).
     const held = await heldMaster(pair, "commit", 2);
@@ -130,7 +116,7 @@ describe("Ctrl-C in a terminal", () => {
   });
 
   it("apply: a second Ctrl-C aborts the mailbox in flight, which rolls back; the report names it; exit 130; rerun converges", async () => {
-    const pair = await smallPair(52);
+    const pair = await smallPair({ seed: 52 }, pairs);
     // The master's 2nd lock request: the replica's copy of that mailbox is
     // locked and staged (the replica is locked first), the master's lock is
     // on its way.
@@ -181,7 +167,7 @@ describe("Ctrl-C in a terminal", () => {
   });
 
   it("hash: Ctrl-C stops hashing, keeps what was cached, exit 130, terminal intact; a rerun finishes", async () => {
-    const pair = await smallPair(53);
+    const pair = await smallPair({ seed: 53 }, pairs);
     const dirs = await faultDirs(pair.dir);
     const marker = path.join(pair.dir, "held");
     const release = path.join(pair.dir, "release");

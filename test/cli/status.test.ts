@@ -6,36 +6,20 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   cli,
-  generatedPair,
-  localHost,
   planMailboxes,
+  plannedLocalPair,
   runCli,
   sleep,
   spawnCli,
   type TestPair,
   waitForFile,
-  writeInventory,
 } from "../helpers/apply-harness.js";
 
 let pair: TestPair;
 let plan: string;
 let broken: string;
 beforeAll(async () => {
-  pair = await generatedPair({
-    seed: 71,
-    mailboxes: 6,
-    versions: [9],
-    largeMailboxes: 0,
-    expungeFraction: 0,
-    messagesPerMailbox: [1, 3],
-    messageBytes: [200, 400],
-  });
-  const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-    master: localHost(pair, "master"),
-    replica: localHost(pair, "replica"),
-  });
-  plan = path.join(pair.dir, "plan.yaml");
-  await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+  ({ pair, plan } = await plannedLocalPair({ seed: 71, messageBytes: [200, 400] }));
   // One mailbox loses a message file on the replica: apply fails it.
   broken = (await planMailboxes(plan))[2]!;
   const dir = pair.mailboxDir("replica", broken);

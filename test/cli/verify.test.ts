@@ -8,37 +8,17 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { describeDifference } from "../../src/apply/verify-pair.js";
 import { IndexReader } from "../../src/cyrus/index-file.js";
-import {
-  cli,
-  generatedPair,
-  localHost,
-  planMailboxes,
-  runCli,
-  type TestPair,
-  writeInventory,
-} from "../helpers/apply-harness.js";
+import { cli, plannedLocalPair, runCli, type TestPair } from "../helpers/apply-harness.js";
 
 let pair: TestPair;
 let inventory: string;
 let plan: string;
 let planned: string[];
 beforeAll(async () => {
-  pair = await generatedPair({
+  ({ pair, inventory, plan, planned } = await plannedLocalPair({
     seed: 81,
-    mailboxes: 6,
-    versions: [9],
-    largeMailboxes: 0,
-    expungeFraction: 0,
-    messagesPerMailbox: [1, 3],
     messageBytes: [200, 400],
-  });
-  inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-    master: localHost(pair, "master"),
-    replica: localHost(pair, "replica"),
-  });
-  plan = path.join(pair.dir, "plan.yaml");
-  await cli(["plan", "--inventory", inventory, "--out", plan], 0);
-  planned = await planMailboxes(plan);
+  }));
   // Half of the plan applied.
   await cli(["apply", plan, ...planned.slice(0, 3).flatMap((n) => ["--only", n])], 0);
 });

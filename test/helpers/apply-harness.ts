@@ -20,13 +20,13 @@ import { isOldStyleGuid } from "../../src/cyrus/guid.js";
 import { readImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { IndexReader } from "../../src/cyrus/index-file.js";
 import { mailboxDataDir } from "../../src/cyrus/mailbox-path.js";
+import type { HostSpec } from "../../src/host-spec.js";
 import { cyrusCheckAvailable, runCyrusGuidCheck } from "../../src/spoolgen/cyrus-check.js";
 import {
   type GeneratedMailbox,
   type GenerateOptions,
   generateSpool,
 } from "../../src/spoolgen/spool-generator.js";
-import type { HostSpec } from "../../src/transport/types.js";
 import { ensureCyrusTools, imapdConfText, MAIN_JS } from "./agent-process.js";
 import {
   type FixtureVersion,
@@ -295,6 +295,61 @@ export async function planMailboxes(plan: string): Promise<string[]> {
   const { parse } = await import("yaml");
   const doc = parse(await readFile(plan, "utf8")) as { mailboxes: { name: string }[] };
   return doc.mailboxes.map((m) => m.name);
+}
+
+/** What most apply and CLI tests generate: one small version-9 pair, no expunge, no large mailbox. */
+const SMALL_PAIR = {
+  mailboxes: 6,
+  versions: [9],
+  largeMailboxes: 0,
+  expungeFraction: 0,
+  messagesPerMailbox: [1, 3],
+  messageBytes: [300, 900],
+} as const satisfies Omit<GenerateOptions, "dir" | "pair">;
+
+/** A generated pair of SMALL_PAIR (with `generate` over it); `keep` collects it for the file's cleanup. */
+export async function smallPair(
+  generate: Omit<GenerateOptions, "dir" | "pair"> & { seed: number },
+  keep?: TestPair[],
+): Promise<TestPair> {
+  const pair = await generatedPair({ ...SMALL_PAIR, ...generate });
+  keep?.push(pair);
+  return pair;
+}
+
+export interface PlannedPair {
+  pair: TestPair;
+  /** <pair.dir>/inventory.yaml: both hosts local. */
+  inventory: string;
+  /** <pair.dir>/plan.yaml, written by guidup plan (exit 0); absent with { plan: false }. */
+  plan: string;
+  /** The plan's mailbox names ([] with { plan: false }). */
+  planned: string[];
+}
+
+/**
+ * The set-up of most apply and CLI tests: generate a pair (SMALL_PAIR, with
+ * `generate` over it), write a local inventory, run guidup plan. `hosts`
+ * gives a side another agent command (fault-proxy.mjs); `keep` collects the
+ * pair for the file's afterAll cleanup.
+ */
+export async function plannedLocalPair(
+  generate: Omit<GenerateOptions, "dir" | "pair"> & { seed: number },
+  opts: {
+    keep?: TestPair[];
+    hosts?: Partial<Record<Side, string[]>>;
+    plan?: boolean;
+  } = {},
+): Promise<PlannedPair> {
+  const pair = await smallPair(generate, opts.keep);
+  const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
+    master: localHost(pair, "master", opts.hosts?.master),
+    replica: localHost(pair, "replica", opts.hosts?.replica),
+  });
+  const plan = path.join(pair.dir, "plan.yaml");
+  if (opts.plan === false) return { pair, inventory, plan, planned: [] };
+  await cli(["plan", "--inventory", inventory, "--out", plan], 0);
+  return { pair, inventory, plan, planned: await planMailboxes(plan) };
 }
 
 // ---- the invariant ------------------------------------------------------------

@@ -1,16 +1,17 @@
 // Every list of values that is written both in TypeScript and in a JSON
 // schema (schemas/*.schema.json) must be the same list: a value added on one
 // side only would make valid plans or states fail validation, or let invalid
-// ones through. The Record<Union, true> objects below do not compile when the
-// TypeScript union gains or loses a member, so each comparison is against the
-// complete union, not a copy that could drift with it.
+// ones through. Each TypeScript list is the one `as const` array its type is
+// derived from (or, for ops, a Record over the union), so comparing against
+// it compares against the type.
 
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { PHASES, type Phase, type Step } from "../../src/apply/state.js";
-import type { Action, SkipReason } from "../../src/plan/model.js";
-import { OPS, type Op } from "../../src/protocol/messages.js";
+import { OUTCOME_CODES, PHASES, STEPS } from "../../src/apply/state.js";
+import { ERROR_CODES, ERRORS } from "../../src/errors.js";
+import { ACTIONS, SKIP_REASONS } from "../../src/plan/model.js";
+import { OPS } from "../../src/protocol/messages.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
 
 function schema(name: string): Record<string, unknown> {
@@ -28,74 +29,21 @@ function enumAt(name: string, pointer: string): unknown[] {
 
 const sorted = (xs: Iterable<unknown>) => [...xs].map(String).sort();
 
-const SKIP_REASONS: Record<SkipReason, true> = {
-  "missing-on-master": true,
-  "missing-on-replica": true,
-  "uids-differ": true,
-  "newer-than-target": true,
-  unreadable: true,
-  corrupt: true,
-  "invalid-name": true,
-  excluded: true,
-};
-const ACTIONS: Record<Action, true> = { version: true, guid: true };
-const PHASE_SET: Record<Phase, true> = {
-  pending: true,
-  "in-progress": true,
-  done: true,
-  "replica-ahead": true,
-  failed: true,
-  diverged: true,
-  stale: true,
-  skipped: true,
-  lagging: true,
-};
-const STEPS: Record<Step, true> = {
-  "relay-cache": true,
-  prepare: true,
-  "lock-master": true,
-  "lock-replica": true,
-  "upgrade-master": true,
-  "upgrade-replica": true,
-  compare: true,
-  "commit-replica": true,
-  "commit-master": true,
-  repair: true,
-};
-const OP_SET: Record<Op, true> = {
-  scan: true,
-  discover: true,
-  hash: true,
-  "cache-get": true,
-  "cache-put": true,
-  "cache-clean": true,
-  prepare: true,
-  lock: true,
-  upgrade: true,
-  commit: true,
-  rollback: true,
-  verify: true,
-  status: true,
-  "pair-lock": true,
-  check: true,
-};
-
 describe("the JSON schemas' enums equal the TypeScript lists", () => {
   it("plan: skip reasons", () => {
-    expect(sorted(enumAt("plan", "/$defs/skipReason"))).toEqual(sorted(Object.keys(SKIP_REASONS)));
+    expect(sorted(enumAt("plan", "/$defs/skipReason"))).toEqual(sorted(SKIP_REASONS));
   });
 
   it("plan: actions", () => {
-    expect(sorted(enumAt("plan", "/$defs/action"))).toEqual(sorted(Object.keys(ACTIONS)));
+    expect(sorted(enumAt("plan", "/$defs/action"))).toEqual(sorted(ACTIONS));
   });
 
   it("state: phases, in PHASES's order", () => {
     expect(enumAt("state", "/properties/phase")).toEqual([...PHASES]);
-    expect(sorted(PHASES)).toEqual(sorted(Object.keys(PHASE_SET)));
   });
 
   it("state: steps, also where an error names its step", () => {
-    expect(sorted(enumAt("state", "/properties/step"))).toEqual(sorted(Object.keys(STEPS)));
+    expect(sorted(enumAt("state", "/properties/step"))).toEqual(sorted(STEPS));
     const lastError = (schema("state").properties as Record<string, unknown>).lastError as {
       properties: { step: { $ref: string } };
     };
@@ -103,9 +51,27 @@ describe("the JSON schemas' enums equal the TypeScript lists", () => {
   });
 });
 
+describe("error codes", () => {
+  it("state: lastError.code is an ERRORS code or an outcome code, each once", () => {
+    const all = [...ERROR_CODES, ...OUTCOME_CODES];
+    expect(new Set(all).size).toBe(all.length);
+    const lastError = (schema("state").properties as Record<string, unknown>).lastError as {
+      properties: { code: { enum: string[] } };
+    };
+    expect(sorted(lastError.properties.code.enum)).toEqual(sorted(all));
+  });
+
+  it("ERRORS is keyed once per code, and only internal exits 70", () => {
+    expect(ERROR_CODES).toHaveLength(Object.keys(ERRORS).length);
+    expect(new Set(ERROR_CODES).size).toBe(ERROR_CODES.length);
+    expect(Object.values(ERRORS).filter((e) => e.exit === 70)).toEqual([ERRORS.internal]);
+  });
+});
+
 describe("protocol ops", () => {
   it("OPS lists every request type of the protocol once", () => {
     expect(new Set(OPS).size).toBe(OPS.length);
-    expect(sorted(OPS)).toEqual(sorted(Object.keys(OP_SET)));
+    expect(OPS).toContain("pair-lock");
+    expect(OPS).toHaveLength(15);
   });
 });

@@ -8,8 +8,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TOOL_VERSION } from "../../src/cli/version.js";
 import type { HostSpec } from "../../src/transport/types.js";
+import { TOOL_VERSION } from "../../src/version.js";
 import {
   endToEnd,
   fixturePair,

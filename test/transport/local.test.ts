@@ -1,13 +1,13 @@
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { TOOL_VERSION } from "../../src/cli/version.js";
 import { InternalError } from "../../src/errors.js";
 import { PROTOCOL_VERSION } from "../../src/protocol/messages.js";
 import { AgentClient } from "../../src/transport/agent-client.js";
 import { connectHost, TransportError } from "../../src/transport/index.js";
 import { defaultLocalCommand } from "../../src/transport/local.js";
 import type { HostConnection } from "../../src/transport/types.js";
+import { TOOL_VERSION } from "../../src/version.js";
 import { record } from "../helpers/agent-channel.js";
 import { endProcess, processGone } from "../helpers/test-processes.js";
 

@@ -9,7 +9,7 @@ import {
   type PairApplyOptions,
 } from "../../apply/fleet.js";
 import { UsageError } from "../../errors.js";
-import { parseCommandArgs, parseDurationMs, parseIntOption } from "../args.js";
+import { parseCommandArgs, parseDurationMs, parseIntOption, parseMaxRate } from "../args.js";
 
 export interface ApplyArguments {
   help: boolean;
@@ -73,13 +73,7 @@ export function parseApplyArgs(args: string[]): ApplyArguments {
   };
   if (values["allow-drift"] && values["exact-plan"])
     throw new UsageError("--allow-drift and --exact-plan contradict each other: give one");
-  let maxBytesPerSec: number | undefined;
-  if (values["max-rate"] !== undefined) {
-    const mb = Number(values["max-rate"]);
-    if (!Number.isFinite(mb) || mb <= 0)
-      throw new UsageError(`--max-rate: "${values["max-rate"]}" is not a positive number of MB/s`);
-    maxBytesPerSec = Math.round(mb * 1024 * 1024);
-  }
+  const maxBytesPerSec = parseMaxRate(values["max-rate"]);
   const optional = <K extends string, V>(key: K, value: V | undefined) =>
     (value === undefined ? {} : { [key]: value }) as Partial<Record<K, V>>;
   const engine: PairApplyOptions = {
