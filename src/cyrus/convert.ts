@@ -32,7 +32,7 @@ import type {
   RecordFieldName,
 } from "./formats/index.js";
 import { GUID_SIZE, isOldStyleGuid, UUID_SIZE } from "./guid.js";
-import type { IndexHeader, IndexReader } from "./index-file.js";
+import { type IndexHeader, type IndexReader, READ_CHUNK_BYTES } from "./index-file.js";
 
 const write = promisify(writeCb);
 
@@ -670,7 +670,9 @@ export async function convertIndex(
   const outBufs: (Buffer | undefined)[] = [undefined, undefined];
   let storedBuf = Buffer.alloc(0);
   let chunkNo = 0;
-  for await (const chunk of reader.chunks()) {
+  // Each chunk is done with (converted into `out`, its pairs copied) before
+  // the next is asked for, so the reader's buffers can take turns.
+  for await (const chunk of reader.chunks(READ_CHUNK_BYTES, true)) {
     const { buf, count, recordSize } = chunk;
     const dstSize = plan.target.recordSize;
     const srcWords = words(buf);

@@ -318,21 +318,36 @@ export class IndexReader {
    * leftovers) are not records and are never read. UIDs are checked on the
    * way: non-zero everywhere, strictly ascending and ≤ LAST_UID in cyrus.index
    * (2.3 binary-searches them; a violation needs reconstruct, not a fix).
+   *
+   * With `reuse`, a chunk's buffer is only valid until the next chunk is
+   * asked for: two buffers take turns (one read ahead, one with the caller)
+   * instead of a new one per chunk, which for a large file saves the page
+   * faults of fresh memory on every chunk (the converter's case: it copies
+   * each chunk out before asking for the next).
    */
-  async *chunks(chunkBytes = READ_CHUNK_BYTES): AsyncGenerator<RecordChunk> {
+  async *chunks(chunkBytes = READ_CHUNK_BYTES, reuse = false): AsyncGenerator<RecordChunk> {
     const { startOffset, recordSize, exists } = this.header;
     const perChunk = Math.max(1, Math.floor(chunkBytes / recordSize));
     const check = this.#uidChecker();
+    const spare: Buffer[] = [];
     const readChunk = (first: number) => {
       const count = Math.min(perChunk, exists - first);
-      const buf = Buffer.allocUnsafe(count * recordSize);
+      const recycled = spare.pop();
+      const buf =
+        recycled !== undefined && recycled.length >= count * recordSize
+          ? recycled.subarray(0, count * recordSize)
+          : Buffer.allocUnsafe(count * recordSize);
       return readFully(this.fd, buf, startOffset + first * recordSize, this.file).then(() => buf);
     };
     // Read-ahead: the next chunk is read while the caller works on this one.
     let next: Promise<Buffer> | undefined = exists > 0 ? readChunk(0) : undefined;
+    let handedOut: Buffer | undefined;
     for (let first = 0; first < exists; first += perChunk) {
       const count = Math.min(perChunk, exists - first);
       const buf = await (next as Promise<Buffer>);
+      // The caller asked for this chunk, so it is done with the previous one.
+      if (reuse && handedOut !== undefined) spare.push(handedOut);
+      handedOut = buf;
       next = first + perChunk < exists ? readChunk(first + perChunk) : undefined;
       // A read-ahead the caller never asks for must not reject unhandled.
       next?.catch(() => {});
