@@ -16,7 +16,6 @@
 // writeSha1Cache: a lost or torn cache is hashed again, never trusted).
 
 import { statSync } from "node:fs";
-import { compileRecordPlan } from "../cyrus/convert.js";
 import { GUID_SIZE, isOldStyleGuid } from "../cyrus/guid.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { IndexReader, UnsupportedVersionError } from "../cyrus/index-file.js";
@@ -216,11 +215,10 @@ function readNeedsSync(files: MailboxFiles): Map<number, GuidNeed> {
 function addNeedsSync(path: string, kind: "index" | "expunge", needs: Map<number, GuidNeed>): void {
   const reader = IndexReader.openSync(path, { kind });
   try {
-    const { format } = reader.header;
-    // Where the record keeps its GUID: only a full 20-byte GUID can be
+    // Where the record keeps its GUID: only a full 20-byte GUID (v10) can be
     // new-style; a v7–v9 UUID or no GUID field (v6) is always old-style.
-    const slot = compileRecordPlan(format, format).sourceGuid;
-    const guidAt = slot?.size === GUID_SIZE ? slot.offset : -1;
+    const guid = reader.header.format.recordField("guid");
+    const guidAt = guid?.size === GUID_SIZE ? guid.offset : -1;
     for (const chunk of reader.chunksSync()) {
       for (let i = 0; i < chunk.count; i++) {
         const at = i * chunk.recordSize;
