@@ -14,10 +14,20 @@
 // The Perl module comes from ../shared/tools/get-perl-indexfile.sh DIR.
 
 import { execFileSync, spawnSync } from "node:child_process";
-import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, rmSync, statSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { convertFileBytes, parseFileBytes, readAllFd } from "../src/agent/index-bytes.js";
 import { convertIndex } from "../src/cyrus/convert.js";
 import { formatFor } from "../src/cyrus/formats/index.js";
 import { IndexReader } from "../src/cyrus/index-file.js";
@@ -39,9 +49,10 @@ function arg(name: string, fallback: string): string {
 async function child(
   input: string,
   output: string,
-  mode: "map" | "table",
+  mode: "map" | "table" | "agent",
   dist?: string,
 ): Promise<void> {
+  if (mode === "agent") return agentChild(input, output);
   const idle = process.memoryUsage();
   const codec =
     dist === undefined
@@ -110,6 +121,60 @@ async function child(
   );
 }
 
+/**
+ * In the child: the conversion the agent runs since the cut-over
+ * (src/agent/index-bytes.ts: the whole file read into memory, converted there,
+ * written in one go, fsynced), with the same GUIDs as a map.
+ */
+async function agentChild(input: string, output: string): Promise<void> {
+  const n = (statSync(input).size - 96) / 80;
+  const guids = new Map<number, Buffer>();
+  {
+    const reader = await IndexReader.open(input);
+    const table = Buffer.allocUnsafe(reader.header.exists * 20);
+    for (let i = 0; i < table.length; i++) table[i] = (i * 2654435761) >>> 24;
+    for await (const chunk of reader.chunks()) {
+      for (let i = 0; i < chunk.count; i++) {
+        const k = chunk.first + i;
+        guids.set(
+          chunk.buf.readUInt32BE(i * chunk.recordSize),
+          table.subarray(k * 20, k * 20 + 20),
+        );
+      }
+    }
+    await reader.close();
+  }
+  const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
+  const inFd = openSync(input, "r");
+  const fb = parseFileBytes(readAllFd(inFd, input), input, "index");
+  closeSync(inFd);
+  const converted = convertFileBytes(fb, formatFor(10)!, guids);
+  const fd = openSync(output, "w");
+  let at = writeSync(fd, converted.header, 0, converted.header.length, 0);
+  for (const part of converted.records) {
+    for (let done = 0; done < part.length; )
+      done += writeSync(fd, part, done, part.length - done, at + done);
+    at += part.length;
+  }
+  fsyncSync(fd);
+  closeSync(fd);
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  process.stdout.write(
+    `${JSON.stringify({
+      records: n,
+      seconds,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      maxRssMiB: process.resourceUsage().maxRSS / 1024,
+      idleRssMiB: 0,
+      converterHeapMiB: 0,
+      converterBuffersMiB: 0,
+      guidTableMiB: 0,
+    })}\n`,
+  );
+}
+
 function timeIt(fn: () => void): number {
   const t0 = performance.now();
   fn();
@@ -156,7 +221,8 @@ export async function runCodecBench(
     const theirs: ChildResult[] = [];
     const cpRuns: number[] = [];
     const cpCpu: number[] = [];
-    const convertOnce = (mode: "map" | "table", dist?: string): ChildResult => {
+    const agentPath: ChildResult[] = [];
+    const convertOnce = (mode: "map" | "table" | "agent", dist?: string): ChildResult => {
       const args = [here, "--child", v9, join(dir, "out.index"), mode];
       if (dist !== undefined) args.push(dist);
       const out = spawnSync(process.execPath, args, { encoding: "utf8" });
@@ -166,6 +232,7 @@ export async function runCodecBench(
     for (let i = 0; i < runs; i++) {
       ours.push(convertOnce("table"));
       oursMap.push(convertOnce("map"));
+      agentPath.push(convertOnce("agent"));
       if (opts.baseline !== undefined) theirs.push(convertOnce("map", opts.baseline));
       cpRuns.push(
         timeIt(() => {
@@ -227,6 +294,10 @@ export async function runCodecBench(
     );
     if (theirs.length > 0)
       console.log(`  baseline / (cp + fsync) = ${(fastest(theirs).seconds / cp).toFixed(2)}×`);
+    const agent = fastest(agentPath);
+    console.log(
+      `the agent's conversion since the cut-over (src/agent/index-bytes.ts: whole file in memory, one write, fsync; GUIDs as a map): ${agent.seconds.toFixed(3)} s (best of ${runs}; median ${median(agentPath.map((o) => o.seconds)).toFixed(3)} s; CPU ${Math.min(...agentPath.map((o) => o.cpuSeconds)).toFixed(3)} s) = ${(agent.seconds / cp).toFixed(2)}× cp + fsync, maxRSS ${agent.maxRssMiB.toFixed(0)} MiB`,
+    );
 
     // Perl Cyrus::IndexFile copy, v10 → v10.
     const perlLib = opts.perlLib ?? "/tmp/perlidx";
@@ -264,7 +335,7 @@ if (process.argv[1] && resolve(process.argv[1]) === here) {
     await child(
       process.argv[3]!,
       process.argv[4]!,
-      process.argv[5] === "map" ? "map" : "table",
+      process.argv[5] === "map" ? "map" : process.argv[5] === "agent" ? "agent" : "table",
       process.argv[6],
     );
   } else {

@@ -16,15 +16,15 @@
 // writeSha1Cache: a lost or torn cache is hashed again, never trusted).
 
 import { statSync } from "node:fs";
-import { stat } from "node:fs/promises";
+import { GUID_SIZE, isOldStyleGuid } from "../cyrus/guid.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
-import { UnsupportedVersionError } from "../cyrus/index-file.js";
+import { IndexReader, UnsupportedVersionError } from "../cyrus/index-file.js";
 import { FileAccessError, GuidupError } from "../errors.js";
 import type { MailboxRef, Requests } from "../protocol/messages.js";
 import { type HashResult as FileHashResult, HashPool, isHashFailure } from "./hash-pool.js";
-import { mailboxFiles } from "./mailbox-files.js";
-import { type GuidNeed, readMailbox } from "./mailbox-scan.js";
-import { isEntryValidFor, readSha1Cache, writeSha1Cache } from "./sha1-cache.js";
+import { type MailboxFiles, mailboxFiles } from "./mailbox-files.js";
+import type { GuidNeed } from "./mailbox-scan.js";
+import { isEntryValidFor, readSha1CacheSync, writeSha1Cache } from "./sha1-cache.js";
 
 const SAVE_EVERY = 2000;
 /** Mailboxes hashed at once by one `hash` request: enough to keep the workers fed. */
@@ -117,17 +117,9 @@ async function hashOneMailbox(
   tick: () => void,
 ): Promise<void> {
   const files = mailboxFiles(conf, ref);
-  const expungeExists = await stat(files.expunge).then(
-    (s) => s.size > 0,
-    () => false,
-  );
-  let read: Awaited<ReturnType<typeof readMailbox>>;
+  let needs: Map<number, GuidNeed>;
   try {
-    read = await readMailbox(
-      files.name,
-      { path: files.index, kind: "index" },
-      expungeExists ? { path: files.expunge, kind: "expunge" } : undefined,
-    );
+    needs = readNeedsSync(files);
   } catch (err) {
     // Nothing to hash: written by Cyrus 2.4+ (past the upgrade), or gone
     // since the list was made (the plan reports both).
@@ -140,11 +132,8 @@ async function hashOneMailbox(
       return;
     throw err;
   }
-  const needs = new Map<number, GuidNeed>();
-  for (const n of read.index.needs) if (!needs.has(n.uid)) needs.set(n.uid, n);
-  for (const n of read.expunge?.needs ?? []) if (!needs.has(n.uid)) needs.set(n.uid, n);
   if (needs.size === 0) return;
-  const { cache } = await readSha1Cache(files.sha1s);
+  const { cache } = readSha1CacheSync(files.sha1s);
   const todo: GuidNeed[] = [];
   for (const need of needs.values()) {
     const entry = cache.lookup(need.uid, need.size);
@@ -199,5 +188,46 @@ async function hashOneMailbox(
     }
     if (added > 0) await writeSha1Cache(files.sha1s, cache, owner, { durable: false });
     tick();
+  }
+}
+
+/**
+ * The old-style records of index and expunge by UID (the index's first),
+ * read with synchronous calls: hash needs neither the digests nor the
+ * fingerprint a scan computes, and for mail of a few kB the four thread-pool
+ * round trips of an asynchronous open, fstat, read and close per file cost
+ * more than the reading. The files are checked as a scan checks them (header,
+ * UIDs), with the same errors. An empty or missing expunge file is none.
+ */
+function readNeedsSync(files: MailboxFiles): Map<number, GuidNeed> {
+  const needs = new Map<number, GuidNeed>();
+  addNeedsSync(files.index, "index", needs);
+  let expungeSize = 0;
+  try {
+    expungeSize = statSync(files.expunge, { throwIfNoEntry: false })?.size ?? 0;
+  } catch {
+    // Unreadable as a whole: read as absent, as the scan does.
+  }
+  if (expungeSize > 0) addNeedsSync(files.expunge, "expunge", needs);
+  return needs;
+}
+
+function addNeedsSync(path: string, kind: "index" | "expunge", needs: Map<number, GuidNeed>): void {
+  const reader = IndexReader.openSync(path, { kind });
+  try {
+    // Where the record keeps its GUID: only a full 20-byte GUID (v10) can be
+    // new-style; a v7–v9 UUID or no GUID field (v6) is always old-style.
+    const guid = reader.header.format.recordField("guid");
+    const guidAt = guid?.size === GUID_SIZE ? guid.offset : -1;
+    for (const chunk of reader.chunksSync()) {
+      for (let i = 0; i < chunk.count; i++) {
+        const at = i * chunk.recordSize;
+        if (guidAt >= 0 && !isOldStyleGuid(chunk.buf, at + guidAt)) continue;
+        const uid = chunk.buf.readUInt32BE(at);
+        if (!needs.has(uid)) needs.set(uid, { uid, size: chunk.buf.readUInt32BE(at + 12) });
+      }
+    }
+  } finally {
+    reader.closeSync();
   }
 }

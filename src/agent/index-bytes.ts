@@ -6,7 +6,7 @@
 //
 // The conversion rules are src/cyrus/convert.ts's, used through its exported
 // per-record pieces (compileRecordPlan, convertHeader, convertRecord,
-// writeGuidPair, storedGuid); test/agent/cutover-paths.test.ts checks every
+// writeGuidPair, storedGuid, convertRecordsFast); test/apply/cutover-paths.test.ts checks every
 // path byte for byte against convertIndex from scratch.
 
 import { createHash, type Hash } from "node:crypto";
@@ -15,6 +15,7 @@ import {
   compileRecordPlan,
   convertHeader,
   convertRecord,
+  convertRecordsFast,
   PAIR_BYTES,
   storedGuid,
   writeGuidPair,
@@ -184,6 +185,23 @@ export function convertFileBytes(
   const from = prefix ? prefix.count : 0;
   const plan = compileRecordPlan(format, target);
   const n = exists - from;
+  const begin = startOffset + from * recordSize;
+  // The codec's word-by-word path (about ten times faster for a large file);
+  // record by record below when it does not apply.
+  const fast = convertRecordsFast(plan, fb.bytes.subarray(begin, begin + n * recordSize), n, guids);
+  if (fast !== undefined) {
+    const pairsHash = prefix ? prefix.pairsHash.copy() : createHash("sha1");
+    pairsHash.update(fast.pairs);
+    return {
+      target,
+      header: convertHeader(fb.header, target),
+      records: prefix ? [...prefix.records, fast.records] : [fast.records],
+      pairs: prefix ? [...prefix.pairs, fast.pairs] : [fast.pairs],
+      pairsHash,
+      count: exists,
+      guidsChanged: (prefix?.guidsChanged ?? 0) + fast.guidsChanged,
+    };
+  }
   const dstSize = target.recordSize;
   const out = Buffer.alloc(n * dstSize);
   const srcWords = startOffset % 4 === 0 && recordSize % 4 === 0 ? words(fb.bytes) : undefined;

@@ -56,8 +56,13 @@ export function mailboxFiles(conf: ImapdConf, ref: MailboxRef): MailboxFiles {
     throw new UsageError(`${ref.name}: partition "${partition}" is not in ${conf.file}`);
   }
   const dataDir = mailboxDataDir(conf, ref.name, partition);
+  // A file not under a metapartition is in the data directory: no need to
+  // build and check that path again (this runs for every mailbox of a hash).
+  const metaRoot = conf.metaPartitions.get(partition);
   const meta = (file: "header" | "index" | "expunge") =>
-    mailboxMetaDir(conf, ref.name, partition, file);
+    metaRoot !== undefined && conf.metaPartitionFiles.includes(file)
+      ? mailboxMetaDir(conf, ref.name, partition, file)
+      : dataDir;
   const index = join(meta("index"), "cyrus.index");
   const expunge = join(meta("expunge"), "cyrus.expunge");
   return {

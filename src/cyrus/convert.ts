@@ -32,7 +32,7 @@ import type {
   RecordFieldName,
 } from "./formats/index.js";
 import { GUID_SIZE, isOldStyleGuid, UUID_SIZE } from "./guid.js";
-import type { IndexHeader, IndexReader } from "./index-file.js";
+import { type IndexHeader, type IndexReader, READ_CHUNK_BYTES } from "./index-file.js";
 
 const write = promisify(writeCb);
 
@@ -514,6 +514,44 @@ function convertChunkWords(
   return changed;
 }
 
+/**
+ * Converts `count` whole records held in memory (`src` starts at the first)
+ * with the word-by-word fast path convertIndex uses: the target records, the
+ * (uid, stored GUID) digest pairs and how many stored GUIDs changed. Old-style
+ * GUIDs take their value from `guids` when it has their UID. Undefined when
+ * the fast path does not apply (a target without a 20-byte GUID, a buffer
+ * not 4-byte aligned): the caller then converts record by record.
+ */
+export function convertRecordsFast(
+  plan: RecordPlan,
+  src: Buffer,
+  count: number,
+  guids: ReadonlyMap<number, Buffer> | undefined,
+): { records: Buffer; pairs: Buffer; guidsChanged: number } | undefined {
+  const wp = wordPlan(plan);
+  const srcWords = words(src);
+  if (wp === undefined || srcWords === undefined) return undefined;
+  // Every byte of both is written below (as in convertIndex's own buffers).
+  const records = Buffer.allocUnsafeSlow(count * plan.target.recordSize);
+  const pairs = Buffer.allocUnsafeSlow(count * PAIR_BYTES);
+  // A map is packed once and walked in step with the records (see guidTableFromMap).
+  const table = guids === undefined ? undefined : guidTableFromMap(guids);
+  const guidsChanged = convertChunkWords(
+    wp,
+    src,
+    srcWords,
+    records,
+    words(records)!,
+    pairs,
+    words(pairs)!,
+    count,
+    undefined,
+    table === undefined ? guids : undefined,
+    table === undefined ? undefined : new TableCursor(table),
+  );
+  return { records, pairs, guidsChanged };
+}
+
 export interface ConvertOptions {
   target: IndexFormat;
   guidFor?: GuidSource;
@@ -670,7 +708,9 @@ export async function convertIndex(
   const outBufs: (Buffer | undefined)[] = [undefined, undefined];
   let storedBuf = Buffer.alloc(0);
   let chunkNo = 0;
-  for await (const chunk of reader.chunks()) {
+  // Each chunk is done with (converted into `out`, its pairs copied) before
+  // the next is asked for, so the reader's buffers can take turns.
+  for await (const chunk of reader.chunks(READ_CHUNK_BYTES, true)) {
     const { buf, count, recordSize } = chunk;
     const dstSize = plan.target.recordSize;
     const srcWords = words(buf);

@@ -8,8 +8,10 @@
 // that a large file is parsed cheaply and located only when it is wrong.
 
 import { readFileSync } from "node:fs";
-import type { ErrorObject, ValidateFunction } from "ajv/dist/2020.js";
-import Ajv2020Module from "ajv/dist/2020.js";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import type Ajv2020Module from "ajv/dist/2020.js";
+import type { ErrorObject, Options, ValidateFunction } from "ajv/dist/2020.js";
 import { type Document, isMap, isNode, isScalar, isSeq, type LineCounter } from "yaml";
 import { InternalError } from "../errors.js";
 
@@ -132,35 +134,75 @@ export type SchemaName = "inventory" | "plan" | "state";
 
 const validators = new Map<SchemaName, ValidateFunction>();
 
+export const SCHEMA_NAMES: readonly SchemaName[] = ["inventory", "plan", "state"];
+
 /**
- * schemas/<name>.schema.json of this package: two levels above src/plan, or
- * three above dist/src/plan.
+ * ajv's options, the same for the validators compiled at build time and at
+ * run time. verbose: errors carry the offending value and schema, for
+ * clearer messages.
  */
-function loadSchema(name: SchemaName): object {
+export const AJV_OPTIONS: Options = {
+  allErrors: true,
+  verbose: true,
+  strict: true,
+  strictRequired: false,
+};
+
+/** ajv itself, and the CommonJS validators built by schema-compile.ts. */
+const require = createRequire(import.meta.url);
+
+/**
+ * The text of schemas/<name>.schema.json of this package: two levels above
+ * src/plan, or three above dist/src/plan.
+ */
+export function loadSchemaText(name: SchemaName): string {
   const tried: string[] = [];
   for (const rel of ["../../schemas/", "../../../schemas/"]) {
     const url = new URL(`${rel}${name}.schema.json`, import.meta.url);
     tried.push(url.pathname);
-    let text: string;
     try {
-      text = readFileSync(url, "utf8");
+      return readFileSync(url, "utf8");
     } catch {
-      continue;
+      // Try the next place.
     }
-    return JSON.parse(text) as object;
   }
   throw new InternalError(`schema ${name}.schema.json not found (looked at ${tried.join(", ")})`);
 }
 
-function validator(name: SchemaName): ValidateFunction {
-  let validate = validators.get(name);
-  if (!validate) {
-    const Ajv = Ajv2020Module.default;
-    // verbose: errors carry the offending value and schema, for clearer messages.
-    const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, strictRequired: false });
-    validate = ajv.compile(loadSchema(name));
-    validators.set(name, validate);
+/** Where `npm run build` puts the validator of a schema, compiled to code (see schema-compile.ts). */
+export function precompiledValidatorPath(name: SchemaName): URL {
+  return new URL(`./schema-validators/${name}.cjs`, import.meta.url);
+}
+
+/** An ajv instance with this module's options (loaded only when needed: it is large). */
+export function newAjv(extra: Options = {}): InstanceType<typeof Ajv2020Module.default> {
+  const Ajv = (require("ajv/dist/2020.js") as typeof Ajv2020Module).default;
+  return new Ajv({ ...AJV_OPTIONS, ...extra });
+}
+
+/**
+ * The build's validator of `name` if it was compiled from exactly this
+ * schema text; otherwise (running from sources, or a schema edited since the
+ * build) undefined. Loading ajv and compiling a schema at start-up cost
+ * about a fifth of a second of every command that reads an inventory or a
+ * plan.
+ */
+function precompiled(name: SchemaName, text: string): ValidateFunction | undefined {
+  let mod: { default?: ValidateFunction; schemaText?: string };
+  try {
+    mod = require(fileURLToPath(precompiledValidatorPath(name))) as typeof mod;
+  } catch {
+    return undefined;
   }
+  return mod.schemaText === text ? mod.default : undefined;
+}
+
+function validator(name: SchemaName): ValidateFunction {
+  const known = validators.get(name);
+  if (known) return known;
+  const text = loadSchemaText(name);
+  const validate = precompiled(name, text) ?? newAjv().compile(JSON.parse(text) as object);
+  validators.set(name, validate);
   return validate;
 }
 

@@ -8,6 +8,7 @@ import { readFile, rm, writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashMailboxes } from "../../src/agent/hash-op.js";
 import { mailboxFiles } from "../../src/agent/mailbox-files.js";
+import { readMailbox } from "../../src/agent/mailbox-scan.js";
 import { readSha1Cache } from "../../src/agent/sha1-cache.js";
 import { type ImapdConf, readImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { type GeneratedSpool, generateSpool } from "../../src/spoolgen/spool-generator.js";
@@ -100,5 +101,63 @@ describe("hashMailboxes", () => {
     const again = await hashMailboxes(conf, refs, { workers: 2 }, () => {});
     expect(again.hashed).toBe(0);
     expect(again.alreadyCached).toBe(expectedFiles);
+  });
+
+  it("hashes exactly the old-style UIDs a scan finds, in index and expunge, over versions 6 to 10", async () => {
+    const mixed = await generateSpool({
+      dir: `${dir}/mixed`,
+      pair: false,
+      mailboxes: 16,
+      seed: 11,
+      versions: [6, 7, 8, 9, 10],
+      largeMailboxes: 0,
+      messagesPerMailbox: [4, 12],
+      expungeFraction: 0.3,
+      sizeClasses: [{ weight: 1, bytes: [300, 2_000], attachment: false }],
+    });
+    const mixedConf = await readImapdConf(mixed.master.imapdConf);
+    const expected = new Map<string, number[]>();
+    let withExpunge = 0;
+    let newStyleSkipped = 0;
+    for (const m of mixed.mailboxes) {
+      const files = mailboxFiles(mixedConf, { name: m.name });
+      const hasExpunge = await readFile(files.expunge).then(
+        (b) => b.length > 0,
+        () => false,
+      );
+      if (hasExpunge) withExpunge++;
+      const read = await readMailbox(
+        m.name,
+        { path: files.index, kind: "index" },
+        hasExpunge ? { path: files.expunge, kind: "expunge" } : undefined,
+      );
+      const uids = new Set([...read.index.needs, ...(read.expunge?.needs ?? [])].map((n) => n.uid));
+      newStyleSkipped += read.index.facts.records - read.index.facts.oldStyle;
+      expected.set(
+        m.name,
+        [...uids].sort((a, b) => a - b),
+      );
+    }
+    // The spool has what this test is about.
+    expect(withExpunge).toBeGreaterThan(0);
+    expect(newStyleSkipped).toBeGreaterThan(0);
+
+    const r = await hashMailboxes(
+      mixedConf,
+      mixed.mailboxes.map((m) => ({ name: m.name })),
+      { workers: 1 },
+      () => {},
+    );
+    expect(r.failed).toEqual([]);
+    let total = 0;
+    for (const [name, uids] of expected) {
+      const { cache } = await readSha1Cache(mailboxFiles(mixedConf, { name }).sha1s);
+      expect(
+        [...cache.entries()].map((e) => e.uid).sort((a, b) => a - b),
+        name,
+      ).toEqual(uids);
+      total += uids.length;
+    }
+    expect(r.hashed).toBe(total);
   });
 });

@@ -9,6 +9,7 @@ import {
   chooseVerificationSample,
   isEntryValidFor,
   readSha1Cache,
+  readSha1CacheSync,
   SHA1_CACHE_FILE,
   Sha1Cache,
   type Sha1CacheEntry,
@@ -365,6 +366,30 @@ describe("readSha1Cache / writeSha1Cache", () => {
     r = await readSha1Cache(path);
     expect(r.cache.size).toBe(0);
     expect(r.problem).toContain(path);
+  });
+
+  it("readSha1CacheSync (guidup hash) reads what readSha1Cache reads: missing, good, corrupt, truncated, empty, a directory", async () => {
+    const path = join(dir, SHA1_CACHE_FILE);
+    const c = Sha1Cache.empty();
+    for (let uid = 1; uid <= 10; uid++) c.set(entry(uid, uid));
+    const good = c.encode();
+    const flipped = Buffer.from(good);
+    flipped[20] = flipped[20]! ^ 0x01;
+    const same = async (p: string) => {
+      const a = await readSha1Cache(p);
+      const b = readSha1CacheSync(p);
+      expect(b.problem).toBe(a.problem);
+      expect(b.cache.encode().equals(a.cache.encode())).toBe(true);
+      return b;
+    };
+    expect((await same(path)).problem).toBeUndefined();
+    await writeFile(path, good);
+    expect((await same(path)).cache.size).toBe(10);
+    for (const bytes of [flipped, good.subarray(0, good.length - 7), Buffer.alloc(0)]) {
+      await writeFile(path, bytes);
+      expect((await same(path)).problem).toContain(path);
+    }
+    expect((await same(dir)).problem).toContain(dir);
   });
 
   it("an unreadable path is reported, not thrown", async () => {

@@ -10,6 +10,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { open, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { convertFileBytes, digestOf, parseFileBytes } from "../../src/agent/index-bytes.js";
 import {
   type ConvertOptions,
   type ConvertResult,
@@ -19,7 +20,7 @@ import {
 import type { FieldValue } from "../../src/cyrus/field-codec.js";
 import { formatFor, type IndexFormat } from "../../src/cyrus/formats/index.js";
 import { sha1File } from "../../src/cyrus/guid.js";
-import { type IndexKind, IndexReader } from "../../src/cyrus/index-file.js";
+import { type IndexKind, IndexReader, READ_CHUNK_BYTES } from "../../src/cyrus/index-file.js";
 import {
   encodeIndexFile,
   type HeaderValues,
@@ -824,6 +825,31 @@ describe("the guidTable option (packed GUIDs)", () => {
         }
       }
     }
+  });
+
+  it("converts a file of several read chunks (the reader's buffers taking turns) as the in-memory converter does", async () => {
+    // 40,000 v9 records = 3.2 MB: four 1 MiB chunks through two buffers.
+    const n = 40_000;
+    const v9 = format(9);
+    const records = Array.from({ length: n }, (_, i) =>
+      pick(v9, {
+        uid: i * 2 + 1,
+        size: 1000 + (i % 977),
+        modseq: BigInt(i % 3),
+        ...(i % 4 === 0 ? { uuid: randomBytes(12) } : {}),
+      }),
+    );
+    const source = encodeIndexFile(v9, { lastUid: 2 * n, uidValidity: 5 }, records);
+    expect(source.length).toBeGreaterThan(3 * READ_CHUNK_BYTES);
+    const map = new Map<number, Buffer>();
+    for (let i = 0; i < n; i += 3) map.set(i * 2 + 1, createHash("sha1").update(`c${i}`).digest());
+    const viaTable = await convertBytes(source, { target: V10, guidTable: tableOf(map) });
+    // The reference reads nothing in chunks: the whole file in memory.
+    const reference = convertFileBytes(parseFileBytes(source, "source", "index"), V10, map);
+    expect(viaTable.bytes.equals(Buffer.concat([reference.header, ...reference.records]))).toBe(
+      true,
+    );
+    expect(viaTable.result.digest.toString("hex")).toBe(digestOf(reference));
   });
 
   it("finds uids of an expunge file in any order, repeated ones too", async () => {

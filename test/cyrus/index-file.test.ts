@@ -117,6 +117,23 @@ async function expectRefused(
   expect(await readdir(dir)).toEqual(listing);
   expect(await readFile(file).catch(() => undefined)).toEqual(before);
   expect(await openFiles()).not.toContain(file);
+  // The synchronous reader (guidup hash) refuses it with the very same error.
+  let caughtSync: unknown;
+  try {
+    const reader = IndexReader.openSync(file, { kind });
+    try {
+      for (const _ of reader.chunksSync()) {
+        // drain
+      }
+    } finally {
+      reader.closeSync();
+    }
+  } catch (e) {
+    caughtSync = e;
+  }
+  expect(caughtSync, `${file} was accepted by openSync/chunksSync`).toBeInstanceOf(errorClass);
+  expect((caughtSync as Error).message).toBe(err.message);
+  expect(await openFiles()).not.toContain(file);
   return err;
 }
 
@@ -441,6 +458,39 @@ describe("IndexReader reads", () => {
       }
     } finally {
       await reader.close();
+    }
+  });
+
+  it("openSync/chunksSync yield the same chunks as open/chunks, in every chunk size", async () => {
+    const n = 37;
+    const bytes = encodeIndexFile(V10, { lastUid: 200 }, records(range(n).map((u) => u * 5)));
+    const file = await writeTemp(bytes);
+    const reader = await IndexReader.open(file);
+    const sync = IndexReader.openSync(file);
+    try {
+      expect(sync.header).toEqual(reader.header);
+      expect(sync.fileSize).toBe(reader.fileSize);
+      for (const chunkBytes of [1, 88, 89, 300, 88 * n, 1 << 20]) {
+        const chunks = [];
+        for await (const c of reader.chunks(chunkBytes)) chunks.push(c);
+        expect([...sync.chunksSync(chunkBytes)], `chunkBytes ${chunkBytes}`).toEqual(chunks);
+      }
+    } finally {
+      await reader.close();
+      sync.closeSync();
+    }
+    expect(await openFiles()).not.toContain(file);
+  });
+
+  it("chunksSync finds bad UIDs in a later chunk too", async () => {
+    const uids = range(50);
+    uids[41] = 7;
+    const file = await writeTemp(encodeIndexFile(V10, { lastUid: 50 }, records(uids)));
+    const reader = IndexReader.openSync(file);
+    try {
+      expect(() => [...reader.chunksSync(88 * 10)]).toThrow(/record 42 has UID 7 after UID 41/);
+    } finally {
+      reader.closeSync();
     }
   });
 

@@ -1,0 +1,53 @@
+// Build step (`npm run build`): compiles the JSON Schemas of schemas/ to
+// validator code with ajv's standalone generator, next to the compiled
+// schema-check.js, so that a command needs neither ajv nor a schema compile
+// at start-up (together about a fifth of a second of `guidup hash` or `plan`
+// on a small machine). Each file carries the schema text it was compiled
+// from; schema-check uses it only for exactly that text and otherwise
+// compiles at run time, so a stale or missing build step costs time, never
+// correctness.
+//
+// Run: node dist/src/plan/schema-compile.js
+
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import {
+  loadSchemaText,
+  newAjv,
+  precompiledValidatorPath,
+  SCHEMA_NAMES,
+  type SchemaName,
+} from "./schema-check.js";
+
+const require = createRequire(import.meta.url);
+
+/** The CommonJS module of one schema's validator, with the schema text it checks. */
+export function precompiledSource(name: SchemaName): string {
+  const standalone = (
+    require("ajv/dist/standalone/index.js") as {
+      default: (ajv: unknown, validate: unknown) => string;
+    }
+  ).default;
+  const text = loadSchemaText(name);
+  const ajv = newAjv({ code: { source: true } });
+  const validate = ajv.compile(JSON.parse(text) as object);
+  return `${standalone(ajv, validate)}\nmodule.exports.schemaText = ${JSON.stringify(text)};\n`;
+}
+
+export function writePrecompiledValidators(): string[] {
+  const written: string[] = [];
+  for (const name of SCHEMA_NAMES) {
+    const file = fileURLToPath(precompiledValidatorPath(name));
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(`${file}.tmp`, precompiledSource(name));
+    renameSync(`${file}.tmp`, file);
+    written.push(file);
+  }
+  return written;
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  writePrecompiledValidators();
+}
