@@ -39,17 +39,22 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
+  closeSync,
   existsSync,
+  fsyncSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { mailboxFiles } from "../src/agent/mailbox-files.js";
@@ -79,6 +84,10 @@ export interface ApplyBenchOptions {
   /** Parent of the temp directory; default /dev/shm when it exists, else os.tmpdir(). */
   dir?: string;
   keep?: boolean;
+  /** Only the concurrency runs (no linearity, request counting, micro figures). */
+  quick?: boolean;
+  /** Also run each concurrency with these apply flags (a variant, compared in the same run). */
+  variant?: string[];
   log?: (line: string) => void;
 }
 
@@ -121,6 +130,12 @@ export interface ApplyRun {
   lockHold: ApplyReport["lockHold"];
   /** Cut-over paths the mailboxes took (prepared = only the swap under the locks). */
   paths: ApplyReport["paths"];
+  /** Where the master's window went (controller clock). */
+  window?: WindowBreakdown | undefined;
+  /** Both sides' read+write+fsync+rename floor per mailbox, sampled after the apply (same files). */
+  floor?: Pct;
+  /** apply flags beyond --concurrency (a variant compared in the same run). */
+  extraArgs?: string[];
 }
 
 export interface RoundTrips {
@@ -157,7 +172,7 @@ export interface ApplyBenchResult {
   machine: MachineInfo;
   runs: ApplyRun[];
   best: { concurrency: number; mailboxesPerSec: number; goalMet: boolean };
-  linearity: {
+  linearity?: {
     small: ApplyRun;
     large: ApplyRun;
     /** msPerMailbox(large) / msPerMailbox(small): 1 is linear. */
@@ -169,8 +184,8 @@ export interface ApplyBenchResult {
     /** wall small − N small × marginal: connecting, starting agents, warming up. */
     fixedMs: number;
   };
-  roundTrips: RoundTrips;
-  micro: MicroFigures;
+  roundTrips?: RoundTrips;
+  micro?: MicroFigures;
   totalMs: number;
 }
 
@@ -237,6 +252,7 @@ function inventoryYaml(root: string, list: string, sshd: BenchSshd, command: str
 export interface Prepared {
   root: string;
   plan: string;
+  names: string[];
   setupMs: ApplyRun["setupMs"];
 }
 
@@ -279,6 +295,7 @@ export async function preparePair(
   return {
     root,
     plan,
+    names,
     setupMs: { generate: generateMs, caches: cachesMs, plan: performance.now() - t },
   };
 }
@@ -450,15 +467,28 @@ export async function timedApply(
   prepared: Prepared,
   n: number,
   concurrency: number,
+  extraArgs: string[] = [],
 ): Promise<ApplyRun> {
   const useTime = existsSync(TIME);
   const timeOut = join(prepared.root, `time-${concurrency}.txt`);
-  const applyArgs = [MAIN, "apply", prepared.plan, "--concurrency", String(concurrency), "--json"];
+  const trace = join(prepared.root, `window-${concurrency}-${Date.now()}.jsonl`);
+  const applyArgs = [
+    MAIN,
+    "apply",
+    prepared.plan,
+    "--concurrency",
+    String(concurrency),
+    "--json",
+    ...extraArgs,
+  ];
   const [file, args] = useTime
     ? [TIME, ["-v", "-o", timeOut, process.execPath, ...applyArgs]]
     : [process.execPath, applyArgs];
   const start = performance.now();
-  const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(file, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, GUIDUP_WINDOW_TRACE: trace },
+  });
   const sampler = new Sampler(child.pid as number);
   sampler.start();
   let stdout = "";
@@ -509,7 +539,135 @@ export async function timedApply(
     outcomes: report.outcomes,
     lockHold: report.lockHold,
     paths: report.paths,
+    window: windowBreakdown(trace),
+    ...(extraArgs.length > 0 ? { extraArgs } : {}),
   };
+}
+
+// --- where the master's window goes ------------------------------------------------
+
+export interface Pct {
+  p50: number;
+  p99: number;
+  max: number;
+  n: number;
+}
+
+function pct(values: number[]): Pct {
+  const s = [...values].sort((a, b) => a - b);
+  const at = (p: number) => s[Math.min(s.length, Math.max(1, Math.ceil(p * s.length))) - 1] ?? 0;
+  return { p50: at(0.5), p99: at(0.99), max: s[s.length - 1] ?? 0, n: s.length };
+}
+
+/**
+ * The master's locked window of every done mailbox, from the controller's
+ * clock (GUIDUP_WINDOW_TRACE, src/apply/mailbox-run.ts): the master's lock
+ * round trip (the agent locks, reads, compares), the controller's decision,
+ * the replica's commit round trip (rename + directory fsync), the master's
+ * commit round trip; and the agent's own hold split by whether other lanes'
+ * prepares were running (CPU contention on 2 cores).
+ */
+export interface WindowBreakdown {
+  lockMasterRtt: Pct;
+  decide: Pct;
+  commitReplicaRtt: Pct;
+  commitMasterRtt: Pct;
+  /** Master lock request sent → master commit answered (an upper bound of the hold). */
+  controllerWindow: Pct;
+  /** The agent's master hold, when no other lane's prepare ran during the window / when one did. */
+  heldQuiet: Pct;
+  heldContended: Pct;
+}
+
+function windowBreakdown(file: string): WindowBreakdown | undefined {
+  if (!existsSync(file)) return undefined;
+  const seg = {
+    lockMasterRtt: [] as number[],
+    decide: [] as number[],
+    commitReplicaRtt: [] as number[],
+    commitMasterRtt: [] as number[],
+    controllerWindow: [] as number[],
+    heldQuiet: [] as number[],
+    heldContended: [] as number[],
+  };
+  for (const line of readFileSync(file, "utf8").split("\n")) {
+    if (!line) continue;
+    const r = JSON.parse(line) as {
+      phase: string;
+      held?: { master?: number };
+      t: Record<string, number>;
+      prepInFlightAtLock: number;
+      prepStartedInWindow: number;
+    };
+    const t = r.t;
+    if (r.phase !== "done" || t["commit-master<"] === undefined) continue;
+    const d = (a: string, b: string) => (t[b] ?? 0) - (t[a] ?? 0);
+    seg.lockMasterRtt.push(d("lock-master>", "lock-master<"));
+    seg.decide.push(d("lock-master<", "commit-replica>"));
+    seg.commitReplicaRtt.push(d("commit-replica>", "commit-replica<"));
+    seg.commitMasterRtt.push(d("commit-master>", "commit-master<"));
+    seg.controllerWindow.push(d("lock-master>", "commit-master<"));
+    const held = r.held?.master;
+    if (held !== undefined)
+      (r.prepInFlightAtLock + r.prepStartedInWindow > 0 ? seg.heldContended : seg.heldQuiet).push(
+        held,
+      );
+  }
+  return {
+    lockMasterRtt: pct(seg.lockMasterRtt),
+    decide: pct(seg.decide),
+    commitReplicaRtt: pct(seg.commitReplicaRtt),
+    commitMasterRtt: pct(seg.commitMasterRtt),
+    controllerWindow: pct(seg.controllerWindow),
+    heldQuiet: pct(seg.heldQuiet),
+    heldContended: pct(seg.heldContended),
+  };
+}
+
+export function formatWindow(w: WindowBreakdown | undefined): string[] {
+  if (!w) return ["    (no window trace)"];
+  const f = (p: Pct) => `${p.p50.toFixed(2)} / ${p.p99.toFixed(2)} / ${p.max.toFixed(1)}`;
+  return [
+    `    master window, controller clock, p50 / p99 / max ms: lock-master round trip ${f(w.lockMasterRtt)}; decide ${f(w.decide)}; commit-replica round trip ${f(w.commitReplicaRtt)}; commit-master round trip ${f(w.commitMasterRtt)}; whole ${f(w.controllerWindow)}`,
+    `    agent's master hold p50 / p99 / max ms: no other prepare during the window ${f(w.heldQuiet)} (${w.heldQuiet.n}); another lane's prepare during it ${f(w.heldContended)} (${w.heldContended.n})`,
+  ];
+}
+
+// --- the floor: read + write + fsync + rename of each side's index --------------------
+
+/**
+ * The bare floor of one mailbox's cut-over I/O on both sides (issue #9): for
+ * each of `names`, read the master's cyrus.index, write it to a new file in
+ * the same directory, fsync, rename over a scratch name; the same on the
+ * replica; the sum of the two, per mailbox. Same files, same file system as
+ * the apply that just ran (the indexes are at version 10 by then: the size
+ * the commit renamed).
+ */
+export function floorBothSides(root: string, names: string[]): Pct {
+  const confs = SIDES.map((side) => {
+    const path = join(root, side, "imapd.conf");
+    return parseImapdConf(readFileSync(path, "utf8"), path);
+  });
+  const out: number[] = [];
+  for (const name of names) {
+    let total = 0;
+    for (const conf of confs) {
+      const files = mailboxFiles(conf, { name });
+      const dir = dirname(files.index);
+      const t = performance.now();
+      const data = readFileSync(files.index);
+      const tmp = join(dir, "guidup-bench-floor.tmp");
+      const fd = openSync(tmp, "w");
+      writeSync(fd, data);
+      fsyncSync(fd);
+      closeSync(fd);
+      renameSync(tmp, join(dir, "guidup-bench-floor"));
+      total += performance.now() - t;
+      rmSync(join(dir, "guidup-bench-floor"), { force: true });
+    }
+    out.push(total);
+  }
+  return pct(out);
 }
 
 /** Every state file: done, and no GUID computed under apply (the caches were warm). */
@@ -694,22 +852,50 @@ export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<Apply
   const command = `${process.execPath} ${MAIN} serve`;
   try {
     const runs: ApplyRun[] = [];
+    const variants: string[][] = [[], ...(opts.variant ? [opts.variant] : [])];
     for (const c of concurrencies) {
-      log(`apply ${n} mailboxes at concurrency ${c}: generating, writing caches, planning …`);
-      const prepared = await preparePair(join(root, `c${c}-${n}`), n, sshd, command);
-      log(
-        `  setup ${sec(prepared.setupMs.generate)} + ${sec(prepared.setupMs.caches)} + ${sec(prepared.setupMs.plan)}; applying …`,
-      );
-      const run = await timedApply(`${n} × c${c}`, prepared, n, c);
-      log(`  ${sec(run.wallMs)} = ${run.mailboxesPerSec.toFixed(0)} mailboxes/s`);
-      const h = run.lockHold;
-      log(
-        `  lock hold master p50 ${h.master.p50} / p99 ${h.master.p99} / max ${h.master.max} ms; replica p50 ${h.replica.p50} / p99 ${h.replica.p99} / max ${h.replica.max} ms; paths ${JSON.stringify(run.paths)}`,
-      );
-      runs.push(run);
-      if (!opts.keep) rmSync(prepared.root, { recursive: true, force: true });
+      for (const extra of variants) {
+        const tag = extra.length > 0 ? ` ${extra.join(" ")}` : "";
+        log(
+          `apply ${n} mailboxes at concurrency ${c}${tag}: generating, writing caches, planning …`,
+        );
+        const prepared = await preparePair(
+          join(root, `c${c}-${n}${extra.length > 0 ? "-v" : ""}`),
+          n,
+          sshd,
+          command,
+        );
+        log(
+          `  setup ${sec(prepared.setupMs.generate)} + ${sec(prepared.setupMs.caches)} + ${sec(prepared.setupMs.plan)}; applying …`,
+        );
+        const run = await timedApply(`${n} × c${c}${tag}`, prepared, n, c, extra);
+        run.floor = floorBothSides(prepared.root, prepared.names.slice(0, 500));
+        log(`  ${sec(run.wallMs)} = ${run.mailboxesPerSec.toFixed(0)} mailboxes/s`);
+        const h = run.lockHold;
+        log(
+          `  lock hold master p50 ${h.master.p50} / p99 ${h.master.p99} / max ${h.master.max} ms; replica p50 ${h.replica.p50} / p99 ${h.replica.p99} / max ${h.replica.max} ms; paths ${JSON.stringify(run.paths)}; both sides' floor p50 ${run.floor.p50.toFixed(2)} / p99 ${run.floor.p99.toFixed(2)} ms`,
+        );
+        for (const l of formatWindow(run.window)) log(l);
+        runs.push(run);
+        if (!opts.keep) rmSync(prepared.root, { recursive: true, force: true });
+      }
     }
-    const best = runs.reduce((a, b) => (b.mailboxesPerSec > a.mailboxesPerSec ? b : a));
+    const plain = runs.filter((r) => !r.extraArgs);
+    const best = plain.reduce((a, b) => (b.mailboxesPerSec > a.mailboxesPerSec ? b : a));
+    if (opts.quick)
+      return {
+        mailboxes: n,
+        dir: parent,
+        cores: best.cpu.cores,
+        machine,
+        runs,
+        best: {
+          concurrency: best.concurrency,
+          mailboxesPerSec: best.mailboxesPerSec,
+          goalMet: best.mailboxesPerSec >= GOAL_MAILBOXES_PER_SEC,
+        },
+        totalMs: performance.now() - t0,
+      };
 
     log(`apply ${small} mailboxes at concurrency ${best.concurrency} (linearity) …`);
     const smallPrepared = await preparePair(
@@ -768,39 +954,85 @@ const mib = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
 const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const f1 = (x: number) => x.toFixed(1);
 
+/** The default concurrency of guidup apply: the small-mailbox lock-hold goals are judged there. */
+export const DEFAULT_CONCURRENCY = 4;
+/** Issue #15: small mailboxes, master p99 at the default concurrency. */
+export const GOAL_SMALL_MASTER_P99_MS = 10;
+/** Issue #9: master p99 ≤ 2 × both sides' bare floor p99, same run, same files. */
+export const GOAL_FLOOR_RATIO = 2;
+/** Issue #12: throughput must not fall as concurrency rises (5 % is run-to-run noise here). */
+export const GOAL_SCALING = 0.95;
+
 export function formatApplyBench(r: ApplyBenchResult): string {
-  const head = `  ${"run".padEnd(20)} ${"wall".padStart(8)} ${"mbox/s".padStart(7)} ${"ms/mbox".padStart(8)} ${"peak RSS".padStart(9)} ${"CPU ms/mbox".padStart(12)}  ${"ctl".padStart(5)} ${"agM".padStart(5)} ${"agR".padStart(5)} ${"sshd".padStart(5)} ${"busy".padStart(5)}`;
+  const head = `  ${"run".padEnd(20)} ${"wall".padStart(8)} ${"mbox/s".padStart(7)} ${"ms/mbox".padStart(8)} ${"peak RSS".padStart(9)} ${"CPU ms/mbox".padStart(12)}  ${"ctl".padStart(5)} ${"agM".padStart(5)} ${"agR".padStart(5)} ${"sshd".padStart(5)} ${"busy".padStart(5)}  ${"master hold p50/p99/max".padStart(24)} ${"floor p99".padStart(9)}`;
   const row = (x: ApplyRun) =>
-    `  ${`${x.mailboxes.toLocaleString("en")} @ concurrency ${x.concurrency}`.padEnd(20)} ${sec(x.wallMs).padStart(8)} ${x.mailboxesPerSec.toFixed(0).padStart(7)} ${x.msPerMailbox.toFixed(2).padStart(8)} ${mib(x.peakRssBytes).padStart(9)} ${x.cpuMsPerMailbox.toFixed(2).padStart(12)}  ${f1((x.cpu.controller * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentMaster * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentReplica * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.sshd * 1000) / x.mailboxes).padStart(5)} ${`${Math.round(x.cpu.machineBusy * 100)}%`.padStart(5)}`;
-  const rt = r.roundTrips;
-  const ops = [...new Set(SIDES.flatMap((s) => Object.keys(rt.perMailbox[s])))].sort();
+    `  ${`${x.mailboxes.toLocaleString("en")} @ concurrency ${x.concurrency}`.padEnd(20)} ${sec(x.wallMs).padStart(8)} ${x.mailboxesPerSec.toFixed(0).padStart(7)} ${x.msPerMailbox.toFixed(2).padStart(8)} ${mib(x.peakRssBytes).padStart(9)} ${x.cpuMsPerMailbox.toFixed(2).padStart(12)}  ${f1((x.cpu.controller * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentMaster * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentReplica * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.sshd * 1000) / x.mailboxes).padStart(5)} ${`${Math.round(x.cpu.machineBusy * 100)}%`.padStart(5)}  ${`${x.lockHold.master.p50} / ${x.lockHold.master.p99} / ${x.lockHold.master.max}`.padStart(24)} ${(x.floor ? x.floor.p99.toFixed(2) : "-").padStart(9)}${x.extraArgs ? `  (${x.extraArgs.join(" ")})` : ""}`;
   const s0 = r.runs[0]?.setupMs;
-  return [
+  const plain = r.runs.filter((x) => !x.extraArgs);
+  const atDefault = plain.find((x) => x.concurrency === DEFAULT_CONCURRENCY);
+  const scaling = plain
+    .slice(1)
+    .map((x, i) => x.mailboxesPerSec / (plain[i] as ApplyRun).mailboxesPerSec);
+  const lines = [
     machineLine(r.machine),
     `guidup apply over SSH (loopback OpenSSH sshd), warm sha1 caches, ${r.cores} cores, spools under ${r.dir}`,
     `  each mailbox: v9 index, 1–3 old-style records (version + guid); a fresh pair per run${s0 ? ` (setup of ${r.mailboxes.toLocaleString("en")}: generate ${sec(s0.generate)}, caches ${sec(s0.caches)}, plan ${sec(s0.plan)}; not timed)` : ""}`,
     "",
     head,
     ...r.runs.map(row),
-    row(r.linearity.small),
-    `  (CPU ms per mailbox by process: ctl = the apply process, agM/agR = master/replica agents, sshd; busy = all cores, /proc/stat)`,
+    ...(r.linearity ? [row(r.linearity.small)] : []),
+    `  (CPU ms per mailbox by process: ctl = the apply process, agM/agR = master/replica agents, sshd; busy = all cores, /proc/stat; master hold from the report, ms; floor = both sides' read+write+fsync+rename of the same index files, ms, 500 mailboxes after the run)`,
+    "",
+    ...r.runs.flatMap((x) => [
+      `  ${x.mailboxes.toLocaleString("en")} @ concurrency ${x.concurrency}${x.extraArgs ? ` ${x.extraArgs.join(" ")}` : ""}:`,
+      ...formatWindow(x.window),
+    ]),
     "",
     `  best: ${r.best.mailboxesPerSec.toFixed(0)} mailboxes/s at concurrency ${r.best.concurrency}`,
     `  ${goalLine({ name: "best mailboxes/s", value: r.best.mailboxesPerSec, op: ">=", target: GOAL_MAILBOXES_PER_SEC, unit: "" })}`,
-    `  linearity at concurrency ${r.linearity.large.concurrency}: ${sec(r.linearity.small.wallMs)} for ${r.linearity.small.mailboxes.toLocaleString("en")} (${r.linearity.small.msPerMailbox.toFixed(2)} ms/mailbox), ${sec(r.linearity.large.wallMs)} for ${r.linearity.large.mailboxes.toLocaleString("en")} (${r.linearity.large.msPerMailbox.toFixed(2)} ms/mailbox), ratio ${r.linearity.ratio.toFixed(2)}`,
-    `    = ${sec(r.linearity.fixedMs)} fixed (connect, start ${2 * r.linearity.large.concurrency} agents, JIT warm-up) + ${r.linearity.marginalMsPerMailbox.toFixed(2)} ms per further mailbox: linear in N once started`,
-    `  controller peak RSS: ${mib(r.linearity.small.peakRssBytes)} for ${r.linearity.small.mailboxes.toLocaleString("en")}, ${mib(r.linearity.large.peakRssBytes)} for ${r.linearity.large.mailboxes.toLocaleString("en")} (ratio ${r.linearity.rssRatio.toFixed(2)}; source ${r.linearity.large.rssSource})`,
-    "",
-    `  protocol requests per mailbox (measured: ${rt.mailboxes.toLocaleString("en")} mailboxes at concurrency ${rt.concurrency}, counting proxy, ${rt.agents} agents):`,
-    `    ${"op".padEnd(10)} ${"master".padStart(7)} ${"replica".padStart(8)}   agent ms/request (master / replica)`,
-    ...ops.map(
-      (op) =>
-        `    ${op.padEnd(10)} ${f2(rt.perMailbox.master[op]).padStart(7)} ${f2(rt.perMailbox.replica[op]).padStart(8)}   ${f2(rt.agentMsPerRequest.master[op])} / ${f2(rt.agentMsPerRequest.replica[op])}`,
-    ),
-    `    total ${rt.totalPerMailbox.toFixed(2)} per mailbox (design: ${rt.designPerMailbox} = prepare, lock (it stages), commit per side; +2 with --relay-cache on a cold master; ${rt.sequentialPerMailbox} sequential waits, the two prepares overlap)`,
-    `  micro: one request round trip over SSH ${r.micro.roundTripMs.toFixed(3)} ms (status, sequential); one state file write ${r.micro.stateWriteMs.toFixed(3)} ms × ${r.micro.stateWritesPerMailbox} per mailbox`,
-    `  total bench time ${sec(r.totalMs)}`,
-  ].join("\n");
+    ...(scaling.length > 0
+      ? [
+          `  ${goalLine({ name: `throughput not falling with concurrency (${plain.map((x) => x.concurrency).join(" → ")}: worst step ratio)`, value: Math.min(...scaling), op: ">=", target: GOAL_SCALING })}`,
+        ]
+      : []),
+    ...(atDefault
+      ? [
+          `  ${goalLine({ name: `small mailboxes: master lock hold p99 at concurrency ${DEFAULT_CONCURRENCY}`, value: atDefault.lockHold.master.p99, op: "<=", target: GOAL_SMALL_MASTER_P99_MS, unit: " ms" })}`,
+          ...(atDefault.floor
+            ? [
+                `  ${goalLine({ name: `small mailboxes: master lock hold p99 / both sides' floor p99 at concurrency ${DEFAULT_CONCURRENCY} (${atDefault.lockHold.master.p99} / ${atDefault.floor.p99.toFixed(2)} ms${r.dir.startsWith("/dev/shm") ? "; tmpfs: fsync costs nothing there, so the floor is a few memory copies" : ""})`, value: atDefault.lockHold.master.p99 / atDefault.floor.p99, op: "<=", target: GOAL_FLOOR_RATIO })}`,
+              ]
+            : []),
+        ]
+      : []),
+  ];
+  const lin = r.linearity;
+  if (lin)
+    lines.push(
+      `  linearity at concurrency ${lin.large.concurrency}: ${sec(lin.small.wallMs)} for ${lin.small.mailboxes.toLocaleString("en")} (${lin.small.msPerMailbox.toFixed(2)} ms/mailbox), ${sec(lin.large.wallMs)} for ${lin.large.mailboxes.toLocaleString("en")} (${lin.large.msPerMailbox.toFixed(2)} ms/mailbox), ratio ${lin.ratio.toFixed(2)}`,
+      `    = ${sec(lin.fixedMs)} fixed (connect, start ${2 * lin.large.concurrency} agents, JIT warm-up) + ${lin.marginalMsPerMailbox.toFixed(2)} ms per further mailbox: linear in N once started`,
+      `  controller peak RSS: ${mib(lin.small.peakRssBytes)} for ${lin.small.mailboxes.toLocaleString("en")}, ${mib(lin.large.peakRssBytes)} for ${lin.large.mailboxes.toLocaleString("en")} (ratio ${lin.rssRatio.toFixed(2)}; source ${lin.large.rssSource})`,
+    );
+  const rt = r.roundTrips;
+  if (rt) {
+    const ops = [...new Set(SIDES.flatMap((s) => Object.keys(rt.perMailbox[s])))].sort();
+    lines.push(
+      "",
+      `  protocol requests per mailbox (measured: ${rt.mailboxes.toLocaleString("en")} mailboxes at concurrency ${rt.concurrency}, counting proxy, ${rt.agents} agents):`,
+      `    ${"op".padEnd(10)} ${"master".padStart(7)} ${"replica".padStart(8)}   agent ms/request (master / replica)`,
+      ...ops.map(
+        (op) =>
+          `    ${op.padEnd(10)} ${f2(rt.perMailbox.master[op]).padStart(7)} ${f2(rt.perMailbox.replica[op]).padStart(8)}   ${f2(rt.agentMsPerRequest.master[op])} / ${f2(rt.agentMsPerRequest.replica[op])}`,
+      ),
+      `    total ${rt.totalPerMailbox.toFixed(2)} per mailbox (design: ${rt.designPerMailbox} = prepare, lock (it stages), commit per side; +2 with --relay-cache on a cold master; ${rt.sequentialPerMailbox} sequential waits, the two prepares overlap)`,
+    );
+  }
+  if (r.micro)
+    lines.push(
+      `  micro: one request round trip over SSH ${r.micro.roundTripMs.toFixed(3)} ms (status, sequential); one state file write ${r.micro.stateWriteMs.toFixed(3)} ms × ${r.micro.stateWritesPerMailbox} per mailbox`,
+    );
+  lines.push(`  total bench time ${sec(r.totalMs)}`);
+  return lines.join("\n");
 }
 
 function f2(x: number | undefined): string {
@@ -814,6 +1046,9 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
       dir: { type: "string" },
       keep: { type: "boolean", default: false },
       json: { type: "boolean", default: false },
+      concurrency: { type: "string" },
+      quick: { type: "boolean", default: false },
+      variant: { type: "string" },
     },
   });
   const n = Number(values.mailboxes);
@@ -821,6 +1056,9 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const result = await runApplyBench({
     mailboxes: n,
     ...(values.dir ? { dir: values.dir } : {}),
+    ...(values.concurrency ? { concurrencies: values.concurrency.split(",").map(Number) } : {}),
+    ...(values.variant ? { variant: values.variant.split(" ").filter(Boolean) } : {}),
+    quick: values.quick,
     keep: values.keep,
   });
   process.stdout.write(

@@ -31,6 +31,7 @@
 // the master against it; master only → repair the replica), so a state that
 // says "in-progress" is all recovery needs.
 
+import { appendFileSync } from "node:fs";
 import { errorMessage, GuidupError } from "../errors.js";
 import type { PlannedMailbox } from "../plan/model.js";
 import type { Requests, StageArgs } from "../protocol/messages.js";
@@ -109,6 +110,7 @@ export async function runMailbox(
   delete state.path;
   delete state.paths;
   const locked: Record<Side, boolean> = { master: false, replica: false };
+  const marks = new WindowMarks(ctx);
   const mailbox = { name: entry.name, ...(entry.partition ? { partition: entry.partition } : {}) };
 
   const call = async <K extends keyof Requests>(
@@ -119,7 +121,12 @@ export async function runMailbox(
   ): Promise<Requests[K]["result"]> => {
     try {
       const agent = await lane.agent(side);
-      return await agent.request(op, args);
+      marks.sent(step, op);
+      try {
+        return await agent.request(op, args);
+      } finally {
+        marks.answered(step, op);
+      }
     } catch (err) {
       if (!(err instanceof AgentError)) {
         // The agent or its connection is gone: its locks died with it (the
@@ -158,6 +165,7 @@ export async function runMailbox(
       delete state.step;
     }
     await ctx.save(state);
+    marks.write(state);
     return state;
   };
   const stage = (side: Side): StageArgs => ({
@@ -402,6 +410,81 @@ export async function runMailbox(
         message: `REPLICA UPGRADED, MASTER NOT: ${errorMessage(e)}; the next guidup apply repairs it`,
       },
     });
+  }
+}
+
+/** What the lanes of one apply run share: keyed by the run's context object. */
+interface RunShared {
+  /** Lanes whose prepare request is in flight. */
+  preparing: number;
+  /** Traces of master windows open now (between the master's lock request and its commit answer). */
+  open: Set<WindowMarks>;
+}
+const runShared = new WeakMap<MailboxRunContext, RunShared>();
+function sharedOf(ctx: MailboxRunContext): RunShared {
+  let s = runShared.get(ctx);
+  if (!s) {
+    s = { preparing: 0, open: new Set() };
+    runShared.set(ctx, s);
+  }
+  return s;
+}
+
+/**
+ * Where the master's locked window goes, for the benchmark: with
+ * GUIDUP_WINDOW_TRACE=FILE, one JSON line per mailbox attempt with the
+ * controller's clock (ms) at each request sent/answered, how many other lanes'
+ * prepares were in flight when the master's lock was asked for, and how many
+ * started inside the window. Nothing is measured or written without it.
+ */
+class WindowMarks {
+  readonly #file = process.env.GUIDUP_WINDOW_TRACE;
+  readonly #shared: RunShared;
+  readonly #t: Record<string, number> = {};
+  prepInFlightAtLock = 0;
+  prepStartedInWindow = 0;
+
+  constructor(ctx: MailboxRunContext) {
+    this.#shared = sharedOf(ctx);
+  }
+
+  sent(step: Step, op: string): void {
+    if (op === "prepare") {
+      this.#shared.preparing++;
+      for (const w of this.#shared.open) w.prepStartedInWindow++;
+    }
+    if (step === "lock-master" && op === "lock") {
+      this.prepInFlightAtLock = this.#shared.preparing;
+      this.#shared.open.add(this);
+    }
+    if (this.#file) this.#t[`${step}>`] = performance.now();
+  }
+
+  answered(step: Step, op: string): void {
+    if (op === "prepare") this.#shared.preparing--;
+    if (step === "commit-master") this.#shared.open.delete(this);
+    if (this.#file) this.#t[`${step}<`] = performance.now();
+  }
+
+  write(state: MailboxState): void {
+    this.#shared.open.delete(this);
+    if (!this.#file) return;
+    try {
+      appendFileSync(
+        this.#file,
+        `${JSON.stringify({
+          name: state.name,
+          phase: state.phase,
+          path: state.path,
+          held: state.lockHeldMs,
+          t: this.#t,
+          prepInFlightAtLock: this.prepInFlightAtLock,
+          prepStartedInWindow: this.prepStartedInWindow,
+        })}\n`,
+      );
+    } catch {
+      // a trace is best effort
+    }
   }
 }
 
