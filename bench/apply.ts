@@ -65,7 +65,7 @@ import { StateStore } from "../src/apply/state-store.js";
 import { parseImapdConf } from "../src/cyrus/imapd-conf.js";
 import { AgentClient } from "../src/transport/agent-client.js";
 import { connectHost } from "../src/transport/index.js";
-import { generate } from "./plan.js";
+import { type GenerateShape, generate } from "./plan.js";
 import { goalLine, type MachineInfo, machineInfo, machineLine } from "./report.js";
 import { type BenchSshd, startBenchSshd } from "./sshd.js";
 
@@ -84,10 +84,22 @@ export interface ApplyBenchOptions {
   /** Parent of the temp directory; default /dev/shm when it exists, else os.tmpdir(). */
   dir?: string;
   keep?: boolean;
-  /** Only the concurrency runs (no linearity, request counting, micro figures). */
+  /** Only the concurrency runs and the disk runs (no linearity, request counting, micro figures). */
   quick?: boolean;
-  /** Also run each concurrency with these apply flags (a variant, compared in the same run). */
-  variant?: string[];
+  /** Messages of the one large mailbox applied on disk (default 100,000; 0: skip). */
+  large?: number;
+  /** Applies of the large mailbox (default 5). */
+  largeRuns?: number;
+  /** Small mailboxes applied on disk at the default concurrency, for the floor goal (default min(N, 2,000); 0: skip). */
+  diskMailboxes?: number;
+  /** A directory on a disk for those (default os.tmpdir()). */
+  diskDir?: string;
+  /**
+   * Also run each concurrency as before this change (same run, same machine):
+   * the cut-over gate off (GUIDUP_CUTOVER_GATE=off) and the agents' per-request
+   * timing lines on (GUIDUP_AGENT_DEBUG=1).
+   */
+  before?: boolean;
   log?: (line: string) => void;
 }
 
@@ -134,8 +146,8 @@ export interface ApplyRun {
   window?: WindowBreakdown | undefined;
   /** Both sides' read+write+fsync+rename floor per mailbox, sampled after the apply (same files). */
   floor?: Pct;
-  /** apply flags beyond --concurrency (a variant compared in the same run). */
-  extraArgs?: string[];
+  /** Set on the `before` variant's runs (see ApplyBenchOptions.before). */
+  variant?: "before";
 }
 
 export interface RoundTrips {
@@ -186,6 +198,9 @@ export interface ApplyBenchResult {
   };
   roundTrips?: RoundTrips;
   micro?: MicroFigures;
+  /** Small mailboxes at the default concurrency on a disk: the floor goal of issue #9. */
+  disk?: ApplyRun;
+  large?: LargeMailboxResult;
   totalMs: number;
 }
 
@@ -261,10 +276,11 @@ export async function preparePair(
   n: number,
   sshd: BenchSshd,
   command: string,
+  shape: GenerateShape = SHAPE,
 ): Promise<Prepared> {
   mkdirSync(root, { recursive: true });
   let t = performance.now();
-  const { list } = generate(root, n, SHAPE);
+  const { list } = generate(root, n, shape);
   const generateMs = performance.now() - t;
   const names = readFileSync(list, "utf8").split("\n").filter(Boolean);
   // generate() names mailbox i mailboxName(i) and gives it SHAPE.messages(i)
@@ -467,27 +483,23 @@ export async function timedApply(
   prepared: Prepared,
   n: number,
   concurrency: number,
-  extraArgs: string[] = [],
+  variant?: "before",
 ): Promise<ApplyRun> {
   const useTime = existsSync(TIME);
   const timeOut = join(prepared.root, `time-${concurrency}.txt`);
   const trace = join(prepared.root, `window-${concurrency}-${Date.now()}.jsonl`);
-  const applyArgs = [
-    MAIN,
-    "apply",
-    prepared.plan,
-    "--concurrency",
-    String(concurrency),
-    "--json",
-    ...extraArgs,
-  ];
+  const applyArgs = [MAIN, "apply", prepared.plan, "--concurrency", String(concurrency), "--json"];
   const [file, args] = useTime
     ? [TIME, ["-v", "-o", timeOut, process.execPath, ...applyArgs]]
     : [process.execPath, applyArgs];
   const start = performance.now();
   const child = spawn(file, args, {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, GUIDUP_WINDOW_TRACE: trace },
+    env: {
+      ...process.env,
+      GUIDUP_WINDOW_TRACE: trace,
+      ...(variant === "before" ? { GUIDUP_CUTOVER_GATE: "off" } : {}),
+    },
   });
   const sampler = new Sampler(child.pid as number);
   sampler.start();
@@ -540,7 +552,7 @@ export async function timedApply(
     lockHold: report.lockHold,
     paths: report.paths,
     window: windowBreakdown(trace),
-    ...(extraArgs.length > 0 ? { extraArgs } : {}),
+    ...(variant ? { variant } : {}),
   };
 }
 
@@ -696,7 +708,10 @@ import { spawn } from "node:child_process";
 import { appendFileSync } from "node:fs";
 const [log, ...cmd] = process.argv.slice(2);
 const config = cmd[cmd.indexOf("--config") + 1];
-const child = spawn(cmd[0], cmd.slice(1), { stdio: ["pipe", "inherit", "pipe"] });
+const child = spawn(cmd[0], cmd.slice(1), {
+  stdio: ["pipe", "inherit", "pipe"],
+  env: { ...process.env, GUIDUP_AGENT_DEBUG: "1" },
+});
 const counts = {};
 const ms = {};
 let inBuf = "";
@@ -837,6 +852,102 @@ async function micro(parent: string, sshd: BenchSshd, root: string): Promise<Mic
   return { roundTripMs, stateWriteMs, stateWritesPerMailbox: 7 };
 }
 
+// --- one large mailbox, full two-host apply (issue #15) -----------------------------
+
+export interface LargeMailboxResult {
+  messages: number;
+  /** Where the spools were (a disk: fsync must cost what it costs on a real host). */
+  dir: string;
+  setupMs: number;
+  /** The report's master / replica lock hold of each apply, ms. */
+  masterHeldMs: number[];
+  replicaHeldMs: number[];
+  /** Both sides' read + write + fsync + rename of the same index files, after each apply, ms. */
+  floorBothMs: number[];
+  paths: Record<string, number>;
+  /** Medians: master hold / both sides' floor. */
+  ratioMedian: number;
+}
+
+const median = (v: number[]) => {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length === 0 ? Number.NaN : (s[(s.length - 1) >> 1] as number);
+};
+
+/**
+ * One v9 mailbox of `messages` old-style messages on both hosts, warm sha1
+ * caches, planned once; then `runs` times: the pristine v9 index put back on
+ * both sides (a new file renamed into place) and the state removed, a plain
+ * `guidup apply PLAN` (default concurrency) over SSH, and right after it the
+ * floor on the same files: each side's converted cyrus.index read, written to
+ * a new file, fsynced and renamed, summed over both sides.
+ */
+export async function largeMailbox(
+  parent: string,
+  messages: number,
+  runs: number,
+  sshd: BenchSshd,
+  command: string,
+  log: (line: string) => void,
+): Promise<LargeMailboxResult> {
+  const root = join(parent, `large-${messages}`);
+  const t0 = performance.now();
+  const p = await preparePair(root, 1, sshd, command, {
+    minor: () => 9,
+    messages: () => messages,
+  });
+  const setupMs = performance.now() - t0;
+  const indexes = SIDES.map((side) => {
+    const path = join(root, side, "imapd.conf");
+    return mailboxFiles(parseImapdConf(readFileSync(path, "utf8"), path), {
+      name: p.names[0] as string,
+    }).index;
+  });
+  const pristine = indexes.map((f) => readFileSync(f));
+  const out: LargeMailboxResult = {
+    messages,
+    dir: parent,
+    setupMs,
+    masterHeldMs: [],
+    replicaHeldMs: [],
+    floorBothMs: [],
+    paths: {},
+    ratioMedian: Number.NaN,
+  };
+  for (let k = 0; k < runs; k++) {
+    if (k > 0) {
+      indexes.forEach((f, i) => {
+        writeFileSync(`${f}.bench`, pristine[i] as Buffer);
+        renameSync(`${f}.bench`, f);
+      });
+      rmSync(`${p.plan}.state`, { recursive: true, force: true });
+    }
+    const run = await timedApply(`${messages} messages, run ${k + 1}`, p, 1, DEFAULT_CONCURRENCY);
+    out.masterHeldMs.push(run.lockHold.master.max);
+    out.replicaHeldMs.push(run.lockHold.replica.max);
+    for (const [path, c] of Object.entries(run.paths)) out.paths[path] = (out.paths[path] ?? 0) + c;
+    out.floorBothMs.push(floorBothSides(root, p.names).max);
+    log(
+      `  run ${k + 1}: master hold ${run.lockHold.master.max} ms, replica ${run.lockHold.replica.max} ms, both sides' floor ${(out.floorBothMs[k] as number).toFixed(1)} ms, path ${Object.keys(run.paths).join(",")}`,
+    );
+  }
+  out.ratioMedian = median(out.masterHeldMs) / median(out.floorBothMs);
+  rmSync(root, { recursive: true, force: true });
+  return out;
+}
+
+/** Issue #15: a 100,000-message mailbox's master hold ≤ 0.5 × both sides' floor. */
+export const GOAL_LARGE_RATIO = 0.5;
+
+export function formatLarge(l: LargeMailboxResult): string[] {
+  const list = (v: number[]) => v.map((x) => x.toFixed(0)).join(", ");
+  return [
+    `  one mailbox of ${l.messages.toLocaleString("en")} messages, full two-host apply at concurrency ${DEFAULT_CONCURRENCY}, ${l.masterHeldMs.length} runs, spools under ${l.dir} (setup ${sec(l.setupMs)}):`,
+    `    master hold ${list(l.masterHeldMs)} ms (median ${median(l.masterHeldMs)}); replica ${list(l.replicaHeldMs)} ms; both sides' read+write+fsync+rename floor ${list(l.floorBothMs)} ms (median ${median(l.floorBothMs).toFixed(1)}); paths ${JSON.stringify(l.paths)}`,
+    `  ${goalLine({ name: `${l.messages.toLocaleString("en")}-message mailbox: master lock hold / both sides' floor (medians of ${l.masterHeldMs.length})`, value: l.ratioMedian, op: "<=", target: GOAL_LARGE_RATIO })}`,
+  ];
+}
+
 // --- the benchmark ---------------------------------------------------------------------
 
 export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<ApplyBenchResult> {
@@ -852,23 +963,23 @@ export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<Apply
   const command = `${process.execPath} ${MAIN} serve`;
   try {
     const runs: ApplyRun[] = [];
-    const variants: string[][] = [[], ...(opts.variant ? [opts.variant] : [])];
+    const variants: ("before" | undefined)[] = opts.before ? ["before", undefined] : [undefined];
     for (const c of concurrencies) {
-      for (const extra of variants) {
-        const tag = extra.length > 0 ? ` ${extra.join(" ")}` : "";
+      for (const variant of variants) {
+        const tag = variant ? ` (${variant}: gate off, agent timing lines on)` : "";
         log(
           `apply ${n} mailboxes at concurrency ${c}${tag}: generating, writing caches, planning …`,
         );
         const prepared = await preparePair(
-          join(root, `c${c}-${n}${extra.length > 0 ? "-v" : ""}`),
+          join(root, `c${c}-${n}${variant ? `-${variant}` : ""}`),
           n,
           sshd,
-          command,
+          variant === "before" ? `env GUIDUP_AGENT_DEBUG=1 ${command}` : command,
         );
         log(
           `  setup ${sec(prepared.setupMs.generate)} + ${sec(prepared.setupMs.caches)} + ${sec(prepared.setupMs.plan)}; applying …`,
         );
-        const run = await timedApply(`${n} × c${c}${tag}`, prepared, n, c, extra);
+        const run = await timedApply(`${n} × c${c}${tag}`, prepared, n, c, variant);
         run.floor = floorBothSides(prepared.root, prepared.names.slice(0, 500));
         log(`  ${sec(run.wallMs)} = ${run.mailboxesPerSec.toFixed(0)} mailboxes/s`);
         const h = run.lockHold;
@@ -880,8 +991,41 @@ export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<Apply
         if (!opts.keep) rmSync(prepared.root, { recursive: true, force: true });
       }
     }
-    const plain = runs.filter((r) => !r.extraArgs);
+    const plain = runs.filter((r) => !r.variant);
     const best = plain.reduce((a, b) => (b.mailboxesPerSec > a.mailboxesPerSec ? b : a));
+
+    // On a disk: fsync costs there what it costs on a mail server, so the
+    // floor the lock hold is compared with is a real one (on tmpfs it is a
+    // few memory copies).
+    const diskParent = await mkdtemp(join(opts.diskDir ?? tmpdir(), "guidup-bench-apply-disk-"));
+    let disk: ApplyRun | undefined;
+    let large: LargeMailboxResult | undefined;
+    try {
+      const dn = opts.diskMailboxes ?? Math.min(n, 2000);
+      if (dn > 0) {
+        log(`apply ${dn} mailboxes at concurrency ${DEFAULT_CONCURRENCY} under ${diskParent} …`);
+        const prepared = await preparePair(join(diskParent, "small"), dn, sshd, command);
+        disk = await timedApply(
+          `${dn} × c${DEFAULT_CONCURRENCY} disk`,
+          prepared,
+          dn,
+          DEFAULT_CONCURRENCY,
+        );
+        disk.floor = floorBothSides(prepared.root, prepared.names.slice(0, 500));
+        log(
+          `  ${sec(disk.wallMs)} = ${disk.mailboxesPerSec.toFixed(0)} mailboxes/s; master hold p50 ${disk.lockHold.master.p50} / p99 ${disk.lockHold.master.p99} ms; both sides' floor p50 ${disk.floor.p50.toFixed(2)} / p99 ${disk.floor.p99.toFixed(2)} ms`,
+        );
+        for (const l of formatWindow(disk.window)) log(l);
+        rmSync(prepared.root, { recursive: true, force: true });
+      }
+      const lm = opts.large ?? 100_000;
+      if (lm > 0) {
+        log(`one mailbox of ${lm} messages under ${diskParent}: generating, caches, plan …`);
+        large = await largeMailbox(diskParent, lm, opts.largeRuns ?? 5, sshd, command, log);
+      }
+    } finally {
+      rmSync(diskParent, { recursive: true, force: true });
+    }
     if (opts.quick)
       return {
         mailboxes: n,
@@ -894,6 +1038,8 @@ export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<Apply
           mailboxesPerSec: best.mailboxesPerSec,
           goalMet: best.mailboxesPerSec >= GOAL_MAILBOXES_PER_SEC,
         },
+        ...(disk ? { disk } : {}),
+        ...(large ? { large } : {}),
         totalMs: performance.now() - t0,
       };
 
@@ -941,6 +1087,8 @@ export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<Apply
       },
       roundTrips,
       micro: microFigures,
+      ...(disk ? { disk } : {}),
+      ...(large ? { large } : {}),
       totalMs: performance.now() - t0,
     };
   } finally {
@@ -966,9 +1114,9 @@ export const GOAL_SCALING = 0.95;
 export function formatApplyBench(r: ApplyBenchResult): string {
   const head = `  ${"run".padEnd(20)} ${"wall".padStart(8)} ${"mbox/s".padStart(7)} ${"ms/mbox".padStart(8)} ${"peak RSS".padStart(9)} ${"CPU ms/mbox".padStart(12)}  ${"ctl".padStart(5)} ${"agM".padStart(5)} ${"agR".padStart(5)} ${"sshd".padStart(5)} ${"busy".padStart(5)}  ${"master hold p50/p99/max".padStart(24)} ${"floor p99".padStart(9)}`;
   const row = (x: ApplyRun) =>
-    `  ${`${x.mailboxes.toLocaleString("en")} @ concurrency ${x.concurrency}`.padEnd(20)} ${sec(x.wallMs).padStart(8)} ${x.mailboxesPerSec.toFixed(0).padStart(7)} ${x.msPerMailbox.toFixed(2).padStart(8)} ${mib(x.peakRssBytes).padStart(9)} ${x.cpuMsPerMailbox.toFixed(2).padStart(12)}  ${f1((x.cpu.controller * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentMaster * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentReplica * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.sshd * 1000) / x.mailboxes).padStart(5)} ${`${Math.round(x.cpu.machineBusy * 100)}%`.padStart(5)}  ${`${x.lockHold.master.p50} / ${x.lockHold.master.p99} / ${x.lockHold.master.max}`.padStart(24)} ${(x.floor ? x.floor.p99.toFixed(2) : "-").padStart(9)}${x.extraArgs ? `  (${x.extraArgs.join(" ")})` : ""}`;
+    `  ${`${x.mailboxes.toLocaleString("en")} @ concurrency ${x.concurrency}`.padEnd(20)} ${sec(x.wallMs).padStart(8)} ${x.mailboxesPerSec.toFixed(0).padStart(7)} ${x.msPerMailbox.toFixed(2).padStart(8)} ${mib(x.peakRssBytes).padStart(9)} ${x.cpuMsPerMailbox.toFixed(2).padStart(12)}  ${f1((x.cpu.controller * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentMaster * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentReplica * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.sshd * 1000) / x.mailboxes).padStart(5)} ${`${Math.round(x.cpu.machineBusy * 100)}%`.padStart(5)}  ${`${x.lockHold.master.p50} / ${x.lockHold.master.p99} / ${x.lockHold.master.max}`.padStart(24)} ${(x.floor ? x.floor.p99.toFixed(2) : "-").padStart(9)}${x.variant ? `  (${x.variant})` : ""}`;
   const s0 = r.runs[0]?.setupMs;
-  const plain = r.runs.filter((x) => !x.extraArgs);
+  const plain = r.runs.filter((x) => !x.variant);
   const atDefault = plain.find((x) => x.concurrency === DEFAULT_CONCURRENCY);
   const scaling = plain
     .slice(1)
@@ -984,7 +1132,7 @@ export function formatApplyBench(r: ApplyBenchResult): string {
     `  (CPU ms per mailbox by process: ctl = the apply process, agM/agR = master/replica agents, sshd; busy = all cores, /proc/stat; master hold from the report, ms; floor = both sides' read+write+fsync+rename of the same index files, ms, 500 mailboxes after the run)`,
     "",
     ...r.runs.flatMap((x) => [
-      `  ${x.mailboxes.toLocaleString("en")} @ concurrency ${x.concurrency}${x.extraArgs ? ` ${x.extraArgs.join(" ")}` : ""}:`,
+      `  ${x.mailboxes.toLocaleString("en")} @ concurrency ${x.concurrency}${x.variant ? ` (${x.variant})` : ""}:`,
       ...formatWindow(x.window),
     ]),
     "",
@@ -1006,6 +1154,21 @@ export function formatApplyBench(r: ApplyBenchResult): string {
         ]
       : []),
   ];
+  if (r.disk) {
+    const d = r.disk;
+    lines.push(
+      "",
+      `  on a disk (${d.mailboxes.toLocaleString("en")} mailboxes at concurrency ${d.concurrency}): ${d.mailboxesPerSec.toFixed(0)} mailboxes/s; master hold p50 / p99 / max ${d.lockHold.master.p50} / ${d.lockHold.master.p99} / ${d.lockHold.master.max} ms; both sides' floor p50 / p99 ${d.floor?.p50.toFixed(2)} / ${d.floor?.p99.toFixed(2)} ms`,
+      ...formatWindow(d.window),
+      `  ${goalLine({ name: `small mailboxes on a disk: master lock hold p99 at concurrency ${DEFAULT_CONCURRENCY}`, value: d.lockHold.master.p99, op: "<=", target: GOAL_SMALL_MASTER_P99_MS, unit: " ms" })}`,
+      ...(d.floor
+        ? [
+            `  ${goalLine({ name: `small mailboxes on a disk: master lock hold p99 / both sides' floor p99 (${d.lockHold.master.p99} / ${d.floor.p99.toFixed(2)} ms)`, value: d.lockHold.master.p99 / d.floor.p99, op: "<=", target: GOAL_FLOOR_RATIO })}`,
+          ]
+        : []),
+    );
+  }
+  if (r.large) lines.push("", ...formatLarge(r.large));
   const lin = r.linearity;
   if (lin)
     lines.push(
@@ -1048,7 +1211,11 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
       json: { type: "boolean", default: false },
       concurrency: { type: "string" },
       quick: { type: "boolean", default: false },
-      variant: { type: "string" },
+      before: { type: "boolean", default: false },
+      large: { type: "string" },
+      "large-runs": { type: "string" },
+      "disk-mailboxes": { type: "string" },
+      "disk-dir": { type: "string" },
     },
   });
   const n = Number(values.mailboxes);
@@ -1057,7 +1224,13 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     mailboxes: n,
     ...(values.dir ? { dir: values.dir } : {}),
     ...(values.concurrency ? { concurrencies: values.concurrency.split(",").map(Number) } : {}),
-    ...(values.variant ? { variant: values.variant.split(" ").filter(Boolean) } : {}),
+    before: values.before,
+    ...(values.large !== undefined ? { large: Number(values.large) } : {}),
+    ...(values["large-runs"] !== undefined ? { largeRuns: Number(values["large-runs"]) } : {}),
+    ...(values["disk-mailboxes"] !== undefined
+      ? { diskMailboxes: Number(values["disk-mailboxes"]) }
+      : {}),
+    ...(values["disk-dir"] ? { diskDir: values["disk-dir"] } : {}),
     quick: values.quick,
     keep: values.keep,
   });

@@ -10,6 +10,8 @@
 //      this mailbox waits meanwhile), compare with the prepared bytes, stage
 //   3  lock the MASTER with a short bounded wait (masterLockWaitMs): busy →
 //      release the replica, back off, retry later in this run
+//      (steps 1–3 are paced by the cut-over gate below: one master window at
+//      a time, no prepare started while one is open)
 //   4  decide (decide.ts, a pure function of the two answers and the plan
 //      entry): done / upgrade / repair one side / stale / lagging / diverged
 //   5  commit the replica, then the master (or the one side a repair needs)
@@ -111,6 +113,7 @@ export async function runMailbox(
   delete state.paths;
   const locked: Record<Side, boolean> = { master: false, replica: false };
   const marks = new WindowMarks(ctx);
+  const gate = sharedOf(ctx).gate;
   const mailbox = { name: entry.name, ...(entry.partition ? { partition: entry.partition } : {}) };
 
   const call = async <K extends keyof Requests>(
@@ -158,6 +161,7 @@ export async function runMailbox(
   const finish = async (phase: Phase, extra: Partial<MailboxState> = {}): Promise<MailboxState> => {
     // Master first: it is the side users wait on.
     await rollback("master");
+    gate.leave(marks);
     await rollback("replica");
     Object.assign(state, extra, { phase, updated: ctx.now() });
     if (phase === "done") {
@@ -216,7 +220,8 @@ export async function runMailbox(
     await ctx.save(state);
     await relayCache(ctx, entry, state, call);
 
-    // Outside the locks, on both sides at once.
+    // Outside the locks, on both sides at once (not while another lane's master window is open).
+    await gate.quiet();
     const prepared = await Promise.all(
       (["master", "replica"] as const).map((side) =>
         call(side, "prepare", "prepare", { mailbox, stage: stage(side) }),
@@ -248,9 +253,11 @@ export async function runMailbox(
     }
 
     state.step = "lock-replica";
+    await gate.quiet();
     const r = await lock("replica", ctx.lockTimeoutMs);
     state.step = "lock-master";
     let m: SideNow;
+    await gate.enter(marks);
     try {
       m = await lock(
         "master",
@@ -369,7 +376,10 @@ export async function runMailbox(
       }
     }
   } catch (err) {
-    if (!(err instanceof StepError)) throw err;
+    if (!(err instanceof StepError)) {
+      gate.leave(marks);
+      throw err;
+    }
     if (err.step === "commit-replica" && !(err.original instanceof AgentError)) {
       // The connection went during the replica's commit: it may have
       // committed before. Ask a fresh agent, so that the state does not say
@@ -413,8 +423,92 @@ export async function runMailbox(
   }
 }
 
+/**
+ * The cut-over gate: CPU for the lane that holds a master's lock.
+ *
+ * Measured (bench/apply.ts, 2 cores, concurrency 4): a master window is three
+ * request legs — the master's lock answer, the replica's commit round trip,
+ * the master's commit round trip — each of which wakes the controller, two
+ * sshd processes and an agent. Alone they take about 1 ms in all; when other
+ * lanes' prepares (read, convert, write and fsync a whole index, on both
+ * hosts) run at the same time, every wake-up waits for a core, and the
+ * window's p99 grows several-fold. So, within one apply run:
+ *   - one lane at a time is inside a master window (from its master lock
+ *     request to its master commit answer or rollback); a second lane that
+ *     wants one waits, holding only its replica's lock, at most
+ *     WINDOW_WAIT_MS — then goes anyway (the gate orders work, it never
+ *     decides what is safe);
+ *   - no lane STARTS a prepare or a replica lock while a window is open; it
+ *     waits for the window to close, at most QUIET_WAIT_MS (a master that
+ *     makes guidup wait for its lock must not stall the other lanes long).
+ * Requests already in flight are never held back. The order of the locks
+ * and commits, and everything the safety rules say, are untouched: the gate
+ * only delays when a request is sent. GUIDUP_CUTOVER_GATE=off turns it off
+ * (the benchmark's before/after).
+ */
+export const WINDOW_WAIT_MS = 50;
+export const QUIET_WAIT_MS = 20;
+
+class CutoverGate {
+  readonly enabled = process.env.GUIDUP_CUTOVER_GATE !== "off";
+  #holder: object | undefined;
+  #windows: { who: object; go: () => void }[] = [];
+  #quiet: (() => void)[] = [];
+
+  /** Waits until no window is open (at most QUIET_WAIT_MS). */
+  async quiet(): Promise<void> {
+    if (!this.enabled || this.#holder === undefined) return;
+    await new Promise<void>((resolve) => {
+      const go = () => {
+        clearTimeout(timer);
+        const i = this.#quiet.indexOf(go);
+        if (i >= 0) this.#quiet.splice(i, 1);
+        resolve();
+      };
+      const timer = setTimeout(go, QUIET_WAIT_MS);
+      this.#quiet.push(go);
+    });
+  }
+
+  /** Opens the window for `who` (waits for another's, at most WINDOW_WAIT_MS). */
+  async enter(who: object): Promise<void> {
+    if (!this.enabled) return;
+    if (this.#holder === undefined) {
+      this.#holder = who;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const entry = {
+        who,
+        go: () => {
+          clearTimeout(timer);
+          const i = this.#windows.indexOf(entry);
+          if (i >= 0) this.#windows.splice(i, 1);
+          resolve();
+        },
+      };
+      // Waited long enough: go without the window (as if there were no gate).
+      const timer = setTimeout(entry.go, WINDOW_WAIT_MS);
+      this.#windows.push(entry);
+    });
+  }
+
+  /** Closes `who`'s window (if it has it): the waiting starts go first, then the next window. */
+  leave(who: object): void {
+    if (this.#holder !== who) return;
+    this.#holder = undefined;
+    for (const go of this.#quiet.splice(0)) go();
+    const next = this.#windows[0];
+    if (next) {
+      this.#holder = next.who;
+      next.go();
+    }
+  }
+}
+
 /** What the lanes of one apply run share: keyed by the run's context object. */
 interface RunShared {
+  gate: CutoverGate;
   /** Lanes whose prepare request is in flight. */
   preparing: number;
   /** Traces of master windows open now (between the master's lock request and its commit answer). */
@@ -424,7 +518,7 @@ const runShared = new WeakMap<MailboxRunContext, RunShared>();
 function sharedOf(ctx: MailboxRunContext): RunShared {
   let s = runShared.get(ctx);
   if (!s) {
-    s = { preparing: 0, open: new Set() };
+    s = { gate: new CutoverGate(), preparing: 0, open: new Set() };
     runShared.set(ctx, s);
   }
   return s;
