@@ -4,7 +4,7 @@
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { nameFilter } from "../apply/glob.js";
-import { ATTENTION_PHASES, PHASES, type Phase } from "../apply/state.js";
+import { ATTENTION_PHASES, type MailboxState, PHASES, type Phase } from "../apply/state.js";
 import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { lockHolderPid } from "../fsutil/fcntl-lock.js";
@@ -18,11 +18,12 @@ const HELP = `usage: guidup status PLAN [--only GLOB]… [--json]
 Says whether an apply of the plan is running (and whose), counts the plan's
 mailboxes by phase (pending, in-progress, done, replica-ahead, failed,
 diverged, stale, skipped), gives the lock hold p50/p99 per side of the done
-ones (from their state), and lists those that need a person, with their last
+ones and how many took each cut-over path (from their state), and lists those that need a person, with their last
 errors. Reads the state files only.
   --only GLOB  only mailboxes matching GLOB (repeatable; * and ?)
   --json       {"plan", "running": owner or null, "counts": {phase: n},
-               "lockHoldMs": {side: {n, p50, p99}}, "mailboxes": [{"name", "phase", …}]}
+               "lockHoldMs": {side: {n, p50, p99}}, "paths": {cut-over path: n},
+               "mailboxes": [{"name", "phase", …}]}
 Exit codes: 0 nothing needs a person (work may be left: see the counts),
 1 only lagging mailboxes (the replica had not caught up: apply again later),
 2 bad input, 3 a mailbox is replica-ahead (run guidup apply PLAN: it repairs
@@ -51,6 +52,8 @@ export async function run(args: string[], io: Io): Promise<number> {
   );
   const keep = nameFilter(only, []);
   const lockHold = new LockHoldSamples();
+  // How many done mailboxes took each cut-over path (issue #15).
+  const paths: Partial<Record<NonNullable<MailboxState["path"]>, number>> = {};
   const store = new StateStore(stateDirFor(planPath), plan.id);
   const counts = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
   const attention: {
@@ -67,6 +70,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     seen.add(st.name);
     counts[st.phase]++;
     if (st.phase === "done") lockHold.add(st.lockHeldMs);
+    if (st.phase === "done" && st.path) paths[st.path] = (paths[st.path] ?? 0) + 1;
     if (ATTENTION_PHASES.has(st.phase) || st.phase === "in-progress") {
       attention.push({
         name: st.name,
@@ -84,7 +88,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   const running = runningApply(store.dir);
   if (values.json) {
     io.out(
-      `${JSON.stringify({ plan: planPath, pair: plan.pair, running: running ?? null, total: planned.size, counts, lockHoldMs: percentiles, mailboxes: attention }, null, 2)}\n`,
+      `${JSON.stringify({ plan: planPath, pair: plan.pair, running: running ?? null, total: planned.size, counts, lockHoldMs: percentiles, paths, mailboxes: attention }, null, 2)}\n`,
     );
     return code;
   }
@@ -94,6 +98,8 @@ export async function run(args: string[], io: Io): Promise<number> {
   for (const p of PHASES) if (counts[p] > 0) io.out(`  ${p.padEnd(13)} ${counts[p]}\n`);
   const locks = formatLockHold(percentiles);
   if (locks) io.out(`  ${locks} (of ${percentiles.master?.n ?? 0} done)\n`);
+  const pathList = Object.entries(paths).map(([k, v]) => `${k} ${v}`);
+  if (pathList.length > 0) io.out(`  cut-over paths: ${pathList.join(", ")}\n`);
   if (attention.length > 0) {
     io.out("\nneed attention:\n");
     for (const a of attention)
