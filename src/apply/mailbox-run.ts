@@ -79,6 +79,8 @@ export interface MailboxRunContext {
   maxBytesPerSec?: number;
   /** Something worth telling the operator that is not an outcome (cache relay failed, …). */
   note?: (name: string, message: string) => void;
+  /** The cut-over gate's bounds (default WINDOW_WAIT_MS, QUIET_WAIT_MS; tests make them long). */
+  gateWaitMs?: { window?: number; quiet?: number };
 }
 
 /** A host step failed; carries which step and side for the state file. */
@@ -432,32 +434,43 @@ export async function runMailbox(
  * sshd processes and an agent. Alone they take about 1 ms in all; when other
  * lanes' prepares (read, convert, write and fsync a whole index, on both
  * hosts) run at the same time, every wake-up waits for a core, and the
- * window's p99 grows several-fold. So, within one apply run:
- *   - one lane at a time is inside a master window (from its master lock
- *     request to its master commit answer or rollback); a second lane that
- *     wants one waits, holding only its replica's lock, at most
- *     WINDOW_WAIT_MS — then goes anyway (the gate orders work, it never
- *     decides what is safe);
- *   - no lane STARTS a prepare or a replica lock while a window is open; it
- *     waits for the window to close, at most QUIET_WAIT_MS (a master that
- *     makes guidup wait for its lock must not stall the other lanes long).
- * Requests already in flight are never held back. The order of the locks
- * and commits, and everything the safety rules say, are untouched: the gate
- * only delays when a request is sent. GUIDUP_CUTOVER_GATE=off turns it off
- * (the benchmark's before/after).
+ * window's p99 grows several-fold. So, within one apply run, master windows
+ * (a lane's master lock request to its master commit answer or rollback)
+ * go before prepares:
+ *   - one lane at a time is inside a master window; before it sends the
+ *     master's lock request it waits for the other lanes' prepares already
+ *     in flight to answer. A lane waiting for its window holds only its
+ *     replica's lock, and waits at most WINDOW_WAIT_MS in all — then it goes
+ *     anyway (the gate orders work, it never decides what is safe);
+ *   - no lane STARTS a prepare or a replica lock while a window is open or
+ *     waiting; it waits at most QUIET_WAIT_MS (a master that makes guidup
+ *     wait for its lock must not stall the other lanes long).
+ * A window is short (about a millisecond of latency, little CPU), so windows
+ * first costs the prepares little. The order of the locks and commits, and
+ * everything the safety rules say, are untouched: the gate only delays when
+ * a request is sent. GUIDUP_CUTOVER_GATE=off turns it off (the benchmark's
+ * before/after).
  */
 export const WINDOW_WAIT_MS = 50;
 export const QUIET_WAIT_MS = 20;
 
 class CutoverGate {
   readonly enabled = process.env.GUIDUP_CUTOVER_GATE !== "off";
+  readonly #windowWaitMs: number;
+  readonly #quietWaitMs: number;
+  constructor(waits: MailboxRunContext["gateWaitMs"] = {}) {
+    this.#windowWaitMs = waits.window ?? WINDOW_WAIT_MS;
+    this.#quietWaitMs = waits.quiet ?? QUIET_WAIT_MS;
+  }
   #holder: object | undefined;
   #windows: { who: object; go: () => void }[] = [];
   #quiet: (() => void)[] = [];
+  #preparing = 0;
+  #drained: (() => void) | undefined;
 
-  /** Waits until no window is open (at most QUIET_WAIT_MS). */
+  /** Waits until no window is open or waiting (at most QUIET_WAIT_MS). */
   async quiet(): Promise<void> {
-    if (!this.enabled || this.#holder === undefined) return;
+    if (!this.enabled || (this.#holder === undefined && this.#windows.length === 0)) return;
     await new Promise<void>((resolve) => {
       const go = () => {
         clearTimeout(timer);
@@ -465,44 +478,71 @@ class CutoverGate {
         if (i >= 0) this.#quiet.splice(i, 1);
         resolve();
       };
-      const timer = setTimeout(go, QUIET_WAIT_MS);
+      const timer = setTimeout(go, this.#quietWaitMs);
       this.#quiet.push(go);
     });
   }
 
-  /** Opens the window for `who` (waits for another's, at most WINDOW_WAIT_MS). */
-  async enter(who: object): Promise<void> {
-    if (!this.enabled) return;
-    if (this.#holder === undefined) {
-      this.#holder = who;
-      return;
-    }
-    await new Promise<void>((resolve) => {
-      const entry = {
-        who,
-        go: () => {
-          clearTimeout(timer);
-          const i = this.#windows.indexOf(entry);
-          if (i >= 0) this.#windows.splice(i, 1);
-          resolve();
-        },
-      };
-      // Waited long enough: go without the window (as if there were no gate).
-      const timer = setTimeout(entry.go, WINDOW_WAIT_MS);
-      this.#windows.push(entry);
-    });
+  /** A prepare request is sent / answered (or failed). */
+  prepareSent(): void {
+    this.#preparing++;
+  }
+  prepareDone(): void {
+    this.#preparing--;
+    if (this.#preparing === 0) this.#drained?.();
   }
 
-  /** Closes `who`'s window (if it has it): the waiting starts go first, then the next window. */
+  /**
+   * Opens the window for `who`: waits for another lane's window, then for
+   * the prepares in flight, at most WINDOW_WAIT_MS in all.
+   */
+  async enter(who: object): Promise<void> {
+    if (!this.enabled) return;
+    const deadline = Date.now() + this.#windowWaitMs;
+    if (this.#holder === undefined && this.#windows.length === 0) this.#holder = who;
+    else {
+      await new Promise<void>((resolve) => {
+        const entry = {
+          who,
+          go: () => {
+            clearTimeout(timer);
+            const i = this.#windows.indexOf(entry);
+            if (i >= 0) this.#windows.splice(i, 1);
+            resolve();
+          },
+        };
+        // Waited long enough: go without the window (as if there were no gate).
+        const timer = setTimeout(entry.go, this.#windowWaitMs);
+        this.#windows.push(entry);
+      });
+    }
+    if (this.#holder !== who || this.#preparing === 0) return;
+    const left = deadline - Date.now();
+    if (left <= 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, left);
+      const drained = () => done();
+      this.#drained = drained;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    this.#drained = undefined;
+  }
+
+  /** Closes `who`'s window (if it has it): the next window first, else the waiting starts. */
   leave(who: object): void {
     if (this.#holder !== who) return;
     this.#holder = undefined;
-    for (const go of this.#quiet.splice(0)) go();
+    this.#drained = undefined;
     const next = this.#windows[0];
     if (next) {
       this.#holder = next.who;
       next.go();
+      return;
     }
+    for (const go of this.#quiet.splice(0)) go();
   }
 }
 
@@ -518,7 +558,7 @@ const runShared = new WeakMap<MailboxRunContext, RunShared>();
 function sharedOf(ctx: MailboxRunContext): RunShared {
   let s = runShared.get(ctx);
   if (!s) {
-    s = { gate: new CutoverGate(), preparing: 0, open: new Set() };
+    s = { gate: new CutoverGate(ctx.gateWaitMs), preparing: 0, open: new Set() };
     runShared.set(ctx, s);
   }
   return s;
@@ -544,6 +584,7 @@ class WindowMarks {
 
   sent(step: Step, op: string): void {
     if (op === "prepare") {
+      this.#shared.gate.prepareSent();
       this.#shared.preparing++;
       for (const w of this.#shared.open) w.prepStartedInWindow++;
     }
@@ -555,7 +596,10 @@ class WindowMarks {
   }
 
   answered(step: Step, op: string): void {
-    if (op === "prepare") this.#shared.preparing--;
+    if (op === "prepare") {
+      this.#shared.gate.prepareDone();
+      this.#shared.preparing--;
+    }
     if (step === "commit-master") this.#shared.open.delete(this);
     if (this.#file) this.#t[`${step}<`] = performance.now();
   }
