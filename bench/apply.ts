@@ -86,6 +86,8 @@ export interface ApplyBenchOptions {
   keep?: boolean;
   /** Only the concurrency runs and the disk runs (no linearity, request counting, micro figures). */
   quick?: boolean;
+  /** Runs per concurrency and variant (alternating with `before`; default 1). */
+  repeat?: number;
   /** Messages of the one large mailbox applied on disk (default 100,000; 0: skip). */
   large?: number;
   /** Applies of the large mailbox (default 5). */
@@ -556,6 +558,48 @@ export async function timedApply(
   };
 }
 
+/**
+ * One figure set per concurrency: with repeats, each figure is the median
+ * over that concurrency's runs (mailboxes/s, CPU per mailbox, master and
+ * replica hold p50 / p99 / max, the floor); the rest is the first run's.
+ */
+export function medianRuns(runs: ApplyRun[]): ApplyRun[] {
+  const out: ApplyRun[] = [];
+  for (const c of [...new Set(runs.map((x) => x.concurrency))]) {
+    const of = runs.filter((x) => x.concurrency === c);
+    const first = of[0] as ApplyRun;
+    if (of.length === 1) {
+      out.push(first);
+      continue;
+    }
+    const m = (f: (x: ApplyRun) => number) => median(of.map(f));
+    const hold = (side: "master" | "replica") => ({
+      ...first.lockHold[side],
+      p50: m((x) => x.lockHold[side].p50),
+      p99: m((x) => x.lockHold[side].p99),
+      max: m((x) => x.lockHold[side].max),
+    });
+    out.push({
+      ...first,
+      wallMs: m((x) => x.wallMs),
+      mailboxesPerSec: m((x) => x.mailboxesPerSec),
+      msPerMailbox: m((x) => x.msPerMailbox),
+      cpuMsPerMailbox: m((x) => x.cpuMsPerMailbox),
+      lockHold: { master: hold("master"), replica: hold("replica") },
+      ...(first.floor
+        ? {
+            floor: {
+              ...first.floor,
+              p50: m((x) => x.floor?.p50 ?? 0),
+              p99: m((x) => x.floor?.p99 ?? 0),
+            },
+          }
+        : {}),
+    });
+  }
+  return out;
+}
+
 // --- where the master's window goes ------------------------------------------------
 
 export interface Pct {
@@ -869,10 +913,10 @@ export interface LargeMailboxResult {
   ratioMedian: number;
 }
 
-const median = (v: number[]) => {
+function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
   return s.length === 0 ? Number.NaN : (s[(s.length - 1) >> 1] as number);
-};
+}
 
 /**
  * One v9 mailbox of `messages` old-style messages on both hosts, warm sha1
@@ -963,7 +1007,12 @@ export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<Apply
   const command = `${process.execPath} ${MAIN} serve`;
   try {
     const runs: ApplyRun[] = [];
-    const variants: ("before" | undefined)[] = opts.before ? ["before", undefined] : [undefined];
+    // With `before`, the two variants alternate, `repeat` times each: on a
+    // shared machine whose load swings from one minute to the next, only runs
+    // that take turns are comparable (medians per variant are reported).
+    const variants: ("before" | undefined)[] = [];
+    for (let k = 0; k < (opts.repeat ?? 1); k++)
+      variants.push(...(opts.before ? (["before", undefined] as const) : [undefined]));
     for (const c of concurrencies) {
       for (const variant of variants) {
         const tag = variant ? ` (${variant}: gate off, agent timing lines on)` : "";
@@ -991,7 +1040,7 @@ export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<Apply
         if (!opts.keep) rmSync(prepared.root, { recursive: true, force: true });
       }
     }
-    const plain = runs.filter((r) => !r.variant);
+    const plain = medianRuns(runs.filter((r) => !r.variant));
     const best = plain.reduce((a, b) => (b.mailboxesPerSec > a.mailboxesPerSec ? b : a));
 
     // On a disk: fsync costs there what it costs on a mail server, so the
@@ -1116,7 +1165,8 @@ export function formatApplyBench(r: ApplyBenchResult): string {
   const row = (x: ApplyRun) =>
     `  ${`${x.mailboxes.toLocaleString("en")} @ concurrency ${x.concurrency}`.padEnd(20)} ${sec(x.wallMs).padStart(8)} ${x.mailboxesPerSec.toFixed(0).padStart(7)} ${x.msPerMailbox.toFixed(2).padStart(8)} ${mib(x.peakRssBytes).padStart(9)} ${x.cpuMsPerMailbox.toFixed(2).padStart(12)}  ${f1((x.cpu.controller * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentMaster * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.agentReplica * 1000) / x.mailboxes).padStart(5)} ${f1((x.cpu.sshd * 1000) / x.mailboxes).padStart(5)} ${`${Math.round(x.cpu.machineBusy * 100)}%`.padStart(5)}  ${`${x.lockHold.master.p50} / ${x.lockHold.master.p99} / ${x.lockHold.master.max}`.padStart(24)} ${(x.floor ? x.floor.p99.toFixed(2) : "-").padStart(9)}${x.variant ? `  (${x.variant})` : ""}`;
   const s0 = r.runs[0]?.setupMs;
-  const plain = r.runs.filter((x) => !x.variant);
+  const plain = medianRuns(r.runs.filter((x) => !x.variant));
+  const before = medianRuns(r.runs.filter((x) => x.variant === "before"));
   const atDefault = plain.find((x) => x.concurrency === DEFAULT_CONCURRENCY);
   const scaling = plain
     .slice(1)
@@ -1136,6 +1186,17 @@ export function formatApplyBench(r: ApplyBenchResult): string {
       ...formatWindow(x.window),
     ]),
     "",
+    ...(before.length > 0
+      ? [
+          `  before (gate off, agent timing lines on) → after, medians of the alternating runs per concurrency:`,
+          ...plain.map((a) => {
+            const b = before.find((x) => x.concurrency === a.concurrency);
+            return b
+              ? `    concurrency ${a.concurrency}: ${b.mailboxesPerSec.toFixed(0)} → ${a.mailboxesPerSec.toFixed(0)} mailboxes/s; master hold p50 ${b.lockHold.master.p50} → ${a.lockHold.master.p50} ms, p99 ${b.lockHold.master.p99} → ${a.lockHold.master.p99} ms (after / before p99 ${(a.lockHold.master.p99 / b.lockHold.master.p99).toFixed(2)}); CPU ${b.cpuMsPerMailbox.toFixed(2)} → ${a.cpuMsPerMailbox.toFixed(2)} ms per mailbox`
+              : `    concurrency ${a.concurrency}: no before run`;
+          }),
+        ]
+      : []),
     `  best: ${r.best.mailboxesPerSec.toFixed(0)} mailboxes/s at concurrency ${r.best.concurrency}`,
     `  ${goalLine({ name: "best mailboxes/s", value: r.best.mailboxesPerSec, op: ">=", target: GOAL_MAILBOXES_PER_SEC, unit: "" })}`,
     ...(scaling.length > 0
@@ -1212,6 +1273,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
       concurrency: { type: "string" },
       quick: { type: "boolean", default: false },
       before: { type: "boolean", default: false },
+      repeat: { type: "string" },
       large: { type: "string" },
       "large-runs": { type: "string" },
       "disk-mailboxes": { type: "string" },
@@ -1225,6 +1287,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     ...(values.dir ? { dir: values.dir } : {}),
     ...(values.concurrency ? { concurrencies: values.concurrency.split(",").map(Number) } : {}),
     before: values.before,
+    ...(values.repeat !== undefined ? { repeat: Number(values.repeat) } : {}),
     ...(values.large !== undefined ? { large: Number(values.large) } : {}),
     ...(values["large-runs"] !== undefined ? { largeRuns: Number(values["large-runs"]) } : {}),
     ...(values["disk-mailboxes"] !== undefined
