@@ -19,7 +19,21 @@
 //     the agent's own per-request times from its debug log lines);
 //   - linearity: 1,000 mailboxes at the best concurrency against N;
 //   - two micro figures that explain the rest: one request round trip over
-//     the SSH channel (`status` with no mailbox), and one state file write.
+//     the SSH channel (`status` with no mailbox), and one state file write;
+//   - per run, where the master's locked window goes (GUIDUP_WINDOW_TRACE:
+//     the master's lock round trip, the decision, the replica's and the
+//     master's commit round trips, on the controller's clock; the agent's
+//     hold with and without another lane's prepare running) and the bare
+//     floor of the same mailboxes: both sides' read + write + fsync + rename
+//     of their index, after the run (issue #9's "≤ 2× the floor");
+//   - on a disk (os.tmpdir(), where fsync costs what it costs; /dev/shm makes
+//     the floor a few memory copies): 1,000 small mailboxes at the default
+//     concurrency against their floor, and one 100,000-message mailbox
+//     applied 5 times, its master hold against both sides' floor of the same
+//     files after each apply (issue #15's "≤ 0.5× the floor").
+// With --before, each concurrency also runs as before the cut-over gate
+// (GUIDUP_CUTOVER_GATE=off, the agents' timing lines on), alternating with
+// the current code --repeat times, and prints the medians side by side.
 // Every apply must exit 0 with every mailbox done, and every state file must
 // show that no GUID was computed (all from the cache), else the bench fails.
 //
@@ -31,7 +45,9 @@
 // same entries the agent's hash op would (SHA1 of the whole message file,
 // inode, mtime, size, origin local) with the agent's own writeSha1Cache.
 //
-// Run: `node dist/bench/apply.js [--mailboxes N] [--dir D] [--keep] [--json]`
+// Run: `node dist/bench/apply.js [--mailboxes N] [--concurrency 1,4,8] [--before [--repeat K]]
+// [--quick] [--large MESSAGES] [--large-runs K] [--disk-mailboxes N] [--disk-dir D] [--dir D]
+// [--keep] [--json]` (--quick: no linearity, request counting or micro figures)
 // (build first: `npx tsc -p tsconfig.json`; needs /usr/sbin/sshd, root or a
 // user sshd lets in). Everything runs on one machine: the "remote" agents,
 // sshd and the controller compete for the same cores.
@@ -92,7 +108,7 @@ export interface ApplyBenchOptions {
   large?: number;
   /** Applies of the large mailbox (default 5). */
   largeRuns?: number;
-  /** Small mailboxes applied on disk at the default concurrency, for the floor goal (default min(N, 2,000); 0: skip). */
+  /** Small mailboxes applied on disk at the default concurrency, for the floor goal (default min(N, 1,000); 0: skip). */
   diskMailboxes?: number;
   /** A directory on a disk for those (default os.tmpdir()). */
   diskDir?: string;
@@ -1050,7 +1066,7 @@ export async function runApplyBench(opts: ApplyBenchOptions = {}): Promise<Apply
     let disk: ApplyRun | undefined;
     let large: LargeMailboxResult | undefined;
     try {
-      const dn = opts.diskMailboxes ?? Math.min(n, 2000);
+      const dn = opts.diskMailboxes ?? Math.min(n, 1000);
       if (dn > 0) {
         log(`apply ${dn} mailboxes at concurrency ${DEFAULT_CONCURRENCY} under ${diskParent} …`);
         const prepared = await preparePair(join(diskParent, "small"), dn, sshd, command);
