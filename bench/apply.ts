@@ -931,7 +931,9 @@ export interface LargeMailboxResult {
 
 function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
-  return s.length === 0 ? Number.NaN : (s[(s.length - 1) >> 1] as number);
+  if (s.length === 0) return Number.NaN;
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
 /**
