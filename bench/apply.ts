@@ -933,7 +933,9 @@ function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
   if (s.length === 0) return Number.NaN;
   const mid = s.length >> 1;
-  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+  return s.length % 2 === 1
+    ? (s[mid] as number)
+    : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
 /**
