@@ -5,8 +5,10 @@
 //   prepared — nothing changed between prepare and lock: the lock compares
 //              the bytes and only the rename is left;
 //   appended — one message appended between prepare and lock (the new index
-//              renamed into place, as Cyrus does): only that record is
-//              converted under the lock.
+//              renamed into place, as Cyrus does): under the lock the prefix
+//              prepare converted is compared byte for byte, and only the new
+//              record is parsed, scanned and converted (session.ts
+//              #appendedIndex); its message is hashed there.
 // Compared, in the same run, with the floor: a bare read of the index +
 // write of the converted size to a new file + fsync + rename, done
 // in-process with synchronous calls (no protocol, no locks, no conversion),

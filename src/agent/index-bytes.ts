@@ -62,13 +62,24 @@ export function readAllFd(fd: number, file: string): Buffer {
   return done === size ? buf : buf.subarray(0, done);
 }
 
-/** Parses the header and checks the records' UIDs like IndexReader.chunks does. */
-export function parseFileBytes(bytes: Buffer, file: string, kind: IndexKind): FileBytes {
+/**
+ * Parses the header and checks the records' UIDs like IndexReader.chunks does.
+ * With `checked`, records [0, checked) are known to be byte for byte a prefix
+ * already checked (the appended path): only their last UID is checked again,
+ * against this header's LAST_UID (UIDs ascend, so it is their highest).
+ */
+export function parseFileBytes(
+  bytes: Buffer,
+  file: string,
+  kind: IndexKind,
+  checked = 0,
+): FileBytes {
   const header = parseIndexHeader(bytes, bytes.length, file);
   const { startOffset, recordSize, exists } = header;
   const lastUid = header.values.get("lastUid") as number;
-  let previous = 0;
-  for (let i = 0; i < exists; i++) {
+  const from = kind === "index" ? Math.max(0, Math.min(checked, exists) - 1) : 0;
+  let previous = from > 0 ? bytes.readUInt32BE(startOffset + (from - 1) * recordSize) : 0;
+  for (let i = from; i < exists; i++) {
     const uid = bytes.readUInt32BE(startOffset + i * recordSize);
     if (uid === 0)
       throw new CyrusFormatError(`${file}: record ${i + 1} has UID 0; run reconstruct`, { file });
@@ -102,13 +113,25 @@ export interface FileScan {
   pairs: Buffer;
   uidsDigest: string;
   guidDigest: string;
+  /** The two digests' SHA1 states, not finalised: an appended tail continues them. */
+  running: { uids: Hash; pairs: Hash };
 }
 
-export function scanFileBytes(fb: FileBytes): FileScan {
+/**
+ * Scans every record of `fb`; with `prefix`, the scan of a file whose first
+ * `prefix.facts.records` records are byte for byte the ones `prefix` scanned
+ * (the appended path): only the records past them are read, the rest of the
+ * scan continues `prefix`'s (its pairs, needs, counts and digest states), and
+ * the header's facts are this header's.
+ */
+export function scanFileBytes(fb: FileBytes, prefix?: FileScan): FileScan {
   const { format, values, exists, startOffset, recordSize } = fb.header;
+  const from = prefix ? prefix.facts.records : 0;
+  if (from > exists) throw new RangeError(`a prefix of ${from} records, the file has ${exists}`);
   const plan = compileRecordPlan(format, format);
-  const pairs = Buffer.alloc(exists * PAIR_BYTES);
-  const uids = Buffer.alloc(exists * 4);
+  const n = exists - from;
+  const pairs = Buffer.alloc(n * PAIR_BYTES);
+  const uids = Buffer.alloc(n * 4);
   const needs: GuidNeed[] = [];
   let oldStyle = 0;
   let nullGuids = 0;
@@ -116,8 +139,8 @@ export function scanFileBytes(fb: FileBytes): FileScan {
   const srcWords = startOffset % 4 === 0 && recordSize % 4 === 0 ? words(fb.bytes) : undefined;
   const pairWords = words(pairs);
   const b = fb.bytes;
-  for (let i = 0; i < exists; i++) {
-    const at = startOffset + i * recordSize;
+  for (let i = 0; i < n; i++) {
+    const at = startOffset + (from + i) * recordSize;
     const o = i * PAIR_BYTES;
     writeGuidPair(plan, b, at, pairs, o, srcWords, pairWords);
     uids[i * 4] = pairs[o] as number;
@@ -133,21 +156,27 @@ export function scanFileBytes(fb: FileBytes): FileScan {
     }
   }
   const highestModseq = values.get("highestModseq");
+  const running = {
+    uids: (prefix ? prefix.running.uids.copy() : createHash("sha1")).update(uids),
+    pairs: (prefix ? prefix.running.pairs.copy() : createHash("sha1")).update(pairs),
+  };
+  const p = prefix?.facts;
   return {
     facts: {
       minor: format.minor,
       records: exists,
-      oldStyle,
-      nullGuids,
-      oldStyleBytes,
+      oldStyle: (p?.oldStyle ?? 0) + oldStyle,
+      nullGuids: (p?.nullGuids ?? 0) + nullGuids,
+      oldStyleBytes: (p?.oldStyleBytes ?? 0) + oldStyleBytes,
       lastUid: values.get("lastUid") as number,
       uidValidity: values.get("uidValidity") as number,
       ...(highestModseq === undefined ? {} : { highestModseq: String(highestModseq) }),
     },
-    needs,
-    pairs,
-    uidsDigest: createHash("sha1").update(uids).digest("hex"),
-    guidDigest: createHash("sha1").update(pairs).digest("hex"),
+    needs: prefix ? [...prefix.needs, ...needs] : needs,
+    pairs: prefix ? Buffer.concat([prefix.pairs, pairs]) : pairs,
+    uidsDigest: running.uids.copy().digest("hex"),
+    guidDigest: running.pairs.copy().digest("hex"),
+    running,
   };
 }
 

@@ -209,6 +209,15 @@ export interface ServeOptions {
   log: (line: LogLine) => void;
 }
 
+/**
+ * A "done" line with each request's time, only when GUIDUP_AGENT_DEBUG=1 is
+ * in the agent's environment (bench/apply.ts's counting proxy sets it). The
+ * controller ignores debug lines, and each one cost a stderr write, an SSH
+ * relay and a JSON parse on the controller per request — six per mailbox,
+ * two of them inside the master's locked window.
+ */
+const TIMING_LOG = process.env.GUIDUP_AGENT_DEBUG === "1";
+
 /** Runs the loop until input ends; resolves after any rollback is done. */
 export async function serve(options: ServeOptions): Promise<void> {
   const { input, output, log } = options;
@@ -329,7 +338,7 @@ async function handleLine(
     const result = await handler(req as never, ctx);
     const response: Response = { id, ok: true, result };
     send(response);
-    log({ level: "debug", msg: "done", op: req.op, ms: Date.now() - started });
+    if (TIMING_LOG) log({ level: "debug", msg: "done", op: req.op, ms: Date.now() - started });
   } catch (err) {
     const error = toWireError(err);
     if (error.code === ERRORS.internal.code)

@@ -14,8 +14,10 @@
 //   size: a flag change rewrites a record in place) with what prepare read:
 //     identical    → the prepared files are the conversion of what is there
 //                    now: nothing is left but the rename (path `prepared`);
-//     appended     → the records prepare saw are an unchanged prefix: convert
-//                    only the new records, rewrite the header (`appended`);
+//     appended     → the records prepare saw are an unchanged prefix (and
+//                    cyrus.expunge unchanged): parse, scan and convert only
+//                    the new records, continue prepare's digests and planned
+//                    set, rewrite the header (`appended`; #appendedIndex);
 //     otherwise    → convert under the lock, reusing prepare's GUIDs by UID
 //                    and hashing only UIDs prepare did not see (`reconverted`).
 // commit — rename the staged files over cyrus.expunge then cyrus.index, fsync
@@ -41,7 +43,7 @@
 // cyrus.expunge and released in reverse. cyrus.cache is never locked: pop3d
 // holds it for whole sessions (trap 14), and the upgrade does not touch it.
 
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import {
   closeSync,
   constants,
@@ -57,9 +59,10 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname } from "node:path";
+import { PAIR_BYTES } from "../cyrus/convert.js";
 import { writableFormat } from "../cyrus/formats/index.js";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
-import { fileAccessError, UnsupportedVersionError } from "../cyrus/index-file.js";
+import { fileAccessError, parseIndexHeader, UnsupportedVersionError } from "../cyrus/index-file.js";
 import { CyrusFormatError, ERRORS, type ErrorCode, GuidupError, UsageError } from "../errors.js";
 import { fsyncDirSync } from "../fsutil/atomic-file.js";
 import { type FileLock, lockFile } from "../fsutil/fcntl-lock.js";
@@ -134,6 +137,8 @@ interface Stage {
   /** GUIDs decided so far, by UID, with the SIZE they were decided for. */
   guids: Map<number, Buffer>;
   sizes: Map<number, number>;
+  /** The scan's fingerprint state through cyrus.index (fingerprintThroughIndex). */
+  throughIndex: Hash;
 }
 
 /** What prepare converted: the input it read, kept for the comparison under the lock. */
@@ -450,6 +455,10 @@ export class MailboxSession {
     const now = { index: indexBytes, expunge: nonEmptyBytes(expungeBytes) };
     const same = (kind: Kind) => sameInput(prepared.inputs[kind], now[kind]);
     if (same("index") && same("expunge")) return prepared; // the prepared path: only the swap is left
+    if (same("expunge")) {
+      const appended = await this.#appendedIndex(files, args, target, prepared, indexBytes);
+      if (appended) return appended;
+    }
     const read = readFiles(files, indexBytes, expungeBytes);
     checkConsistent(files, read, target.minor);
     const stage = newStage(files, args, read);
@@ -501,17 +510,131 @@ export class MailboxSession {
     return stage;
   }
 
-  /** Decides the GUIDs of old-style records not decided yet (cache, else hashing). */
+  /**
+   * The `appended` path without re-reading what prepare already did: only
+   * cyrus.index changed, and only by records appended past the ones prepare
+   * converted (cyrus.expunge is byte for byte prepare's). Undefined when that
+   * is not the case; the caller then takes the general path.
+   *
+   * What is compared, and why that suffices (the torn-read argument of the
+   * top of this file, for a prefix): the locked bytes are one consistent
+   * state. Their header must give the same version, START_OFFSET and
+   * RECORD_SIZE as prepare's, and the records region prepare converted
+   * (EXISTS × RECORD_SIZE bytes from START_OFFSET) must be byte for byte
+   * equal to the same region of the locked bytes. Everything prepare derived
+   * from a record — its (uid, GUID) pair, whether it needs a GUID, its
+   * converted bytes — is a function of that record's bytes and the version
+   * alone, so for an equal region it is exactly what the locked content
+   * gives, however torn prepare's read was elsewhere (its header included:
+   * nothing of prepare's header is reused; the facts, the converted header
+   * and the LAST_UID check are this header's). Only the records past the
+   * prefix are parsed, scanned and converted here; the planned set is
+   * prepare's when every new UID is above the plan's LAST_UID (appends do not
+   * change it, planned-set.ts), and the fingerprint continues prepare's SHA1
+   * state (same version and UIDVALIDITY). Any other difference falls back to
+   * the general path, which re-reads everything.
+   */
+  async #appendedIndex(
+    files: MailboxFiles,
+    args: StageArgs,
+    target: ReturnType<typeof targetFormat>,
+    prepared: Prepared,
+    indexBytes: Buffer,
+  ): Promise<Stage | undefined> {
+    const before = prepared.files.index;
+    const beforeStaged = prepared.staged.index;
+    const prefix = beforeStaged?.converted;
+    if (!before.fb || !before.scan || !prefix || !beforeStaged.written) return undefined;
+    if (args.upTo === undefined || !Buffer.isBuffer(prepared.inputs.index)) return undefined;
+    const header = parseIndexHeader(indexBytes, indexBytes.length, files.index);
+    const old = before.fb.header;
+    if (
+      header.format !== old.format ||
+      header.startOffset !== old.startOffset ||
+      header.recordSize !== old.recordSize ||
+      header.exists <= old.exists ||
+      header.values.get("uidValidity") !== old.values.get("uidValidity")
+    )
+      return undefined;
+    const region = old.exists * old.recordSize;
+    if (
+      indexBytes.length < old.startOffset + region ||
+      !recordsOf(before.fb).equals(indexBytes.subarray(old.startOffset, old.startOffset + region))
+    )
+      return undefined;
+    const firstNewUid = indexBytes.readUInt32BE(old.startOffset + region);
+    if (firstNewUid <= args.upTo) return undefined;
+    const fb = parseFileBytes(indexBytes, files.index, "index", old.exists);
+    const scan = scanFileBytes(fb, before.scan);
+    const read: Record<Kind, FileState> = { index: { fb, scan }, expunge: prepared.files.expunge };
+    checkConsistent(files, read, target.minor);
+    const tail = fb.header.exists - old.exists;
+    const throughIndex = prepared.throughIndex
+      .copy()
+      .update(scan.pairs.subarray(old.exists * PAIR_BYTES));
+    const stage: Stage = {
+      args,
+      files: read,
+      staged: {},
+      check: { ...prepared.check, appended: prepared.check.appended + tail },
+      scan: mailboxScan(files.name, read, throughIndex),
+      throughIndex,
+      // As the general path counts: prepare's GUIDs reused by UID are "from
+      // cache", what the tail needs is counted by #resolveMissing.
+      counts: {
+        records: scan.facts.records,
+        expungeRecords: prepared.counts.expungeRecords,
+        computed: 0,
+        fromCache:
+          args.guids && args.target === 10
+            ? before.scan.needs.length + (prepared.files.expunge.scan?.needs.length ?? 0)
+            : 0,
+        relayedVerified: 0,
+        kept: scan.facts.records - scan.facts.oldStyle,
+      },
+      // Prepare's decisions move over (prepared is dropped after this).
+      guids: prepared.guids,
+      sizes: prepared.sizes,
+    };
+    await this.#resolveMissing(
+      files,
+      stage,
+      args,
+      true,
+      scan.needs.slice(before.scan.needs.length),
+    );
+    const converted = convertFileBytes(fb, target, args.guids ? stage.guids : undefined, prefix);
+    // The temporary file holds the prefix: rewrite the header, append the tail.
+    appendToTmp(files, "index", beforeStaged, converted);
+    beforeStaged.written = false;
+    stage.staged.index = { path: "appended", converted, written: true };
+    const e = prepared.staged.expunge;
+    if (e) {
+      stage.staged.expunge = { ...e };
+      e.written = false; // ownership moves to the new stage
+    }
+    return stage;
+  }
+
+  /**
+   * Decides the GUIDs of old-style records not decided yet (cache, else
+   * hashing); `only`: just these needs (the appended path: the others were
+   * decided by prepare and counted there).
+   */
   async #resolveMissing(
     files: MailboxFiles,
     stage: Stage,
     args: StageArgs,
     underLock: boolean,
+    only?: GuidNeed[],
   ): Promise<void> {
     if (!args.guids || args.target !== 10) return;
     const needs: GuidNeed[] = [];
-    for (const kind of ["index", "expunge"] as const) {
-      for (const n of stage.files[kind].scan?.needs ?? []) {
+    const all = only
+      ? [only]
+      : (["index", "expunge"] as const).map((kind) => stage.files[kind].scan?.needs ?? []);
+    for (const list of all) {
+      for (const n of list) {
         // A GUID decided for this UID and size stays right: Cyrus never
         // rewrites a `<uid>.` file in place.
         if (stage.guids.has(n.uid) && stage.sizes.get(n.uid) === n.size) stage.counts.fromCache++;
@@ -679,17 +802,35 @@ function loadUnlocked(files: MailboxFiles): { scan: MailboxScan; files?: Record<
   }
 }
 
+/**
+ * The fingerprint's SHA1 state through cyrus.index: the mailbox name, then
+ * "index", its version and UIDVALIDITY, its (uid, GUID) pairs. Kept by
+ * prepare: an appended tail continues it (same version and UIDVALIDITY).
+ */
+function fingerprintThroughIndex(name: string, index: FileScan): Hash {
+  return createHash("sha1")
+    .update(name)
+    .update("index")
+    .update(fileHead(index))
+    .update(index.pairs);
+}
+
+function fileHead(scan: FileScan): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(scan.facts.minor, 0);
+  head.writeUInt32BE(scan.facts.uidValidity, 4);
+  return head;
+}
+
 /** The scan (facts, fingerprint, digests) of files read into memory. */
-function mailboxScan(name: string, read: Record<Kind, FileState>): MailboxScan {
-  const fingerprint = createHash("sha1").update(name);
-  for (const kind of ["index", "expunge"] as const) {
-    const fs = read[kind];
-    if (!fs.fb || !fs.scan) continue;
-    const head = Buffer.alloc(8);
-    head.writeUInt32BE(fs.scan.facts.minor, 0);
-    head.writeUInt32BE(fs.scan.facts.uidValidity, 4);
-    fingerprint.update(kind).update(head).update(fs.scan.pairs);
-  }
+function mailboxScan(
+  name: string,
+  read: Record<Kind, FileState>,
+  throughIndex: Hash = fingerprintThroughIndex(name, read.index.scan!),
+): MailboxScan {
+  const fingerprint = throughIndex.copy();
+  const e = read.expunge;
+  if (e.fb && e.scan) fingerprint.update("expunge").update(fileHead(e.scan)).update(e.scan.pairs);
   const index = read.index.scan!;
   return {
     name,
@@ -704,12 +845,14 @@ function mailboxScan(name: string, read: Record<Kind, FileState>): MailboxScan {
 
 function newStage(files: MailboxFiles, args: StageArgs, read: Record<Kind, FileState>): Stage {
   const index = read.index.scan!;
+  const throughIndex = fingerprintThroughIndex(files.name, index);
   return {
     args,
     files: read,
     staged: {},
     check: plannedSet(index.pairs, read.expunge.scan?.pairs, args.upTo ?? index.facts.lastUid),
-    scan: mailboxScan(files.name, read),
+    scan: mailboxScan(files.name, read, throughIndex),
+    throughIndex,
     counts: {
       records: index.facts.records,
       expungeRecords: read.expunge.scan?.facts.records ?? 0,

@@ -15,7 +15,9 @@
 // expunges (cyrus.index → cyrus.expunge), expunge clean-up, flag and modseq
 // changes — applied as planned, and counted. Drift that matters — stale:
 // UIDVALIDITY changed, an index or expunge version moved other than to the
-// target, LAST_UID went down (it never does: an edited plan), the planned
+// target, LAST_UID went down (it never does: an edited plan), an entry whose
+// own figures contradict each other (inconsistentSide: e.g. LAST_UID edited
+// below the record count), the planned
 // (uid, GUID) set changed (an unplanned UID ≤ LAST_UID, or a planned
 // record's SHA1 GUID changed), the mailbox vanished. After clean-up removed
 // records the set digest cannot match; then fewer records than planned are
@@ -52,8 +54,46 @@ export type Decision =
 
 const SIDES: readonly Side[] = ["master", "replica"];
 
+/**
+ * Why one side's planned facts cannot all be true of one scan; undefined when
+ * they can. A plan entry is what `guidup plan` saw: the records of
+ * cyrus.index all have distinct UIDs ≤ its LAST_UID, and the planned set is
+ * cyrus.index ∪ cyrus.expunge cut at that LAST_UID, so it holds every
+ * cyrus.index record and no more than both files together. An entry that
+ * breaks this was edited (e.g. LAST_UID lowered, which would otherwise pass
+ * records above the new value as appends and the missing ones as expunge
+ * clean-up); it is refused, never read as drift. (An edit that keeps these
+ * relations — LAST_UID lowered but still ≥ the record count — cannot be
+ * told from appends and clean-up by the plan's figures alone; the digest
+ * still differs, and master and replica must still agree before anything is
+ * committed.)
+ */
+export function inconsistentSide(side: Side, f: SideFacts): string | undefined {
+  const { index, expunge, planned } = f;
+  const where = `the ${side}'s entry`;
+  if (index.records > index.lastUid)
+    return `${where} says cyrus.index has ${index.records} records but LAST_UID ${index.lastUid} (UIDs are distinct and at most LAST_UID): LAST_UID was edited down?`;
+  if (planned.records > index.lastUid)
+    return `${where} plans ${planned.records} records at or below LAST_UID ${index.lastUid}: more than there are UIDs (LAST_UID edited down?)`;
+  if (planned.records < index.records)
+    return `${where} plans ${planned.records} records but cyrus.index has ${index.records}, all at or below LAST_UID ${index.lastUid}`;
+  if (planned.records > index.records + (expunge?.records ?? 0))
+    return `${where} plans ${planned.records} records, more than cyrus.index and cyrus.expunge hold (${index.records} + ${expunge?.records ?? 0})`;
+  for (const [name, x] of [
+    ["cyrus.index", index],
+    ["cyrus.expunge", expunge],
+  ] as const)
+    if (x && (x.oldStyle > x.records || x.nullGuids > x.oldStyle))
+      return `${where} says ${name} has ${x.oldStyle} old-style GUIDs (${x.nullGuids} NULL) in ${x.records} records`;
+  return undefined;
+}
+
 /** Why an entry's actions make no sense for the plan's target and facts; undefined when they do. */
 export function refuseActions(entry: PlannedMailbox, target: number): string | undefined {
+  for (const side of SIDES) {
+    const why = inconsistentSide(side, entry[side]);
+    if (why) return `inconsistent plan entry: ${why}`;
+  }
   const has = (a: Action) => entry.actions.includes(a);
   const files = SIDES.flatMap((s) =>
     [
@@ -109,6 +149,11 @@ export function driftOf(
   const n = now.scan;
   if (n.status !== "ok" || !n.index)
     return stale("mailbox", `the mailbox is ${n.status} (${n.reason ?? "no cyrus.index"})`);
+  if (mode !== "any") {
+    const why = inconsistentSide(side, planned);
+    if (why)
+      return { stale: { field: "entry", message: `inconsistent plan entry: ${why}` }, counts };
+  }
   if (now.check) {
     counts.appended = now.check.appended;
     counts.expunged = Math.max(0, planned.index.records - now.check.indexUpTo);

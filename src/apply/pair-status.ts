@@ -10,7 +10,7 @@ import { lockHolderPid } from "../fsutil/fcntl-lock.js";
 import type { Plan } from "../plan/model.js";
 import { holdStats } from "./engine.js";
 import { nameFilter } from "./glob.js";
-import { ATTENTION_PHASES, PHASES, type Phase } from "./state.js";
+import { ATTENTION_PHASES, type MailboxState, PHASES, type Phase } from "./state.js";
 import { StateStore, stateDirFor } from "./state-store.js";
 
 export interface AttentionEntry {
@@ -32,6 +32,8 @@ export interface PairStatus {
   total: number;
   counts: Record<Phase, number>;
   lockHoldMs: Partial<Record<LockSide, { n: number; p50: number; p99: number }>>;
+  /** How many done mailboxes took each cut-over path (issue #15). */
+  paths: Partial<Record<NonNullable<MailboxState["path"]>, number>>;
   /** Those that need a person, and those in progress, by name. */
   mailboxes: AttentionEntry[];
 }
@@ -46,6 +48,7 @@ export async function pairStatus(
   const store = new StateStore(stateDirFor(planPath), plan.id);
   const counts = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
   const attention: AttentionEntry[] = [];
+  const paths: PairStatus["paths"] = {};
   const planned = new Set(plan.mailboxes.filter((m) => keep(m.name)).map((m) => m.name));
   const seen = new Set<string>();
   for await (const st of store.all()) {
@@ -57,6 +60,7 @@ export async function pairStatus(
         const ms = st.lockHeldMs?.[side];
         if (typeof ms === "number" && Number.isFinite(ms)) holds[side].push(ms);
       }
+    if (st.phase === "done" && st.path) paths[st.path] = (paths[st.path] ?? 0) + 1;
     if (ATTENTION_PHASES.has(st.phase) || st.phase === "in-progress") {
       attention.push({
         name: st.name,
@@ -81,6 +85,7 @@ export async function pairStatus(
     total: planned.size,
     counts,
     lockHoldMs,
+    paths,
     mailboxes: attention,
   };
 }

@@ -15,13 +15,15 @@ const HELP = `usage: guidup status PLAN... [--only GLOB]… [--json]
 Says whether an apply of each plan is running (and whose), counts the plan's
 mailboxes by phase (pending, in-progress, done, replica-ahead, failed,
 diverged, stale, skipped), gives the lock hold p50/p99 per side of the done
-ones (from their state), and lists those that need a person, with their last
-errors. With several plans (a fleet, one plan per pair), a block per plan and
-the fleet's totals. Reads the state files only.
+ones and how many took each cut-over path (from their state), and lists those
+that need a person, with their last errors. With several plans (a fleet, one
+plan per pair), a block per plan and the fleet's totals. Reads the state
+files only.
   --only GLOB  only mailboxes matching GLOB (repeatable; * and ?); with several
                plans it must match a mailbox of at least one of them
   --json       one plan: {"plan", "pair", "running": owner or null, "total",
                "counts": {phase: n}, "lockHoldMs": {side: {n, p50, p99}},
+               "paths": {cut-over path: n},
                "mailboxes": [{"name", "phase", …}]}; several plans:
                {"plans": [that, per plan], "fleet": {"plans", "running",
                "total", "counts"}}

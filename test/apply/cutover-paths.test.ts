@@ -3,7 +3,10 @@
 // each result checked byte for byte against convertIndex run from scratch on
 // the final files (GUIDs = SHA1 of the message files):
 //   unchanged            → path `prepared` (only the rename under the lock)
-//   a message appended   → path `appended` (only the new record converted)
+//   a message appended   → path `appended` (only the new record parsed,
+//                          scanned and converted; its answer equals a
+//                          conversion under the lock from scratch)
+//   appended + a flag set in the records prepare saw → `reconverted`
 //   a flag set in place  → path `reconverted` (same size, different bytes)
 //   a message expunged   → path `reconverted` (index shrinks, expunge grows)
 // Plus a torn-looking change (bytes equal in length, one byte different) is
@@ -114,6 +117,19 @@ async function setup() {
   };
 }
 
+/** Delivers one message as Cyrus does: its file, a record with the next UID, LAST_UID moved. */
+function appendOne({ index, dir }: { index: string; dir: string }): void {
+  const p = parse(index);
+  const last = p.records[p.records.length - 1]!;
+  const uid = (p.header.values.get("lastUid") as number) + 1;
+  const rec = Buffer.from(last);
+  rec.writeUInt32BE(uid, 0);
+  copyFileSync(path.join(dir, `${last.readUInt32BE(0)}.`), path.join(dir, `${uid}.`));
+  writeFileSync(path.join(dir, `${uid}.`), "\r\nappended\r\n", { flag: "a" });
+  p.records.push(rec);
+  write(index, p, { lastUid: uid });
+}
+
 /** prepare → change → lock(stage) → commit; returns the lock answer and the files as they were at the lock. */
 async function cutOver(change: (ctx: Awaited<ReturnType<typeof setup>>) => void) {
   const ctx = await setup();
@@ -150,17 +166,9 @@ describe("cut-over paths, each byte for byte equal to a conversion from scratch"
 
   it("a message appended: appended (only the new record converted under the lock)", async () => {
     let cacheBefore = Buffer.alloc(0);
-    const { lock, dir: mailboxDir } = await cutOver(({ index, dir }) => {
-      cacheBefore = readFileSync(path.join(dir, "cyrus.sha1s"));
-      const p = parse(index);
-      const last = p.records[p.records.length - 1]!;
-      const uid = (p.header.values.get("lastUid") as number) + 1;
-      const rec = Buffer.from(last);
-      rec.writeUInt32BE(uid, 0);
-      copyFileSync(path.join(dir, `${last.readUInt32BE(0)}.`), path.join(dir, `${uid}.`));
-      writeFileSync(path.join(dir, `${uid}.`), "\r\nappended\r\n", { flag: "a" });
-      p.records.push(rec);
-      write(index, p, { lastUid: uid });
+    const { lock, dir: mailboxDir } = await cutOver((ctx) => {
+      cacheBefore = readFileSync(path.join(ctx.dir, "cyrus.sha1s"));
+      appendOne(ctx);
     });
     expect(lock.staged).toMatchObject({ path: "appended", files: { index: "appended" } });
     expect(lock.check).toMatchObject({ appended: 1 });
@@ -169,6 +177,36 @@ describe("cut-over paths, each byte for byte equal to a conversion from scratch"
     // (a cache written from an empty read would lose every entry).
     expect(readFileSync(path.join(mailboxDir, "cyrus.sha1s"))).toEqual(cacheBefore);
     expect(cacheBefore.length).toBeGreaterThan(100);
+  });
+
+  it("appended: the lock's answer (facts, digests, fingerprint, planned set, staged digest) equals a conversion under the lock from scratch", async () => {
+    const ctx = await setup();
+    const stage = { ...STAGE, upTo: parse(ctx.index).header.values.get("lastUid") as number };
+    await ctx.agent.call("prepare", { mailbox: ALICE, stage });
+    appendOne(ctx);
+    const fast = await ctx.agent.call("lock", { mailbox: ALICE, timeoutMs: 2000, stage });
+    expect(fast.staged?.path).toBe("appended");
+    await ctx.agent.call("rollback", {});
+    // The same files, no prepare: everything converted under the lock.
+    const full = await ctx.agent.call("lock", { mailbox: ALICE, timeoutMs: 2000, stage });
+    expect(full.staged?.path).toBe("reconverted");
+    await ctx.agent.call("rollback", {});
+    expect(fast.scan).toEqual(full.scan);
+    expect(fast.check).toEqual(full.check);
+    expect(fast.staged?.guidDigest).toBe(full.staged?.guidDigest);
+    expect(fast.staged?.counts.records).toBe(full.staged?.counts.records);
+  });
+
+  it("appended AND a flag changed in the records prepare saw: reconverted, byte for byte", async () => {
+    const { lock } = await cutOver((ctx) => {
+      appendOne(ctx);
+      const p = parse(ctx.index);
+      const flags = p.header.format.recordField("systemFlags")!;
+      const r = p.records[0]!;
+      r.writeUInt32BE(r.readUInt32BE(flags.offset) ^ 2, flags.offset); // \Flagged
+      write(ctx.index, p);
+    });
+    expect(lock.staged?.files.index).toBe("reconverted");
   });
 
   it("a flag set in place (same size): reconverted", async () => {

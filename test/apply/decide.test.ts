@@ -10,6 +10,7 @@ import {
   type DriftMode,
   decide,
   driftOf,
+  inconsistentSide,
   refuseActions,
   type SideNow,
 } from "../../src/apply/decide.js";
@@ -234,6 +235,64 @@ describe("drift: what is tolerated and what is stale, naming the field", () => {
       side: "master",
       field: "digest",
     });
+  });
+});
+
+describe("an entry edited into inconsistency is stale or refused, never read as drift", () => {
+  // The seed's gap: lastUid edited DOWN below the records the plan saw. With
+  // the agent's planned set cut at the lowered value, the records above it
+  // looked like appends and the set like one after expunge clean-up
+  // (fewer records, another digest), which is tolerated.
+  const lowered = plannedSide({ index: facts(9, { lastUid: 7 }) });
+  const cutAt7 = notDone(A, {
+    check: { upTo: 7, records: 7, indexUpTo: 7, appended: 3, digest: sha("cut at 7") },
+  });
+
+  it("lastUid edited below the record count: stale, field entry, naming the side and the figures", () => {
+    const d = driftOf("master", lowered, cutAt7, 10, "contract");
+    expect(d.stale?.field).toBe("entry");
+    expect(d.stale?.message).toMatch(
+      /master's entry says cyrus\.index has 10 records but LAST_UID 7 .*edited down/,
+    );
+    expect(driftOf("master", lowered, cutAt7, 10, "exact").stale?.field).toBe("entry");
+    expect(driftOf("master", lowered, cutAt7, 10, "any").stale).toBeUndefined(); // --allow-drift: anything goes
+  });
+  it("via decide, on either side", () => {
+    const e = entry();
+    e.replica = lowered;
+    expect(decide(e, { master: notDone(A), replica: cutAt7 }, 10, "contract")).toMatchObject({
+      kind: "stale",
+      side: "replica",
+      field: "entry",
+    });
+  });
+  it("refused before anything is locked (refuseActions), whatever the drift mode", () => {
+    const e = entry();
+    e.master = lowered;
+    expect(refuseActions(e, 10)).toMatch(/^inconsistent plan entry: the master's entry says/);
+  });
+  it("the same clean-up with a consistent entry is still tolerated", () => {
+    const now = notDone(A, { check: { records: 8, digest: sha("cleaned up") } });
+    expect(driftOf("master", plannedSide(), now, 10, "contract").stale).toBeUndefined();
+  });
+  it("each relation the plan's figures must keep", () => {
+    const side = (index: Partial<FileFacts>, planned = 10, expunge?: FileFacts) =>
+      inconsistentSide(
+        "master",
+        plannedSide({
+          index: facts(9, index),
+          planned: { records: planned, digest: sha("set") },
+          ...(expunge ? { expunge } : {}),
+        }),
+      );
+    expect(side({})).toBeUndefined();
+    expect(side({ lastUid: 9 })).toMatch(/LAST_UID 9/); // 10 records, LAST_UID 9
+    expect(side({ lastUid: 20 }, 13)).toMatch(/more than cyrus.index and cyrus.expunge hold/);
+    expect(side({ lastUid: 20 }, 13, facts(9, { records: 3, oldStyle: 3 }))).toBeUndefined();
+    expect(side({ lastUid: 20 }, 21)).toMatch(/more than there are UIDs/);
+    expect(side({}, 9)).toMatch(/plans 9 records but cyrus.index has 10/);
+    expect(side({ oldStyle: 11 })).toMatch(/11 old-style GUIDs/);
+    expect(side({ nullGuids: 11 })).toMatch(/11 NULL/);
   });
 });
 

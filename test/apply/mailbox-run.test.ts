@@ -284,3 +284,90 @@ describe("runMailbox against a scripted fake lane: every failure point", () => {
     expect(`${sides.master.files}/${sides.replica.files}`).toBe("old/old");
   });
 });
+
+describe("the cut-over gate: master windows go before prepares (src/apply/mailbox-run.ts)", () => {
+  /**
+   * Four lanes share one run context, each with its own mailbox; every fake
+   * agent answers on a later turn of the event loop, so the lanes interleave.
+   * Records, on one timeline, every request sent and answered.
+   */
+  async function runLanes(): Promise<{ log: string[]; phases: string[] }> {
+    const log: string[] = [];
+    // Bounds no stalled test machine reaches: the order, not the clock, is checked.
+    const shared = { ...ctx([], []), gateWaitMs: { window: 60_000, quiet: 60_000 } };
+    const lane = (i: number): Lane => {
+      const sides = { master: new FakeSide(), replica: new FakeSide() };
+      const agent = (side: Side) => ({
+        closed: false,
+        async request(op: Op, args: Record<string, unknown>) {
+          log.push(`${i}>${side}:${op}`);
+          await new Promise((r) => setImmediate(r));
+          // prepares are the slow requests (a whole index read, converted, written)
+          if (op === "prepare")
+            for (let k = 0; k < 3; k++) await new Promise((r) => setImmediate(r));
+          const result = sides[side].answer(op, args);
+          log.push(`${i}<${side}:${op}`);
+          return result;
+        },
+      });
+      return {
+        agent: async (side: Side) => agent(side),
+        discard: async () => {},
+        close: async () => {},
+      } as unknown as Lane;
+    };
+    const states = await Promise.all(
+      [0, 1, 2, 3].map(async (i) => {
+        const l = lane(i);
+        const out: string[] = [];
+        for (let k = 0; k < 3; k++)
+          out.push(
+            (await runMailbox(shared, l, { ...ENTRY, name: `user.l${i}m${k}` }, undefined)).phase,
+          );
+        return out;
+      }),
+    );
+    return { log, phases: states.flat() };
+  }
+
+  /** Lanes inside a master window (master lock sent → master commit answered) at each event. */
+  function violations(log: string[]): { overlap: number; prepareInWindow: number } {
+    const open = new Set<string>();
+    let overlap = 0;
+    let prepareInWindow = 0;
+    for (const e of log) {
+      const lane = e[0] as string;
+      if (e.endsWith(">master:lock")) {
+        if (open.size > 0) overlap++;
+        open.add(lane);
+      }
+      if (e.endsWith("<master:commit") || e.endsWith("<master:rollback")) open.delete(lane);
+      if (e.endsWith(">master:prepare") && [...open].some((l) => l !== lane)) prepareInWindow++;
+    }
+    return { overlap, prepareInWindow };
+  }
+
+  it("with the gate, no two master windows overlap and no prepare starts inside one; every mailbox done", async () => {
+    const { log, phases } = await runLanes();
+    expect(
+      phases.every((p) => p === "done"),
+      phases.join(","),
+    ).toBe(true);
+    expect(log.filter((e) => e.endsWith(">master:lock"))).toHaveLength(12);
+    expect(violations(log)).toEqual({ overlap: 0, prepareInWindow: 0 });
+  });
+
+  it("GUIDUP_CUTOVER_GATE=off: the same lanes do overlap (the check above can fail)", async () => {
+    const before = process.env.GUIDUP_CUTOVER_GATE;
+    process.env.GUIDUP_CUTOVER_GATE = "off";
+    try {
+      const { log, phases } = await runLanes();
+      expect(phases.every((p) => p === "done")).toBe(true);
+      const v = violations(log);
+      expect(v.overlap + v.prepareInWindow).toBeGreaterThan(0);
+    } finally {
+      if (before === undefined) delete process.env.GUIDUP_CUTOVER_GATE;
+      else process.env.GUIDUP_CUTOVER_GATE = before;
+    }
+  });
+});

@@ -50,6 +50,9 @@ describe("guidup status", () => {
     const json = JSON.parse((await runCli(["status", plan, "--json"])).out);
     expect(json.lockHoldMs.master.n).toBe(5);
     expect(json.lockHoldMs.replica.p99).toBeGreaterThanOrEqual(json.lockHoldMs.replica.p50);
+    // How many done mailboxes took each cut-over path (nothing changed between prepare and lock).
+    expect(json.paths).toEqual({ prepared: 5 });
+    expect(r.out).toMatch(/^ {2}cut-over paths: prepared 5$/m);
   });
 
   it("--only narrows the counts and the exit code to the matching mailboxes", async () => {

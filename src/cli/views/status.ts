@@ -72,6 +72,8 @@ class StatusHumanView implements StatusView {
     for (const p of PHASES) if (s.counts[p] > 0) io.out(`  ${p.padEnd(13)} ${s.counts[p]}\n`);
     const locks = formatLockHold(s.lockHoldMs);
     if (locks) io.out(`  ${locks} (of ${s.lockHoldMs.master?.n ?? 0} done)\n`);
+    const pathList = Object.entries(s.paths).map(([k, v]) => `${k} ${v}`);
+    if (pathList.length > 0) io.out(`  cut-over paths: ${pathList.join(", ")}\n`);
     if (s.mailboxes.length > 0) {
       io.out("\nneed attention:\n");
       for (const a of s.mailboxes)
