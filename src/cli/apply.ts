@@ -20,7 +20,7 @@ import { installInterrupts } from "./interrupts.js";
 import type { Io } from "./io.js";
 import type { LockHoldSamples } from "./lock-hold.js";
 import { agentLogger, withHostKeyPolicy } from "./pairs.js";
-import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
+import { openPlanArg, requireOnlyMatchesIn } from "./plan-arg.js";
 import { ProgressView } from "./progress.js";
 
 const HELP = `usage: guidup apply PLAN [options]
@@ -134,16 +134,12 @@ export async function run(args: string[], io: Io): Promise<number> {
       throw new UsageError(`--max-rate: "${values["max-rate"]}" is not a positive number of MB/s`);
     maxBytesPerSec = Math.round(mb * 1024 * 1024);
   }
-  const plan = await readPlanArg(planPath, "apply");
+  const plan = await openPlanArg(planPath, "apply");
   const only = values.only ?? [];
   const exclude = values.exclude ?? [];
-  requireOnlyMatches(
-    only,
-    plan.mailboxes.map((m) => m.name),
-    planPath,
-  );
-  const hosts = withHostKeyPolicy(plan.hosts, values["accept-new-host-keys"] === true);
-  const store = new StateStore(stateDirFor(planPath), plan.id);
+  await requireOnlyMatchesIn(only, plan.names(), planPath);
+  const hosts = withHostKeyPolicy(plan.header.hosts, values["accept-new-host-keys"] === true);
+  const store = new StateStore(stateDirFor(planPath), plan.header.id);
 
   const [master, replica] = (await connectHosts([hosts.master, hosts.replica])) as [
     HostConnection,
@@ -154,16 +150,16 @@ export async function run(args: string[], io: Io): Promise<number> {
       return await dryRun(
         io,
         store,
-        plan.mailboxes,
+        plan.mailboxes(),
         only,
         exclude,
         master,
         replica,
         values.json === true,
       );
-    await store.acquire(plan.id);
+    await store.acquire(plan.header.id);
     const tally = new ApplyTally(Date.now, batch);
-    const view = new ProgressView(io, [`apply ${plan.pair}`]);
+    const view = new ProgressView(io, [`apply ${plan.header.pair}`]);
     view.follow(0, () => tally.text());
     const interrupts = installInterrupts(() => (t) => view.notice(t), io, {
       first: (sig) => {
@@ -306,7 +302,7 @@ function printReport(
 async function dryRun(
   io: Io,
   store: StateStore,
-  mailboxes: readonly { name: string; actions: string[] }[],
+  mailboxes: AsyncIterable<{ name: string; actions: string[] }>,
   only: readonly string[],
   exclude: readonly string[],
   master: Parameters<typeof AgentClient.start>[0],
@@ -318,7 +314,7 @@ async function dryRun(
   await Promise.all(agents.map((a) => a.close()));
   const keep = nameFilter(only, exclude);
   const would: { name: string; actions: string[]; phase: string }[] = [];
-  for (const mb of mailboxes) {
+  for await (const mb of mailboxes) {
     if (!keep(mb.name)) continue;
     const st = await store.read(mb.name);
     if (st && FINAL_PHASES.has(st.phase)) continue;

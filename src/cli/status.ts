@@ -1,17 +1,20 @@
 // guidup status PLAN [--json]: where an apply of PLAN stands, from its state
-// files alone (no host is contacted).
+// directory alone (no host is contacted): the index of phases
+// (src/apply/state-journal.ts), and the state files of those that need a
+// person.
 
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { nameFilter } from "../apply/glob.js";
 import { ATTENTION_PHASES, PHASES, type Phase } from "../apply/state.js";
+import { nameKey } from "../apply/state-journal.js";
 import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { lockHolderPid } from "../fsutil/fcntl-lock.js";
 import { parseCommandArgs } from "./args.js";
 import type { Io } from "./io.js";
 import { formatLockHold, LockHoldSamples } from "./lock-hold.js";
-import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
+import { openPlanArg, requireOnlyMatchesIn } from "./plan-arg.js";
 
 const HELP = `usage: guidup status PLAN [--only GLOB]… [--json]
 
@@ -42,16 +45,20 @@ export async function run(args: string[], io: Io): Promise<number> {
   const planPath = positionals[0];
   if (!planPath || positionals.length > 1)
     throw new UsageError("status takes one PLAN file (see guidup status --help)");
-  const plan = await readPlanArg(planPath, "status");
+  const plan = await openPlanArg(planPath, "status");
   const only = values.only ?? [];
-  requireOnlyMatches(
-    only,
-    plan.mailboxes.map((m) => m.name),
-    planPath,
-  );
+  await requireOnlyMatchesIn(only, plan.names(), planPath);
   const keep = nameFilter(only, []);
   const lockHold = new LockHoldSamples();
-  const store = new StateStore(stateDirFor(planPath), plan.id);
+  const store = new StateStore(stateDirFor(planPath), plan.header.id);
+  const running = runningApply(store.dir);
+  // From the state directory's index (the journal), not a read of every
+  // state file; rebuilt from the files when an apply died with it open.
+  const { index, rebuilt } = await store.loadIndex(running !== undefined);
+  if (rebuilt)
+    io.err(
+      `${store.dir}: index rebuilt from the state files (missing, or an apply ended without closing it)\n`,
+    );
   const counts = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
   const attention: {
     name: string;
@@ -60,36 +67,45 @@ export async function run(args: string[], io: Io): Promise<number> {
     error?: string;
     attempts: number;
   }[] = [];
-  const planned = new Set(plan.mailboxes.filter((m) => keep(m.name)).map((m) => m.name));
-  const seen = new Set<string>();
-  for await (const st of store.all()) {
-    if (!planned.has(st.name)) continue;
-    seen.add(st.name);
+  const needsLook: string[] = [];
+  let total = 0;
+  let planned = 0;
+  for await (const name of plan.names()) {
+    total++;
+    if (!keep(name)) continue;
+    planned++;
+    const st = index.get(nameKey(name));
+    if (!st) {
+      counts.pending++;
+      continue;
+    }
     counts[st.phase]++;
     if (st.phase === "done") lockHold.add(st.lockHeldMs);
-    if (ATTENTION_PHASES.has(st.phase) || st.phase === "in-progress") {
-      attention.push({
-        name: st.name,
-        phase: st.phase,
-        attempts: st.attempts,
-        ...(st.step ? { step: st.step } : {}),
-        ...(st.lastError ? { error: st.lastError.message } : {}),
-      });
-    }
+    if (ATTENTION_PHASES.has(st.phase) || st.phase === "in-progress") needsLook.push(name);
   }
-  counts.pending += planned.size - seen.size;
+  // Only those a person should look at are read, for their step and error.
+  for (const name of needsLook) {
+    const st = await store.read(name);
+    if (!st) continue;
+    attention.push({
+      name: st.name,
+      phase: st.phase,
+      attempts: st.attempts,
+      ...(st.step ? { step: st.step } : {}),
+      ...(st.lastError ? { error: st.lastError.message } : {}),
+    });
+  }
   attention.sort((a, b) => (a.name < b.name ? -1 : 1));
   const percentiles = lockHold.percentiles();
   const code = exitCodeFor(counts);
-  const running = runningApply(store.dir);
   if (values.json) {
     io.out(
-      `${JSON.stringify({ plan: planPath, pair: plan.pair, running: running ?? null, total: planned.size, counts, lockHoldMs: percentiles, mailboxes: attention }, null, 2)}\n`,
+      `${JSON.stringify({ plan: planPath, pair: plan.header.pair, running: running ?? null, total: planned, counts, lockHoldMs: percentiles, mailboxes: attention }, null, 2)}\n`,
     );
     return code;
   }
-  const of = only.length > 0 ? ` of ${plan.mailboxes.length}, matching --only` : "";
-  io.out(`${planPath} (pair ${plan.pair}, ${planned.size} planned mailboxes${of})\n`);
+  const of = only.length > 0 ? ` of ${total}, matching --only` : "";
+  io.out(`${planPath} (pair ${plan.header.pair}, ${planned} planned mailboxes${of})\n`);
   if (running) io.out(`  an apply of this plan is running: ${running}\n`);
   for (const p of PHASES) if (counts[p] > 0) io.out(`  ${p.padEnd(13)} ${counts[p]}\n`);
   const locks = formatLockHold(percentiles);

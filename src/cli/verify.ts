@@ -14,7 +14,7 @@ import type { HostConnection, HostSpec } from "../transport/types.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";
 import { agentLogger, pairsToRun, withHostKeyPolicy } from "./pairs.js";
-import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
+import { openPlanArg, requireOnlyMatches } from "./plan-arg.js";
 import { withProgress } from "./progress.js";
 
 const HELP = `usage: guidup verify --inventory FILE [--pair NAME] | --plan PLAN
@@ -84,22 +84,23 @@ export async function run(args: string[], io: Io): Promise<number> {
   let jobs: VerifyJob[];
   if (values.plan !== undefined) {
     const planPath = values.plan;
-    const plan = await readPlanArg(planPath, "verify --plan");
-    const refs = plan.mailboxes.map((m) => ({
-      name: m.name,
-      ...(m.partition ? { partition: m.partition } : {}),
-    }));
+    const plan = await openPlanArg(planPath, "verify --plan");
+    // Names and partitions only (the entries are read one at a time): what
+    // verify asks the hosts about, as the mailbox list would give it.
+    const refs: { name: string; partition?: string }[] = [];
+    for await (const m of plan.mailboxes())
+      refs.push({ name: m.name, ...(m.partition ? { partition: m.partition } : {}) });
     requireOnlyMatches(
       only,
       refs.map((r) => r.name),
       planPath,
     );
-    const hosts = withHostKeyPolicy(plan.hosts, acceptNew);
+    const hosts = withHostKeyPolicy(plan.header.hosts, acceptNew);
     jobs = [
       {
-        name: plan.pair,
+        name: plan.header.pair,
         ...hosts,
-        target: targetOption ?? plan.target,
+        target: targetOption ?? plan.header.target,
         mailboxes: async () => ({ refs: refs.filter((r) => keep(r.name)), invalid: [] }),
       },
     ];

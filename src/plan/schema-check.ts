@@ -131,6 +131,7 @@ function keyText(key: unknown): string | undefined {
 export type SchemaName = "inventory" | "plan" | "state";
 
 const validators = new Map<SchemaName, ValidateFunction>();
+const defValidators = new Map<string, ValidateFunction>();
 
 /**
  * schemas/<name>.schema.json of this package: two levels above src/plan, or
@@ -162,6 +163,26 @@ function validator(name: SchemaName): ValidateFunction {
     validators.set(name, validate);
   }
   return validate;
+}
+
+/**
+ * Checks `value` against one definition of a schema (`$defs/<def>`): a plan
+ * entry read on its own, as the streaming plan reader does.
+ */
+export function schemaDefProblems(name: SchemaName, def: string, value: unknown): Problem[] {
+  const key = `${name}#${def}`;
+  let validate = defValidators.get(key);
+  if (!validate) {
+    const schema = loadSchema(name) as { $id: string; $defs: Record<string, unknown> };
+    if (!(def in schema.$defs)) throw new InternalError(`${name}.schema.json has no $defs/${def}`);
+    const Ajv = Ajv2020Module.default;
+    const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, strictRequired: false });
+    ajv.addSchema(schema);
+    validate = ajv.getSchema(`${schema.$id}#/$defs/${def}`) as ValidateFunction;
+    defValidators.set(key, validate);
+  }
+  if (validate(value)) return [];
+  return ajvProblems(validate.errors ?? []);
 }
 
 /** Checks `value` against schemas/<name>.schema.json; no problems = valid. */

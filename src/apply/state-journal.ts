@@ -1,0 +1,285 @@
+// The state directory's journal: an index of every mailbox's last phase, so
+// that `status` of a million mailboxes and the start of `apply` need not read
+// a million state files. The state files stay the truth; the journal is a
+// record derived from them, appended after each one is written, and rebuilt
+// from them whenever it may be behind.
+//
+// The contract (file `<plan>.state/journal`, text, one record a line):
+//
+//   guidup-state-journal/1 <plan id>      first line: the plan it indexes
+//   open <pid> <ISO time>                 an apply took the directory
+//   <sha1 of name> <phase> <m> <r>        a state file was written (after its
+//                                         atomic replace); m, r: the lock hold
+//                                         ms per side, or "-"
+//   close <ISO time>                      that apply released it; every record
+//                                         before is on disk (fsync, then this
+//                                         line, then fsync)
+//
+// The last record of a name wins. The sha1 is the state file's own name
+// (state-store.ts pathFor), so a record and a file name the same mailbox
+// exactly as the store does. Records are not fsynced one by one: a crash can
+// lose the tail. So a journal is trusted only when "clean" — its last
+// marker is a close — or while the apply that opened it still holds the
+// lock; otherwise (missing, another plan's, unreadable, or an apply died
+// with it open) it is rebuilt by reading every state file. Even a journal
+// that is behind never says a mailbox is finished when its file does not:
+// a record follows its file, and a finished phase (done, skipped) is final.
+
+import { createHash } from "node:crypto";
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { fsyncDirSync, tempPathFor } from "../fsutil/atomic-file.js";
+import { readLines } from "../plan/line-reader.js";
+import { PHASES, type Phase } from "./state.js";
+
+export const JOURNAL_FILE = "journal";
+export const JOURNAL_FORMAT = "guidup-state-journal/1";
+
+const EMPTY = 255;
+const NO_HOLD = 0xffffffff;
+const KEY = 20;
+
+export function nameKey(name: string): Buffer {
+  return createHash("sha1").update(name).digest();
+}
+
+/** What the index knows of one mailbox. */
+export interface IndexedState {
+  phase: Phase;
+  lockHeldMs?: { master?: number; replica?: number };
+}
+
+/**
+ * Last phase (and lock holds) per mailbox, keyed by the SHA1 of its name:
+ * an open-addressing table in flat arrays, 29 bytes a slot (about 60 MB for
+ * a million mailboxes), rather than a Map of a million strings.
+ */
+export class PhaseIndex {
+  #cap = 1024;
+  #keys = Buffer.alloc(this.#cap * KEY);
+  #codes = new Uint8Array(this.#cap).fill(EMPTY);
+  #master = new Uint32Array(this.#cap);
+  #replica = new Uint32Array(this.#cap);
+  size = 0;
+
+  #slot(key: Uint8Array, keys: Buffer, cap: number, codes: Uint8Array): number {
+    let i =
+      (((key[0] as number) | ((key[1] as number) << 8) | ((key[2] as number) << 16)) >>> 0) &
+      (cap - 1);
+    for (;;) {
+      if (codes[i] === EMPTY) return i;
+      if (keys.compare(key, 0, KEY, i * KEY, i * KEY + KEY) === 0) return i;
+      i = (i + 1) & (cap - 1);
+    }
+  }
+
+  set(key: Uint8Array, phase: Phase, hold?: { master?: number; replica?: number }): void {
+    if ((this.size + 1) * 10 > this.#cap * 7) this.#grow();
+    const i = this.#slot(key, this.#keys, this.#cap, this.#codes);
+    if (this.#codes[i] === EMPTY) {
+      this.size++;
+      this.#keys.set(key, i * KEY);
+    }
+    this.#codes[i] = PHASES.indexOf(phase);
+    this.#master[i] = hold?.master ?? NO_HOLD;
+    this.#replica[i] = hold?.replica ?? NO_HOLD;
+  }
+
+  get(key: Uint8Array): IndexedState | undefined {
+    const i = this.#slot(key, this.#keys, this.#cap, this.#codes);
+    const code = this.#codes[i] as number;
+    if (code === EMPTY) return undefined;
+    const m = this.#master[i] as number;
+    const r = this.#replica[i] as number;
+    const hold = {
+      ...(m !== NO_HOLD ? { master: m } : {}),
+      ...(r !== NO_HOLD ? { replica: r } : {}),
+    };
+    return {
+      phase: PHASES[code] as Phase,
+      ...(m !== NO_HOLD || r !== NO_HOLD ? { lockHeldMs: hold } : {}),
+    };
+  }
+
+  phaseOf(name: string): Phase | undefined {
+    return this.get(nameKey(name))?.phase;
+  }
+
+  /** How many mailboxes are in each phase. */
+  counts(): Partial<Record<Phase, number>> {
+    const out: Partial<Record<Phase, number>> = {};
+    for (let i = 0; i < this.#cap; i++) {
+      const code = this.#codes[i] as number;
+      if (code === EMPTY) continue;
+      const p = PHASES[code] as Phase;
+      out[p] = (out[p] ?? 0) + 1;
+    }
+    return out;
+  }
+
+  /** Every entry as journal records (sha1, phase, holds), for a compacted journal. */
+  *records(): Generator<string> {
+    for (let i = 0; i < this.#cap; i++) {
+      const code = this.#codes[i] as number;
+      if (code === EMPTY) continue;
+      const m = this.#master[i] as number;
+      const r = this.#replica[i] as number;
+      yield `${this.#keys.toString("hex", i * KEY, i * KEY + KEY)} ${PHASES[code]} ${m === NO_HOLD ? "-" : m} ${r === NO_HOLD ? "-" : r}\n`;
+    }
+  }
+
+  #grow(): void {
+    const cap = this.#cap * 2;
+    const keys = Buffer.alloc(cap * KEY);
+    const codes = new Uint8Array(cap).fill(EMPTY);
+    const master = new Uint32Array(cap);
+    const replica = new Uint32Array(cap);
+    for (let i = 0; i < this.#cap; i++) {
+      if (this.#codes[i] === EMPTY) continue;
+      const key = this.#keys.subarray(i * KEY, i * KEY + KEY);
+      const j = this.#slot(key, keys, cap, codes);
+      keys.set(key, j * KEY);
+      codes[j] = this.#codes[i] as number;
+      master[j] = this.#master[i] as number;
+      replica[j] = this.#replica[i] as number;
+    }
+    this.#cap = cap;
+    this.#keys = keys;
+    this.#codes = codes;
+    this.#master = master;
+    this.#replica = replica;
+  }
+}
+
+/** One record's line. */
+export function journalRecord(
+  name: string,
+  phase: Phase,
+  hold?: { master?: number; replica?: number },
+): string {
+  return `${nameKey(name).toString("hex")} ${phase} ${hold?.master ?? "-"} ${hold?.replica ?? "-"}\n`;
+}
+
+const RECORD = /^([0-9a-f]{40}) ([a-z-]+) (-|\d+) (-|\d+)$/;
+
+export interface LoadedJournal {
+  index: PhaseIndex;
+  /** Its last marker is a close (or it was never opened). */
+  clean: boolean;
+  /** Records read (for compaction). */
+  records: number;
+}
+
+/**
+ * Reads the journal of `dir` for plan `planId`, a line at a time; undefined
+ * when it is missing, another plan's or unreadable (a line that is not a
+ * record: a torn tail after a crash) — the caller rebuilds it then.
+ */
+export async function loadJournal(dir: string, planId: string): Promise<LoadedJournal | undefined> {
+  const index = new PhaseIndex();
+  let clean = true;
+  let records = 0;
+  let headed = false;
+  const key = Buffer.alloc(KEY);
+  try {
+    for await (const { text: line, number, terminated } of readLines(join(dir, JOURNAL_FILE))) {
+      if (!terminated) return undefined; // a torn last line
+      if (number === 1) {
+        if (line !== `${JOURNAL_FORMAT} ${planId}`) return undefined;
+        headed = true;
+        continue;
+      }
+      if (line.startsWith("open ")) {
+        clean = false;
+        continue;
+      }
+      if (line.startsWith("close ")) {
+        clean = true;
+        continue;
+      }
+      const m = RECORD.exec(line);
+      const code = m ? PHASES.indexOf(m[2] as Phase) : -1;
+      if (!m || code < 0) return undefined;
+      key.write(m[1] as string, "hex");
+      const hold: { master?: number; replica?: number } = {};
+      if (m[3] !== "-") hold.master = Number(m[3]);
+      if (m[4] !== "-") hold.replica = Number(m[4]);
+      index.set(key, m[2] as Phase, hold);
+      records++;
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  if (!headed) return undefined; // missing, or empty
+  return { index, clean, records };
+}
+
+/**
+ * Replaces the journal with `index`'s records (atomically; a rebuilt or
+ * compacted journal), clean.
+ */
+export function writeJournal(dir: string, planId: string, index: PhaseIndex): void {
+  const path = join(dir, JOURNAL_FILE);
+  const tmp = tempPathFor(path);
+  const fd = openSync(tmp, "wx", 0o644);
+  try {
+    let batch = [`${JOURNAL_FORMAT} ${planId}\n`];
+    for (const r of index.records()) {
+      batch.push(r);
+      if (batch.length >= 16384) {
+        writeAllSync(fd, batch.join(""));
+        batch = [];
+      }
+    }
+    batch.push(`close ${new Date().toISOString()}\n`);
+    writeAllSync(fd, batch.join(""));
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  fsyncDirSync(dir);
+}
+
+function writeAllSync(fd: number, text: string): void {
+  const data = Buffer.from(text, "latin1");
+  for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done);
+}
+
+/** The journal open for appending by the apply that holds the directory. */
+export class JournalAppender {
+  #fd: number | undefined;
+
+  constructor(readonly dir: string) {}
+
+  open(): void {
+    this.#fd = openSync(join(this.dir, JOURNAL_FILE), "a");
+    this.#write(`open ${process.pid} ${new Date().toISOString()}\n`);
+  }
+
+  append(line: string): void {
+    if (this.#fd !== undefined) this.#write(line);
+  }
+
+  /** Everything appended is on disk, then the close marker is. */
+  close(): void {
+    if (this.#fd === undefined) return;
+    const fd = this.#fd;
+    this.#fd = undefined;
+    try {
+      fsyncSync(fd);
+      writeSync(fd, `close ${new Date().toISOString()}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  #write(line: string): void {
+    writeAllSync(this.#fd as number, line);
+  }
+}
