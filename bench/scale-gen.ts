@@ -3,17 +3,28 @@
 // than a bench run has, and what show, status and apply's start cost depends
 // on the plan file and the state directory, not on where they came from.
 //
-// generatePlan writes an N-entry guidup-plan/3 plan through PlanWriter (the
-// writer `guidup plan` uses) with entries shaped like a one-message v9
-// mailbox's; generateState writes a done state file for the first D
-// mailboxes through the StateStore (so its journal too), as apply would.
+// growPlan turns a real plan of a real pair (with its apply state) into one of
+// a million entries: generated entries shaped like a one-message v9
+// mailbox's, recorded done in the state journal, around the real ones,
+// which apply then really works on.
 
 import { createHash } from "node:crypto";
-import { StateStore, stateDirFor } from "../src/apply/state-store.js";
-import type { MailboxState } from "../src/apply/state.js";
+import { cp, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Phase } from "../src/apply/state.js";
+import {
+  JOURNAL_FILE,
+  loadJournal,
+  nameKey,
+  PhaseIndex,
+  writeJournal,
+} from "../src/apply/state-journal.js";
+import { PLAN_CHECKED_FILE, stateDirFor } from "../src/apply/state-store.js";
+import { compareNames } from "../src/plan/build.js";
+import { readLines } from "../src/plan/line-reader.js";
+import type { PlannedMailbox, SideFacts } from "../src/plan/model.js";
+import { openPlan, PlanWriter } from "../src/plan/plan-stream.js";
 import type { FileFacts } from "../src/protocol/messages.js";
-import type { PlannedMailbox, PlanSummary, SideFacts } from "../src/plan/model.js";
-import { PlanWriter } from "../src/plan/plan-stream.js";
 
 function sha1(text: string): string {
   return createHash("sha1").update(text).digest("hex");
@@ -55,42 +66,55 @@ export function generatedEntry(i: number): PlannedMailbox {
   };
 }
 
-/** Writes an n-entry plan at `path` (local hosts that do not exist: nothing is contacted). */
-export async function generatePlan(path: string, n: number, id: string): Promise<PlanSummary> {
-  const writer = await PlanWriter.create(path, {
-    id,
-    created: "2026-01-01T00:00:00.000Z",
-    tool: "bench",
-    pair: "gen",
-    target: 10,
-    hosts: {
-      master: { transport: "local", config: "/nonexistent/master/imapd.conf", name: "master" },
-      replica: { transport: "local", config: "/nonexistent/replica/imapd.conf", name: "replica" },
-    },
-  });
-  for (let i = 0; i < n; i++) await writer.add(generatedEntry(i));
-  return writer.commit({ mailboxes: n, upToDate: 0 });
-}
-
-/** Marks the first `done` mailboxes of a generated plan done, as apply would have. */
-export async function generateState(planPath: string, planId: string, done: number): Promise<void> {
-  const store = new StateStore(stateDirFor(planPath), planId);
-  await store.acquire(planId);
-  try {
-    for (let i = 0; i < done; i++) {
-      const t = new Date(Date.UTC(2026, 0, 1, 0, 0, 0, i % 1000)).toISOString();
-      const state: MailboxState = {
-        name: generatedName(i),
-        phase: "done",
-        attempts: 1,
-        firstStarted: t,
-        updated: t,
-        finished: t,
-        lockHeldMs: { master: 2 + (i % 5), replica: 3 + (i % 7) },
-      };
-      await store.write(state);
+/**
+ * The 1M shape from a real plan: `realPlan`'s entries (real mailboxes of a
+ * real pair, which apply can work on) merged in name order with generated
+ * ones up to `total`, under the real plan's id and hosts; its state
+ * directory copied, and the generated mailboxes recorded done in its
+ * journal (as a finished apply leaves them), without a state file each —
+ * neither status nor apply reads the file of a mailbox the journal says is
+ * done. Returns the new plan's path.
+ */
+export async function growPlan(realPlan: string, out: string, total: number): Promise<string> {
+  const real = await openPlan(realPlan);
+  const { format: _f, summary: _s, ...head } = real.header;
+  const writer = await PlanWriter.create(out, head);
+  const realEntries = real.mailboxes()[Symbol.asyncIterator]();
+  let next = await realEntries.next();
+  let realCount = 0;
+  const generated = Math.max(0, total - real.header.summary.toApply);
+  const index = new PhaseIndex();
+  const realState = stateDirFor(realPlan);
+  const loaded = await loadJournal(realState, head.id);
+  if (!loaded?.clean) throw new Error(`${realState}: no clean journal to grow`);
+  for (let i = 0; i < generated; i++) {
+    const entry = generatedEntry(i);
+    while (!next.done && compareNames(next.value.name, entry.name) < 0) {
+      await writer.add(next.value);
+      realCount++;
+      next = await realEntries.next();
     }
-  } finally {
-    await store.release();
+    await writer.add(entry);
+    index.set(nameKey(entry.name), "done", { master: 2 + (i % 5), replica: 3 + (i % 7) });
   }
+  for (; !next.done; next = await realEntries.next()) {
+    await writer.add(next.value);
+    realCount++;
+  }
+  await writer.commit({ mailboxes: generated + realCount, upToDate: 0 });
+  const state = stateDirFor(out);
+  await rm(state, { recursive: true, force: true });
+  await cp(realState, state, { recursive: true });
+  await rm(join(state, PLAN_CHECKED_FILE), { force: true });
+  // The real pair's journal records, then the generated ones.
+  for await (const line of readLines(join(realState, JOURNAL_FILE))) {
+    const m = /^([0-9a-f]{40}) ([a-z-]+) (-|\d+) (-|\d+)$/.exec(line.text);
+    if (!m) continue;
+    const hold: { master?: number; replica?: number } = {};
+    if (m[3] !== "-") hold.master = Number(m[3]);
+    if (m[4] !== "-") hold.replica = Number(m[4]);
+    index.set(Buffer.from(m[1] as string, "hex"), m[2] as Phase, hold);
+  }
+  writeJournal(state, head.id, index);
+  return out;
 }

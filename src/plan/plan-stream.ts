@@ -288,18 +288,7 @@ class V3Stream implements PlanStream {
         }
         if (start.empty)
           this.#fail(line, `an entry under "${section}: []" (write "${section}:" for a list)`);
-        const m = NAME_AT_START.exec(line.text);
-        if (!m)
-          this.#fail(
-            line,
-            `not an entry of a guidup-plan/3 plan: each is one line '  - { "name": …, … }'`,
-          );
-        let name: string;
-        try {
-          name = JSON.parse(m[1] as string) as string;
-        } catch {
-          this.#fail(line, "the entry's name is not a valid quoted string", 5);
-        }
+        const name = this.#nameOf(line, section, index);
         if (prev !== undefined) {
           const order = compareNames(prev, name);
           if (order === 0)
@@ -326,6 +315,26 @@ class V3Stream implements PlanStream {
       this.#fail(last, 'the plan ends before its "skipped:" line (cut short?)');
     if (!ended)
       this.#fail(last, `the plan ends without its closing "${END_LINE}" line (cut short?)`);
+  }
+
+  /**
+   * The entry's name: read from the line's start when written in the
+   * writer's key order, else from the whole entry (checked: a missing name
+   * is reported as the schema says it).
+   */
+  #nameOf(line: Line, section: Section, index: number): string {
+    const m = NAME_AT_START.exec(line.text);
+    if (m) {
+      try {
+        return JSON.parse(m[1] as string) as string;
+      } catch {
+        this.#fail(line, "the entry's name is not a valid quoted string", 5);
+      }
+    }
+    if (!line.text.startsWith(`${ENTRY_PREFIX}{`))
+      this.#fail(line, `not an entry of a guidup-plan/3 plan: each is one line '  - { "name": …, … }'`);
+    const def = section === "mailboxes" ? "plannedMailbox" : "skippedMailbox";
+    return this.#entry<{ name: string }>(line, section, index, def).name;
   }
 
   async #findSkipped(): Promise<{ offset: number; number: number; empty: boolean }> {
