@@ -11,17 +11,9 @@
 import { createHash } from "node:crypto";
 import { cp, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Phase } from "../src/apply/state.js";
-import {
-  JOURNAL_FILE,
-  loadJournal,
-  nameKey,
-  PhaseIndex,
-  writeJournal,
-} from "../src/apply/state-journal.js";
+import { loadJournal, nameKey, writeJournal } from "../src/apply/state-journal.js";
 import { PLAN_CHECKED_FILE, stateDirFor } from "../src/apply/state-store.js";
 import { compareNames } from "../src/plan/build.js";
-import { readLines } from "../src/plan/line-reader.js";
 import type { PlannedMailbox, SideFacts } from "../src/plan/model.js";
 import { openPlan, PlanWriter } from "../src/plan/plan-stream.js";
 import type { FileFacts } from "../src/protocol/messages.js";
@@ -83,10 +75,11 @@ export async function growPlan(realPlan: string, out: string, total: number): Pr
   let next = await realEntries.next();
   let realCount = 0;
   const generated = Math.max(0, total - real.header.summary.toApply);
-  const index = new PhaseIndex();
   const realState = stateDirFor(realPlan);
   const loaded = await loadJournal(realState, head.id);
   if (!loaded?.clean) throw new Error(`${realState}: no clean journal to grow`);
+  // The real pair's records, then the generated ones.
+  const index = loaded.index;
   for (let i = 0; i < generated; i++) {
     const entry = generatedEntry(i);
     while (!next.done && compareNames(next.value.name, entry.name) < 0) {
@@ -106,15 +99,6 @@ export async function growPlan(realPlan: string, out: string, total: number): Pr
   await rm(state, { recursive: true, force: true });
   await cp(realState, state, { recursive: true });
   await rm(join(state, PLAN_CHECKED_FILE), { force: true });
-  // The real pair's journal records, then the generated ones.
-  for await (const line of readLines(join(realState, JOURNAL_FILE))) {
-    const m = /^([0-9a-f]{40}) ([a-z-]+) (-|\d+) (-|\d+)$/.exec(line.text);
-    if (!m) continue;
-    const hold: { master?: number; replica?: number } = {};
-    if (m[3] !== "-") hold.master = Number(m[3]);
-    if (m[4] !== "-") hold.replica = Number(m[4]);
-    index.set(Buffer.from(m[1] as string, "hex"), m[2] as Phase, hold);
-  }
   writeJournal(state, head.id, index);
   return out;
 }

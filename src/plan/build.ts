@@ -71,8 +71,14 @@ export function buildPlan(input: BuildPlanInput): Plan {
   };
 }
 
+/** Code units at which UTF-16 order stops being UTF-8 byte order (surrogates and above). */
+const HIGH_UNITS = /[\ud800-\uffff]/;
+
 /** Byte order of the UTF-8 names: stable across locales and machines. */
 export function compareNames(a: string, b: string): number {
+  // Below U+D800, UTF-16 code unit order is code point order, which is
+  // UTF-8 byte order: the plain comparison, without encoding either name.
+  if (!HIGH_UNITS.test(a) && !HIGH_UNITS.test(b)) return a < b ? -1 : a > b ? 1 : 0;
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 

@@ -34,7 +34,7 @@ import { dirname } from "node:path";
 import { FileAccessError, InternalError } from "../errors.js";
 import { fsyncDir, tempPathFor } from "../fsutil/atomic-file.js";
 import { compareNames, summarize } from "./build.js";
-import { type Line, readLines } from "./line-reader.js";
+import { type Line, readLineBatches, readLines } from "./line-reader.js";
 import {
   PLAN_FORMAT,
   type Plan,
@@ -131,6 +131,12 @@ export function formatPlanV3(plan: Plan): string {
 
 type Section = "mailboxes" | "skipped";
 
+interface EntryLine {
+  line: Line;
+  name: string;
+  index: number;
+}
+
 function sectionOf(text: string): { section: Section; empty: boolean } | undefined {
   const m = /^(mailboxes|skipped):( \[\])?\s*(#.*)?$/.exec(text);
   return m ? { section: m[1] as Section, empty: m[2] !== undefined } : undefined;
@@ -144,8 +150,11 @@ const NAME_AT_START = /^ {2}- \{ ?"name": ?("(?:[^"\\]|\\.)*")/;
 export interface PlanStream {
   readonly file: string;
   readonly header: PlanHeader;
-  /** Planned entries in order, each checked against the schema. */
-  mailboxes(): AsyncGenerator<PlannedMailbox>;
+  /**
+   * Planned entries in order, each checked against the schema; with `keep`,
+   * only those whose name it keeps (the others are not even parsed).
+   */
+  mailboxes(keep?: (name: string) => boolean): AsyncGenerator<PlannedMailbox>;
   /** Skipped entries in order, each checked; also that none is planned. */
   skipped(): AsyncGenerator<SkippedMailbox>;
   /** Planned names in order, without checking the rest of each entry (status, counting). */
@@ -222,8 +231,8 @@ async function wholePlanStream(path: string): Promise<PlanStream> {
   return {
     file: path,
     header,
-    async *mailboxes() {
-      yield* mailboxes;
+    async *mailboxes(keep?: (name: string) => boolean) {
+      for (const m of mailboxes) if (!keep || keep(m.name)) yield m;
     },
     async *skipped() {
       yield* skipped;
@@ -250,62 +259,66 @@ class V3Stream implements PlanStream {
   }
 
   /**
-   * The entry lines of one section, in order (sort and uniqueness checked
-   * on the names); records where the skipped section starts; checks the
-   * closing "..." after it.
+   * The entry lines of one section, in order, a batch at a time (sort and
+   * uniqueness checked on the names); records where the skipped section
+   * starts; checks the closing "..." after it.
    */
-  async *#entryLines(
-    section: Section,
-  ): AsyncGenerator<{ line: Line; name: string; index: number }> {
+  async *#entryLines(section: Section): AsyncGenerator<EntryLine[]> {
     const start = section === "mailboxes" ? this.bodyStart : await this.#findSkipped();
     let prev: string | undefined;
     let index = 0;
     let last = start.number - 1;
     let ended = false;
     try {
-      for await (const line of readLines(this.file, start.offset, start.number)) {
-        last = line.number;
-        if (!line.terminated && line.text !== END_LINE)
-          this.#fail(line, "the plan ends in the middle of a line (cut short?)");
-        if (isNote(line.text)) continue;
-        if (line.text === END_LINE) {
-          if (section === "mailboxes") this.#fail(line, 'the plan ends before its "skipped:" line');
-          ended = true;
-          continue;
-        }
-        if (ended) this.#fail(line, `nothing may follow the closing "${END_LINE}" line`);
-        const s = sectionOf(line.text);
-        if (s) {
-          if (section === "mailboxes" && s.section === "skipped") {
-            this.#skippedStart = {
-              offset: line.offset + Buffer.byteLength(line.text) + 1,
-              number: line.number + 1,
-              empty: s.empty,
-            };
-            return;
+      for await (const lines of readLineBatches(this.file, start.offset, start.number)) {
+        const batch: EntryLine[] = [];
+        for (const line of lines) {
+          last = line.number;
+          if (!line.terminated && line.text !== END_LINE)
+            this.#fail(line, "the plan ends in the middle of a line (cut short?)");
+          if (isNote(line.text)) continue;
+          if (line.text === END_LINE) {
+            if (section === "mailboxes")
+              this.#fail(line, 'the plan ends before its "skipped:" line');
+            ended = true;
+            continue;
           }
-          this.#fail(line, `a second "${s.section}:" line`);
+          if (ended) this.#fail(line, `nothing may follow the closing "${END_LINE}" line`);
+          const s = sectionOf(line.text);
+          if (s) {
+            if (section === "mailboxes" && s.section === "skipped") {
+              this.#skippedStart = {
+                offset: line.offset + Buffer.byteLength(line.text) + 1,
+                number: line.number + 1,
+                empty: s.empty,
+              };
+              if (batch.length > 0) yield batch;
+              return;
+            }
+            this.#fail(line, `a second "${s.section}:" line`);
+          }
+          if (start.empty)
+            this.#fail(line, `an entry under "${section}: []" (write "${section}:" for a list)`);
+          const name = this.#nameOf(line, section, index);
+          if (prev !== undefined) {
+            const order = compareNames(prev, name);
+            if (order === 0)
+              this.#fail(
+                line,
+                `${section}[${index}].name: mailbox ${JSON.stringify(name)} is listed twice`,
+                5,
+              );
+            if (order > 0)
+              this.#fail(
+                line,
+                `${section}[${index}].name: not sorted by name: ${JSON.stringify(name)} comes after ${JSON.stringify(prev)}`,
+                5,
+              );
+          }
+          prev = name;
+          batch.push({ line, name, index: index++ });
         }
-        if (start.empty)
-          this.#fail(line, `an entry under "${section}: []" (write "${section}:" for a list)`);
-        const name = this.#nameOf(line, section, index);
-        if (prev !== undefined) {
-          const order = compareNames(prev, name);
-          if (order === 0)
-            this.#fail(
-              line,
-              `${section}[${index}].name: mailbox ${JSON.stringify(name)} is listed twice`,
-              5,
-            );
-          if (order > 0)
-            this.#fail(
-              line,
-              `${section}[${index}].name: not sorted by name: ${JSON.stringify(name)} comes after ${JSON.stringify(prev)}`,
-              5,
-            );
-        }
-        prev = name;
-        yield { line, name, index: index++ };
+        if (batch.length > 0) yield batch;
       }
     } catch (err) {
       if (err instanceof PlanError) throw err;
@@ -332,13 +345,18 @@ class V3Stream implements PlanStream {
       }
     }
     if (!line.text.startsWith(`${ENTRY_PREFIX}{`))
-      this.#fail(line, `not an entry of a guidup-plan/3 plan: each is one line '  - { "name": …, … }'`);
+      this.#fail(
+        line,
+        `not an entry of a guidup-plan/3 plan: each is one line '  - { "name": …, … }'`,
+      );
     const def = section === "mailboxes" ? "plannedMailbox" : "skippedMailbox";
     return this.#entry<{ name: string }>(line, section, index, def).name;
   }
 
   async #findSkipped(): Promise<{ offset: number; number: number; empty: boolean }> {
-    if (this.#skippedStart === undefined) for await (const _ of this.#entryLines("mailboxes"));
+    if (this.#skippedStart === undefined)
+      for await (const _ of this.#entryLines("mailboxes")) {
+      }
     return this.#skippedStart as { offset: number; number: number; empty: boolean };
   }
 
@@ -369,13 +387,16 @@ class V3Stream implements PlanStream {
     return value as T;
   }
 
-  async *mailboxes(): AsyncGenerator<PlannedMailbox> {
-    for await (const { line, index } of this.#entryLines("mailboxes"))
-      yield this.#entry<PlannedMailbox>(line, "mailboxes", index, "plannedMailbox");
+  async *mailboxes(keep?: (name: string) => boolean): AsyncGenerator<PlannedMailbox> {
+    for await (const batch of this.#entryLines("mailboxes"))
+      for (const { line, name, index } of batch)
+        if (!keep || keep(name))
+          yield this.#entry<PlannedMailbox>(line, "mailboxes", index, "plannedMailbox");
   }
 
   async *names(): AsyncGenerator<string> {
-    for await (const { name } of this.#entryLines("mailboxes")) yield name;
+    for await (const batch of this.#entryLines("mailboxes"))
+      for (const { name } of batch) yield name;
   }
 
   async *skipped(): AsyncGenerator<SkippedMailbox> {
@@ -383,17 +404,18 @@ class V3Stream implements PlanStream {
     const planned = this.names();
     let p = await planned.next();
     try {
-      for await (const { line, name, index } of this.#entryLines("skipped")) {
-        const entry = this.#entry<SkippedMailbox>(line, "skipped", index, "skippedMailbox");
-        while (!p.done && compareNames(p.value, name) < 0) p = await planned.next();
-        if (!p.done && p.value === name)
-          this.#fail(
-            line,
-            `skipped[${index}].name: mailbox ${JSON.stringify(name)} is also planned`,
-            5,
-          );
-        yield entry;
-      }
+      for await (const batch of this.#entryLines("skipped"))
+        for (const { line, name, index } of batch) {
+          const entry = this.#entry<SkippedMailbox>(line, "skipped", index, "skippedMailbox");
+          while (!p.done && compareNames(p.value, name) < 0) p = await planned.next();
+          if (!p.done && p.value === name)
+            this.#fail(
+              line,
+              `skipped[${index}].name: mailbox ${JSON.stringify(name)} is also planned`,
+              5,
+            );
+          yield entry;
+        }
     } finally {
       await planned.return(undefined);
     }

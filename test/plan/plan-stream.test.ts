@@ -175,9 +175,9 @@ describe("guidup-plan/3", () => {
       ],
       [
         "planned and skipped",
-        (t) => t.replace('"name": "user.s000001"', '"name": "user.u000011"'),
+        (t) => t.replace('"name": "user.s000003"', '"name": "user.u000011"'),
         '"name": "user.u000011", "reason"',
-        /:5: skipped\[1\]\.name: mailbox "user\.u000011" is also planned$/,
+        /:5: skipped\[3\]\.name: mailbox "user\.u000011" is also planned$/,
       ],
     ];
     for (const [what, edit, needle, message] of edits) {
