@@ -23,7 +23,6 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { mkdtemp, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -224,7 +223,7 @@ async function main(): Promise<void> {
           unit: " s",
         }),
       );
-    perSide.forEach((r, i) =>
+    perSide.forEach((r, i) => {
       log(
         goalLine({
           name: `plan at ${sizes[i]} (local transport): mailboxes/s per side`,
@@ -233,8 +232,8 @@ async function main(): Promise<void> {
           target: 5000,
           unit: "/s",
         }),
-      ),
-    );
+      );
+    });
     const base = all.find((f) => f.command === "status" && f.size === String(sizes[0]));
     const top = all.filter((f) => f.command === "status").at(-1);
     if (base && top && top !== base)

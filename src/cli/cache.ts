@@ -2,7 +2,7 @@
 // The seed's last step: remove guidup's cyrus.sha1s files from both sides
 // once the upgrade is over.
 
-import { readdir, readFile } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import YAML from "yaml";
 import { listMailboxes } from "../apply/scan-pair.js";

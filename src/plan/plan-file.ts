@@ -13,14 +13,13 @@
 // (slower, heavier on huge files).
 
 import { LineCounter, parseDocument } from "yaml";
-import { GuidupError, InternalError } from "../errors.js";
+import { GuidupError } from "../errors.js";
 import type { FileFacts } from "../protocol/messages.js";
 import type { HostSpec, LocalHostSpec, SshHostSpec, SshJumpHop } from "../transport/types.js";
 import { compareNames } from "./build.js";
 import {
   type Action,
   OLD_PLAN_FORMATS,
-  PLAN_FORMAT,
   type Plan,
   type PlanHeader,
   type PlannedMailbox,

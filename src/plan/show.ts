@@ -9,13 +9,13 @@
 import { TARGET_MINOR } from "../cyrus/formats/index.js";
 import type { HostSpec } from "../transport/types.js";
 import type {
+  Action,
   Plan,
   PlanHeader,
   PlannedMailbox,
   SideFacts,
   SkippedMailbox,
   SkipReason,
-  Action,
 } from "./model.js";
 
 export interface HostTotals {

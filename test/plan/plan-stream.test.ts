@@ -165,7 +165,7 @@ describe("guidup-plan/3", () => {
         "block entry",
         (t) => t.replace(/^ {2}- \{ "name": "user\.u000007".*$/m, "  - name: user.u000007"),
         "  - name: user.u000007",
-        /:1: not an entry of a guidup-plan\/3 plan: each is one line '  - \{ "name": …, … \}'$/,
+        /:1: not an entry of a guidup-plan\/3 plan: each is one line ' {2}- \{ "name": …, … \}'$/,
       ],
       [
         "not JSON",
