@@ -81,10 +81,10 @@ export interface StreamingPlanInput {
   mailboxes: readonly MailboxRef[];
   excluded?: readonly { name: string; reason: string }[];
   invalid?: readonly { name: string; reason: string }[];
+  /** Names per window (default PLAN_WINDOW). */
+  window?: number;
   /** Scans both sides of some mailboxes (a window of the sorted list). */
-  scan: (
-    window: readonly MailboxRef[],
-  ) => Promise<{
+  scan: (window: readonly MailboxRef[]) => Promise<{
     master: ReadonlyMap<string, MailboxScan>;
     replica: ReadonlyMap<string, MailboxScan>;
   }>;
@@ -107,8 +107,9 @@ export async function writePlanStreaming(
   const sorted = [...input.mailboxes].sort((a, b) => compareNames(a.name, b.name));
   let upToDate = 0;
   const missing: MissingCounts = { master: { count: 0 }, replica: { count: 0 } };
-  for (let at = 0; at < sorted.length; at += PLAN_WINDOW) {
-    const window = sorted.slice(at, at + PLAN_WINDOW);
+  const size = input.window ?? PLAN_WINDOW;
+  for (let at = 0; at < sorted.length; at += size) {
+    const window = sorted.slice(at, at + size);
     const scans = await input.scan(window);
     for (const ref of window) {
       const m = scans.master.get(ref.name);
