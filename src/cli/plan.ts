@@ -4,7 +4,13 @@
 import { randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { listMailboxes, scanSide } from "../apply/scan-pair.js";
+import {
+  listMailboxes,
+  SCAN_AGENTS,
+  SCAN_BATCH,
+  type ScanProgress,
+  SideScanner,
+} from "../apply/scan-pair.js";
 import { setStateAside, stateDirFor } from "../apply/state-store.js";
 import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
@@ -181,7 +187,20 @@ async function planPair(
       target,
       hosts: { master: planHost(pair.master), replica: planHost(pair.replica) },
     });
+    // The scanning agents live for the whole list, not one window.
+    const scanners: SideScanner[] = [];
     try {
+      for (const side of ["master", "replica"] as const)
+        scanners.push(
+          await SideScanner.start(
+            side === "master" ? master : replica,
+            side,
+            clientOptions,
+            // As many as the list has batches, up to SCAN_AGENTS.
+            Math.min(SCAN_AGENTS, Math.ceil(total / SCAN_BATCH)),
+          ),
+        );
+      const [masterScanner, replicaScanner] = scanners as [SideScanner, SideScanner];
       const counts = await writePlanStreaming(
         {
           target,
@@ -190,19 +209,20 @@ async function planPair(
           invalid: list.invalid,
           scan: async (window) => {
             const base = { ...done };
-            const [m, r] = await Promise.all(
-              (["master", "replica"] as const).map((side) =>
-                scanSide(side === "master" ? master : replica, side, window, clientOptions, (p) => {
-                  done[p.side] = base[p.side] + p.done;
-                  show();
-                }),
-              ),
-            );
-            return { master: m!, replica: r! };
+            const progress = (p: ScanProgress) => {
+              done[p.side] = base[p.side] + p.done;
+              show();
+            };
+            const [m, r] = await Promise.all([
+              masterScanner.scan(window, progress),
+              replicaScanner.scan(window, progress),
+            ]);
+            return { master: m, replica: r };
           },
         },
         writer,
       );
+      await Promise.all(scanners.splice(0).map((sc) => sc.close()));
       const lacking = lackingFromCounts(list.mailboxes.length, [
         { side: "master", host: master.host, ...counts.missing.master },
         { side: "replica", host: replica.host, ...counts.missing.replica },
@@ -222,6 +242,8 @@ async function planPair(
     } catch (err) {
       await writer.abort();
       throw err;
+    } finally {
+      await Promise.all(scanners.map((sc) => sc.close()));
     }
   } finally {
     await Promise.all([master.close(), replica.close()]);

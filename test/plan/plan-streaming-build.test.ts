@@ -43,7 +43,12 @@ function scans(n: number): {
         ...(facts.expunge && i % 11 !== 0 ? { expunge: facts.expunge } : {}),
         fingerprint: facts.fingerprint,
         uidsDigest: sha1Hex(`uids:${m.name}:${i % 13 === 0 && side === "replica" ? "x" : ""}`),
-        planned: facts.planned,
+        planned: {
+          ...facts.planned,
+          upTo: facts.index.lastUid,
+          indexUpTo: facts.index.lastUid,
+          appended: 0,
+        },
         ...(facts.cached !== undefined ? { cached: facts.cached } : {}),
       };
       if (i % 17 === 0 && side === "replica") scan.status = "missing";
