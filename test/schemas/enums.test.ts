@@ -9,7 +9,13 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { PHASES, type Phase, type Step } from "../../src/apply/state.js";
-import type { Action, SkipReason } from "../../src/plan/model.js";
+import {
+  type Action,
+  PLAN_FORMAT,
+  PLAN_FORMAT_V2,
+  type PlanFormat,
+  type SkipReason,
+} from "../../src/plan/model.js";
 import { OPS, type Op } from "../../src/protocol/messages.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
 
@@ -83,6 +89,12 @@ const OP_SET: Record<Op, true> = {
 describe("the JSON schemas' enums equal the TypeScript lists", () => {
   it("plan: skip reasons", () => {
     expect(sorted(enumAt("plan", "/$defs/skipReason"))).toEqual(sorted(Object.keys(SKIP_REASONS)));
+  });
+
+  it("plan: the formats read, the one written first", () => {
+    const formats: Record<PlanFormat, true> = { [PLAN_FORMAT]: true, [PLAN_FORMAT_V2]: true };
+    expect(enumAt("plan", "/properties/format")).toEqual([PLAN_FORMAT, PLAN_FORMAT_V2]);
+    expect(sorted(enumAt("plan", "/properties/format"))).toEqual(sorted(Object.keys(formats)));
   });
 
   it("plan: actions", () => {
