@@ -3,7 +3,7 @@
 // source (bench/<name>.ts) is not in the repository is skipped with a note.
 //
 // Run: `node dist/bench/run.js [--only NAME]` (NAME: codec, hash, lock-hold,
-// hash-apply, plan, apply, fleet, live). Exit code 1 when any benchmark run failed.
+// hash-apply, plan, apply, fleet, live, scale). Exit code 1 when any benchmark run failed.
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -20,6 +20,7 @@ export const BENCHES = [
   "apply",
   "fleet",
   "live",
+  "scale",
 ] as const;
 
 /** A benchmark's source file when it is not bench/<name>.ts. */

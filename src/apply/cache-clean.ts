@@ -2,12 +2,13 @@
 // much of it is left, and removing guidup's cyrus.sha1s files from every
 // listed mailbox on both sides (the agent's cache-clean, in batches).
 
-import { readdir, readFile } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import YAML from "yaml";
 import { UsageError } from "../errors.js";
 import type { PairSpec } from "../plan/inventory.js";
-import { readPlan } from "../plan/plan-file.js";
+import { readLines } from "../plan/line-reader.js";
+import { openPlan } from "../plan/plan-stream.js";
 import { AgentClient, type AgentClientOptions } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
@@ -23,18 +24,23 @@ export async function planProgress(
   pair: string,
   path: string,
 ): Promise<{ total: number; left: number }> {
-  const plan = await readPlan(path);
-  if (plan.pair !== pair)
+  const plan = await openPlan(path);
+  if (plan.header.pair !== pair)
     throw new UsageError(
-      `${path} is a plan of pair ${plan.pair}, not ${pair}; give --pair ${plan.pair}, or the plan of ${pair}`,
+      `${path} is a plan of pair ${plan.header.pair}, not ${pair}; give --pair ${plan.header.pair}, or the plan of ${pair}`,
     );
-  const store = new StateStore(stateDirFor(path), plan.id);
+  const store = new StateStore(stateDirFor(path), plan.header.id);
+  // The state directory's index; trusted as an apply that holds it would be
+  // (a crashed apply's journal is rebuilt from the files by loadIndex).
+  const { index } = await store.loadIndex(false);
   let left = 0;
-  for (const mb of plan.mailboxes) {
-    const st = await store.read(mb.name);
-    if (!st || !FINAL_PHASES.has(st.phase)) left++;
+  let total = 0;
+  for await (const name of plan.names()) {
+    total++;
+    const phase = index.phaseOf(name);
+    if (phase === undefined || !FINAL_PHASES.has(phase)) left++;
   }
-  return { total: plan.mailboxes.length, left };
+  return { total, left };
 }
 
 /** The newest plan (by its created time) of the pair in dir, or undefined. */
@@ -50,7 +56,7 @@ export async function newestPlan(pair: string, dir: string): Promise<string | un
     const path = join(dir, n);
     try {
       // Only the header is needed to pick the newest plan of the pair.
-      const head = YAML.parse((await readFile(path, "utf8")).split("\nsummary:")[0] ?? "") as {
+      const head = YAML.parse(await headerText(path)) as {
         pair?: string;
         created?: string;
       };
@@ -97,4 +103,14 @@ export async function cleanPairCaches(
   } finally {
     await Promise.all([master.close(), replica.close()]);
   }
+}
+
+/** A plan file's lines up to its summary: all newestPlan reads (a plan may be hundreds of MB). */
+async function headerText(path: string): Promise<string> {
+  const lines: string[] = [];
+  for await (const { text } of readLines(path)) {
+    if (text.startsWith("summary:") || lines.length > 200) break;
+    lines.push(text);
+  }
+  return lines.join("\n");
 }

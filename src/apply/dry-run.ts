@@ -20,7 +20,7 @@ export interface DryRunResult {
 export async function dryRun(
   hosts: { master: HostSpec; replica: HostSpec },
   store: StateStore,
-  mailboxes: readonly PlannedMailbox[],
+  mailboxes: AsyncIterable<PlannedMailbox>,
   only: readonly string[],
   exclude: readonly string[],
 ): Promise<DryRunResult> {
@@ -30,7 +30,7 @@ export async function dryRun(
     await Promise.all(agents.map((a) => a.close()));
     const keep = nameFilter(only, exclude);
     const would: DryRunResult["mailboxes"] = [];
-    for (const mb of mailboxes) {
+    for await (const mb of mailboxes) {
       if (!keep(mb.name)) continue;
       const st = await store.read(mb.name);
       if (st && FINAL_PHASES.has(st.phase)) continue;

@@ -5,7 +5,8 @@
 
 import { stat } from "node:fs/promises";
 import { ERRORS } from "../errors.js";
-import type { Plan, PlannedMailbox } from "../plan/model.js";
+import type { PlannedMailbox } from "../plan/model.js";
+import type { PlanStream } from "../plan/plan-stream.js";
 import type { CutoverPath } from "../protocol/messages.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
 import type { HostConnection } from "../transport/types.js";
@@ -29,7 +30,8 @@ export const DEFAULT_CONCURRENCY = 4;
 export const THROTTLE_WINDOW = 20;
 
 export interface ApplyOptions {
-  plan: Plan;
+  /** Read entry by entry (src/plan/plan-stream.ts openPlan, or planStreamOf for a plan in memory). */
+  plan: PlanStream;
   store: StateStore;
   connections: { master: HostConnection; replica: HostConnection };
   concurrency: number;
@@ -161,7 +163,11 @@ function retryKind(state: MailboxState): "backoff" | "once" | undefined {
 
 /** Runs the plan while holding the pair lock on both hosts (refused while another apply has it). */
 export async function runApply(options: ApplyOptions): Promise<ApplyReport> {
-  const pairLock = await takePairLock(options.connections, options.plan, options.clientOptions);
+  const pairLock = await takePairLock(
+    options.connections,
+    options.plan.header,
+    options.clientOptions,
+  );
   try {
     return await runApplyLocked(options);
   } finally {
@@ -175,27 +181,60 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   const emit = options.onEvent ?? (() => {});
   const keep = nameFilter(options.only, options.exclude);
 
-  // Replica-ahead repairs first (the dangerous state should not wait), then
-  // the plan's order.
-  const repairs: WorkItem[] = [];
-  const rest: WorkItem[] = [];
+  // One pass over the plan's names first, to count (and, the first time a
+  // plan file is applied, to check every entry: a broken entry is refused
+  // before any mailbox is touched). Finished mailboxes are known from the
+  // state directory's index, without reading their files.
+  const plan = options.plan;
+  const store = options.store;
   let alreadyDone = 0;
-  for (const entry of options.plan.mailboxes) {
-    if (!keep(entry.name)) continue;
-    const previous = await options.store.read(entry.name);
-    if (previous && FINAL_PHASES.has(previous.phase)) {
+  let queued = 0;
+  const repairs = new Set<string>();
+  const checked = await store.isPlanChecked(plan.file);
+  const names = checked
+    ? plan.names()
+    : (async function* () {
+        for await (const m of plan.mailboxes()) yield m.name;
+      })();
+  for await (const name of names) {
+    if (!keep(name)) continue;
+    if (store.isFinished(name)) {
       alreadyDone++;
       continue;
     }
-    (previous?.phase === "replica-ahead" ? repairs : rest).push({
-      entry,
-      previous,
-      tries: 0,
-      notBefore: 0,
-    });
+    queued++;
+    if (store.indexedPhase(name) === "replica-ahead") repairs.add(name);
   }
-  const queue = [...repairs, ...rest];
-  emit({ type: "start", total: queue.length + alreadyDone, alreadyDone, queued: queue.length });
+  if (!checked) await store.markPlanChecked(plan.file);
+  // Replica-ahead repairs first (the dangerous state should not wait), then
+  // the plan's order; entries are read as lanes take them.
+  const entries = (async function* (): AsyncGenerator<PlannedMailbox> {
+    // Filtered by name before an entry is even parsed: a done mailbox costs
+    // one index lookup.
+    if (repairs.size > 0) yield* plan.mailboxes((name) => repairs.has(name));
+    yield* plan.mailboxes((name) => keep(name) && !repairs.has(name) && !store.isFinished(name));
+  })();
+  let taken = 0;
+  let entriesLeft = true;
+  const queueLength = () => (entriesLeft ? Math.max(0, queued - taken) : 0);
+  const takeEntry = async (): Promise<WorkItem | undefined> => {
+    for (;;) {
+      const r = await entries.next();
+      if (r.done) {
+        entriesLeft = false;
+        return undefined;
+      }
+      taken++;
+      const previous = await store.read(r.value.name);
+      if (previous && FINAL_PHASES.has(previous.phase)) {
+        // The index was behind this file (now caught up).
+        alreadyDone++;
+        continue;
+      }
+      return { entry: r.value, previous, tries: 0, notBefore: 0 };
+    }
+  };
+  emit({ type: "start", total: queued + alreadyDone, alreadyDone, queued });
 
   const report: ApplyReport = {
     outcomes: {},
@@ -275,13 +314,19 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
         emit({ type: "resumed" });
         continue;
       }
-      if (queue.length > 0 && !batchReached()) {
+      if (entriesLeft && !batchReached()) {
+        // Counted before the wait for the entry, so lanes asking at once
+        // never start more than the batch.
         started_++;
-        const item = queue.shift() as WorkItem;
-        emit({ type: "begin", name: item.entry.name });
-        return item;
+        const item = await takeEntry();
+        if (item) {
+          emit({ type: "begin", name: item.entry.name });
+          return item;
+        }
+        started_--;
+        continue;
       }
-      if (queue.length > 0) report.stoppedBy ??= "batch";
+      if (queueLength() > 0) report.stoppedBy ??= "batch";
       if (retryLater.length === 0) return undefined;
       retryLater.sort((a, b) => a.notBefore - b.notBefore);
       const item = retryLater.shift() as WorkItem;
@@ -315,7 +360,7 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   };
 
   const ctx = {
-    target: options.plan.target,
+    target: options.plan.header.target,
     lockTimeoutMs: options.lockTimeoutMs,
     drift: options.drift,
     ...(options.maxBytesPerSec !== undefined ? { maxBytesPerSec: options.maxBytesPerSec } : {}),
@@ -365,7 +410,7 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
     while (
       index >= Math.min(allowed, controlled) &&
       !options.signal.aborted &&
-      (queue.length > 0 || retryLater.length > 0)
+      (queueLength() > 0 || retryLater.length > 0)
     ) {
       await abortableSleep(200, options.signal);
       control();
@@ -425,7 +470,8 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   // Retries the run stopped before revisiting end with their last outcome:
   // every mailbox started in this run is counted exactly once.
   for (const item of retryLater.splice(0)) if (item.last) record(item.last);
-  report.remaining = queue.length;
+  report.remaining = entriesLeft ? Math.max(0, queued - taken) : 0;
+  await entries.return(undefined);
   report.lockHold = { master: holdStats(holds.master), replica: holdStats(holds.replica) };
   report.interrupted = options.signal.aborted;
   report.replicaAhead.sort();

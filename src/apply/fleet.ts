@@ -13,7 +13,7 @@
 // ended it.
 
 import { ERRORS, ExitCode, errorMessage, GuidupError } from "../errors.js";
-import type { Plan } from "../plan/model.js";
+import type { PlanStream } from "../plan/plan-stream.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";
@@ -35,7 +35,8 @@ export const MAX_PAIRS_IN_FLIGHT = 64;
 /** One pair of the fleet: its plan (read and checked) and the hosts to reach. */
 export interface FleetPair {
   planPath: string;
-  plan: Plan;
+  /** Opened (header read); entries are read as the engine takes them. */
+  plan: PlanStream;
   hosts: { master: HostSpec; replica: HostSpec };
 }
 
@@ -200,9 +201,9 @@ async function applyPair(
   // the engine records each one as it fails.
   const onHurry = () => void close();
   options.hurry.addEventListener("abort", onHurry);
-  const store = new StateStore(stateDirFor(pair.planPath), pair.plan.id);
+  const store = new StateStore(stateDirFor(pair.planPath), pair.plan.header.id);
   try {
-    await store.acquire(pair.plan.id);
+    await store.acquire(pair.plan.header.id);
     try {
       return await runApply({
         ...options.apply,

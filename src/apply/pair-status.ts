@@ -1,5 +1,6 @@
-// Where an apply of one plan stands, from its state files alone (no host is
-// contacted): counts by phase, lock hold percentiles of the done mailboxes,
+// Where an apply of one plan stands, from its state directory alone (no host
+// is contacted; the index of phases, state-journal.ts, and the state files of
+// those that need a person): counts by phase, lock hold percentiles of the done mailboxes,
 // the mailboxes that need a person, and whether an apply holds the state
 // directory right now. `guidup status PLAN...` renders one per plan.
 
@@ -7,10 +8,11 @@ import { closeSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ExitCode } from "../errors.js";
 import { lockHolderPid } from "../fsutil/fcntl-lock.js";
-import type { Plan } from "../plan/model.js";
-import { holdStats } from "./engine.js";
+import type { PlanStream } from "../plan/plan-stream.js";
 import { nameFilter } from "./glob.js";
+import { LockHoldSamples } from "./lock-hold-samples.js";
 import { ATTENTION_PHASES, type MailboxState, PHASES, type Phase } from "./state.js";
+import { nameKey } from "./state-journal.js";
 import { StateStore, stateDirFor } from "./state-store.js";
 
 export interface AttentionEntry {
@@ -38,56 +40,76 @@ export interface PairStatus {
   mailboxes: AttentionEntry[];
 }
 
+export interface PairStatusRead {
+  status: PairStatus;
+  /** The plan's mailboxes, before --only. */
+  all: number;
+}
+
 export async function pairStatus(
   planPath: string,
-  plan: Plan,
+  plan: PlanStream,
   only: readonly string[],
-): Promise<PairStatus> {
+  /** Told when the index had to be rebuilt from the state files. */
+  note: (message: string) => void = () => {},
+): Promise<PairStatusRead> {
   const keep = nameFilter(only, []);
-  const holds: Record<LockSide, number[]> = { master: [], replica: [] };
-  const store = new StateStore(stateDirFor(planPath), plan.id);
+  const holds = new LockHoldSamples();
+  const store = new StateStore(stateDirFor(planPath), plan.header.id);
+  const running = runningApply(store.dir);
+  // From the state directory's index (the journal), not a read of every
+  // state file; rebuilt from the files when an apply died with it open.
+  const { index, rebuilt } = await store.loadIndex(running !== undefined);
+  if (rebuilt)
+    note(
+      `${store.dir}: index rebuilt from the state files (missing, or an apply ended without closing it)`,
+    );
   const counts = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
-  const attention: AttentionEntry[] = [];
   const paths: PairStatus["paths"] = {};
-  const planned = new Set(plan.mailboxes.filter((m) => keep(m.name)).map((m) => m.name));
-  const seen = new Set<string>();
-  for await (const st of store.all()) {
-    if (!planned.has(st.name)) continue;
-    seen.add(st.name);
-    counts[st.phase]++;
-    if (st.phase === "done")
-      for (const side of ["master", "replica"] as const) {
-        const ms = st.lockHeldMs?.[side];
-        if (typeof ms === "number" && Number.isFinite(ms)) holds[side].push(ms);
-      }
-    if (st.phase === "done" && st.path) paths[st.path] = (paths[st.path] ?? 0) + 1;
-    if (ATTENTION_PHASES.has(st.phase) || st.phase === "in-progress") {
-      attention.push({
-        name: st.name,
-        phase: st.phase,
-        attempts: st.attempts,
-        ...(st.step ? { step: st.step } : {}),
-        ...(st.lastError ? { error: st.lastError.message } : {}),
-      });
+  const needsLook: string[] = [];
+  let planned = 0;
+  let all = 0;
+  for await (const name of plan.names()) {
+    all++;
+    if (!keep(name)) continue;
+    planned++;
+    const st = index.get(nameKey(name));
+    if (!st) {
+      counts.pending++;
+      continue;
     }
+    counts[st.phase]++;
+    if (st.phase === "done") {
+      holds.add(st.lockHeldMs);
+      if (st.path) paths[st.path] = (paths[st.path] ?? 0) + 1;
+    }
+    if (ATTENTION_PHASES.has(st.phase) || st.phase === "in-progress") needsLook.push(name);
   }
-  counts.pending += planned.size - seen.size;
+  // Only those a person should look at are read, for their step and error.
+  const attention: AttentionEntry[] = [];
+  for (const name of needsLook) {
+    const st = await store.read(name);
+    if (!st) continue;
+    attention.push({
+      name: st.name,
+      phase: st.phase,
+      attempts: st.attempts,
+      ...(st.step ? { step: st.step } : {}),
+      ...(st.lastError ? { error: st.lastError.message } : {}),
+    });
+  }
   attention.sort((a, b) => (a.name < b.name ? -1 : 1));
-  const lockHoldMs: PairStatus["lockHoldMs"] = {};
-  for (const side of ["master", "replica"] as const) {
-    const s = holdStats(holds[side]);
-    if (s.count > 0) lockHoldMs[side] = { n: s.count, p50: s.p50, p99: s.p99 };
-  }
-  return {
+  const status: PairStatus = {
     plan: planPath,
-    pair: plan.pair,
-    running: runningApply(store.dir) ?? null,
-    total: planned.size,
+    pair: plan.header.pair,
+    running: running ?? null,
+    total: planned,
     counts,
-    lockHoldMs,
+    lockHoldMs: holds.percentiles(),
     paths,
     mailboxes: attention,
   };
+  return { status, all };
 }
 
 /** Like apply's: 3 when a mailbox is replica-ahead, 4 when others need a person. */

@@ -72,6 +72,59 @@ export async function listMailboxes(
   return parseMailboxList(stdout, `${master.host}: ${source.command}`, { acceptSuspicious });
 }
 
+/**
+ * Scans of one side through SCAN_AGENTS agents started once and kept for
+ * every call of scan (guidup plan scans its list a window at a time).
+ */
+export class SideScanner {
+  private constructor(
+    readonly side: "master" | "replica",
+    readonly agents: AgentClient[],
+  ) {}
+
+  static async start(
+    conn: HostConnection,
+    side: "master" | "replica",
+    clientOptions: AgentClientOptions,
+    agents = SCAN_AGENTS,
+  ): Promise<SideScanner> {
+    const started = await Promise.allSettled(
+      Array.from({ length: Math.max(1, agents) }, () => AgentClient.start(conn, clientOptions)),
+    );
+    const ok = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const failed = started.find((r) => r.status === "rejected");
+    if (failed) {
+      await Promise.all(ok.map((a) => a.close()));
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    return new SideScanner(side, ok);
+  }
+
+  async scan(
+    mailboxes: readonly MailboxRef[],
+    onProgress: (p: ScanProgress) => void,
+  ): Promise<Map<string, MailboxScan>> {
+    const results = new Map<string, MailboxScan>();
+    let next = 0;
+    await Promise.all(
+      this.agents.map(async (agent) => {
+        while (next < mailboxes.length) {
+          const batch = mailboxes.slice(next, next + SCAN_BATCH);
+          next += SCAN_BATCH;
+          const { mailboxes: scans } = await agent.request("scan", { mailboxes: batch });
+          for (const s of scans) results.set(s.name, s);
+          onProgress({ side: this.side, done: results.size, total: mailboxes.length });
+        }
+      }),
+    );
+    return results;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.agents.map((a) => a.close()));
+  }
+}
+
 export async function scanSide(
   conn: HostConnection,
   side: "master" | "replica",

@@ -7,6 +7,11 @@
 // one plan apart; it dies with the process, so a killed apply never leaves a
 // stale lock behind.
 //
+// Beside the state files, a journal (state-journal.ts) indexes every
+// mailbox's last phase: apply skips finished mailboxes by it without reading
+// their files, and status counts from it. It is appended after each state
+// file is written and rebuilt from the files whenever it may be behind.
+//
 // A state directory belongs to one plan (its id): `plan-id` in the directory
 // names it, written when apply first takes the directory, and every state
 // file carries `planId`. A plan written over an old plan's path must never
@@ -15,14 +20,23 @@
 // of another (StateOwnerError) instead of reading it.
 
 import { createHash } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ERRORS, type ErrorCode, FileAccessError, GuidupError } from "../errors.js";
 import { replaceFileSync } from "../fsutil/atomic-file.js";
 import { type FileLock, tryLockFile } from "../fsutil/fcntl-lock.js";
 import { schemaProblems } from "../plan/schema-check.js";
-import type { MailboxState } from "./state.js";
+import { FINAL_PHASES, type MailboxState, type Phase } from "./state.js";
+import {
+  JOURNAL_FILE,
+  JournalAppender,
+  journalRecord,
+  loadJournal,
+  nameKey,
+  PhaseIndex,
+  writeJournal,
+} from "./state-journal.js";
 
 export class StateLockedError extends GuidupError {
   readonly code: ErrorCode = ERRORS.stateLocked.code;
@@ -35,6 +49,14 @@ export class StateFileError extends GuidupError {
 /** The state directory of another plan: apply refuses it rather than read it as its own. */
 export class StateOwnerError extends GuidupError {
   readonly code: ErrorCode = ERRORS.stateOwner.code;
+}
+
+/** The file in a state directory saying which plan file's entries an apply has checked. */
+export const PLAN_CHECKED_FILE = "plan-checked";
+
+async function planStamp(planFile: string): Promise<string> {
+  const st = await stat(planFile, { bigint: true });
+  return `${st.size} ${st.mtimeNs} ${st.ino}\n`;
 }
 
 /** The file in a state directory naming the plan it belongs to. */
@@ -54,6 +76,10 @@ export class StateStore {
 
   #ownerChecked = false;
   #planId: string | undefined;
+  /** The journal's index, once loaded (acquire, or loadIndex). */
+  #index: PhaseIndex | undefined;
+  #journal: JournalAppender | undefined;
+  #journalDropped = false;
 
   /**
    * `planId`: the plan this store serves (acquire sets it too). With it, a
@@ -110,6 +136,80 @@ export class StateStore {
       join(this.dir, ".owner"),
       `pid ${process.pid}, plan ${planId}, since ${new Date().toISOString()}\n`,
     );
+    try {
+      const loaded = await loadJournal(this.dir, planId);
+      if (loaded?.clean) {
+        this.#index = loaded.index;
+        // Compacted when mostly superseded records (a mailbox's in-progress, then done).
+        if (loaded.records > 2 * loaded.index.size + 10_000)
+          writeJournal(this.dir, planId, loaded.index);
+      } else {
+        this.#index = await this.#indexFromFiles();
+        writeJournal(this.dir, planId, this.#index);
+      }
+      this.#journal = new JournalAppender(this.dir);
+      this.#journal.open();
+    } catch (err) {
+      await this.release();
+      if (err instanceof GuidupError) throw err;
+      throw new FileAccessError(`cannot index ${this.dir}: ${(err as Error).message}`);
+    }
+  }
+
+  /** An index read from every state file (the journal's truth). */
+  async #indexFromFiles(): Promise<PhaseIndex> {
+    const index = new PhaseIndex();
+    for await (const st of this.all())
+      index.set(nameKey(st.name), st.phase, st.lockHeldMs, doneVia(st));
+    return index;
+  }
+
+  /**
+   * The index of this directory's mailboxes, for reading (status): the
+   * journal when it can be trusted — clean, or `applyRunning` (the apply
+   * that opened it is still appending) — else rebuilt from the state files
+   * in memory (`rebuilt`; only an apply rewrites the journal).
+   */
+  async loadIndex(applyRunning: boolean): Promise<{ index: PhaseIndex; rebuilt: boolean }> {
+    if (this.#index) return { index: this.#index, rebuilt: false };
+    await this.#checkOwner();
+    const planId = this.planId;
+    const loaded = planId === undefined ? undefined : await loadJournal(this.dir, planId);
+    if (loaded && (loaded.clean || applyRunning)) {
+      this.#index = loaded.index;
+      return { index: loaded.index, rebuilt: false };
+    }
+    this.#index = await this.#indexFromFiles();
+    return { index: this.#index, rebuilt: true };
+  }
+
+  /** The mailbox's phase as the index has it (undefined: no state, or no index). */
+  indexedPhase(name: string): Phase | undefined {
+    return this.#index?.phaseOf(name);
+  }
+
+  /**
+   * Whether every entry of the plan file at `planFile` was checked by an
+   * earlier apply of this directory and the file has not changed since
+   * (size, modification time, inode): apply then reads only its names
+   * before the first mailbox, and each entry as it comes to it.
+   */
+  async isPlanChecked(planFile: string): Promise<boolean> {
+    const stamp = await readOptional(join(this.dir, PLAN_CHECKED_FILE));
+    return stamp !== undefined && stamp === (await planStamp(planFile));
+  }
+
+  async markPlanChecked(planFile: string): Promise<void> {
+    await writeFile(join(this.dir, PLAN_CHECKED_FILE), await planStamp(planFile));
+  }
+
+  /**
+   * Whether the index says the mailbox is finished (done, skipped): apply
+   * skips it without reading its file. False without an index.
+   */
+  isFinished(name: string): boolean {
+    const phase = this.#index?.phaseOf(name);
+    return phase !== undefined && FINAL_PHASES.has(phase);
   }
 
   /**
@@ -155,6 +255,11 @@ export class StateStore {
   }
 
   async release(): Promise<void> {
+    try {
+      this.#journal?.close();
+    } finally {
+      this.#journal = undefined;
+    }
     await this.#lock?.unlock();
     this.#lock = undefined;
   }
@@ -174,7 +279,16 @@ export class StateStore {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw new FileAccessError(`${path}: ${(err as Error).message}`);
     }
-    return this.#own(parseState(text, path, name), path);
+    const state = this.#own(parseState(text, path, name), path);
+    // The journal was behind (a crash after this file was written): catch it up.
+    if (FINAL_PHASES.has(state.phase) && this.#journal && !this.isFinished(name))
+      this.#noteInIndex(state);
+    return state;
+  }
+
+  #noteInIndex(state: MailboxState): void {
+    this.#index?.set(nameKey(state.name), state.phase, state.lockHeldMs, doneVia(state));
+    this.#journal?.append(journalRecord(state.name, state.phase, state.lockHeldMs, doneVia(state)));
   }
 
   /** A state file of another plan (copied in by hand) is refused, never read as this plan's. */
@@ -204,6 +318,14 @@ export class StateStore {
         this.#dirsMade.add(dir);
       }
       replaceFileSync(path, `${JSON.stringify(this.#stamped(state), null, 1)}\n`);
+      // After the file: the journal may lag behind a state file, never lead it.
+      if (this.#journal) this.#noteInIndex(state);
+      else if (!this.#journalDropped) {
+        // Written outside an apply (a tool, a test): the journal no longer
+        // knows this file, so it goes, to be rebuilt from the files.
+        rmSync(join(this.dir, JOURNAL_FILE), { force: true });
+        this.#journalDropped = true;
+      }
     } catch (err) {
       throw new FileAccessError(`cannot write state ${path}: ${(err as Error).message}`);
     }
@@ -309,4 +431,9 @@ async function pathExists(path: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw new FileAccessError(`${path}: ${(err as Error).message}`);
   }
+}
+
+/** The cut-over path the index keeps: a done mailbox's (status counts them). */
+function doneVia(state: MailboxState): MailboxState["path"] {
+  return state.phase === "done" ? state.path : undefined;
 }

@@ -17,7 +17,7 @@ import { parseApplyArgs } from "./arguments/apply.js";
 import { installInterrupts } from "./interrupts.js";
 import type { Io } from "./io.js";
 import { agentLogger, withHostKeyPolicy } from "./pairs.js";
-import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
+import { openPlanArg, requireOnlyMatchesIn } from "./plan-arg.js";
 import { ApplyProgress, applyReportView } from "./views/apply.js";
 
 const HELP = `usage: guidup apply PLAN... [options]
@@ -87,9 +87,9 @@ export async function run(args: string[], io: Io): Promise<number> {
     return ExitCode.ok;
   }
   const pairs = await readPairs(options.plans, options.acceptNewHostKeys);
-  requireOnlyMatches(
+  await requireOnlyMatchesIn(
     options.engine.only,
-    pairs.flatMap((p) => p.plan.mailboxes.map((m) => m.name)),
+    namesOf(pairs),
     pairs.length === 1 ? (pairs[0]?.planPath ?? "") : `the ${pairs.length} plans`,
   );
   const view = applyReportView(io, options.json);
@@ -99,8 +99,8 @@ export async function run(args: string[], io: Io): Promise<number> {
       results.push(
         await dryRun(
           p.hosts,
-          new StateStore(stateDirFor(p.planPath), p.plan.id),
-          p.plan.mailboxes,
+          new StateStore(stateDirFor(p.planPath), p.plan.header.id),
+          p.plan.mailboxes(),
           options.engine.only,
           options.engine.exclude,
         ),
@@ -146,17 +146,23 @@ async function readPairs(
   const byPair = new Map<string, string>();
   const byState = new Map<string, string>();
   for (const planPath of paths) {
-    const plan = await readPlanArg(planPath, "apply");
-    const other = byPair.get(plan.pair) ?? byState.get(stateDirFor(planPath));
+    const plan = await openPlanArg(planPath, "apply");
+    const { pair, hosts } = plan.header;
+    const other = byPair.get(pair) ?? byState.get(stateDirFor(planPath));
     if (other !== undefined)
       throw new UsageError(
         other === planPath
           ? `${planPath} is given twice: give each plan once`
-          : `${other} and ${planPath} are both plans of pair ${plan.pair}: give one plan per pair (they would take the same pair lock)`,
+          : `${other} and ${planPath} are both plans of pair ${pair}: give one plan per pair (they would take the same pair lock)`,
       );
-    byPair.set(plan.pair, planPath);
+    byPair.set(pair, planPath);
     byState.set(stateDirFor(planPath), planPath);
-    pairs.push({ planPath, plan, hosts: withHostKeyPolicy(plan.hosts, acceptNewHostKeys) });
+    pairs.push({ planPath, plan, hosts: withHostKeyPolicy(hosts, acceptNewHostKeys) });
   }
   return pairs;
+}
+
+/** Every plan's names, one plan after the other (read from the files, not held). */
+async function* namesOf(pairs: readonly FleetPair[]): AsyncGenerator<string> {
+  for (const p of pairs) yield* p.plan.names();
 }

@@ -3,8 +3,8 @@
 // plans are validated first. Exit code 1 when they differ, as diff(1) does.
 
 import { ExitCode, UsageError } from "../errors.js";
-import { diffPlans, hasDifferences, renderPlanDiff } from "../plan/diff.js";
-import { readPlan } from "../plan/plan-file.js";
+import { diffPlanStreams, hasDifferences, renderPlanDiff } from "../plan/diff.js";
+import { openPlan } from "../plan/plan-stream.js";
 import { parseCommandArgs } from "./args.js";
 import type { Io } from "./io.js";
 
@@ -31,9 +31,9 @@ export async function run(args: string[], io: Io): Promise<number> {
   const [oldFile, newFile] = positionals;
   if (oldFile === undefined || newFile === undefined || positionals.length > 2)
     throw new UsageError("expected two plan files, OLD and NEW (see guidup diff --help)");
-  const oldPlan = await readPlan(oldFile);
-  const newPlan = await readPlan(newFile);
-  const diff = diffPlans(oldPlan, newPlan, { old: oldFile, new: newFile });
+  const oldPlan = await openPlan(oldFile);
+  const newPlan = await openPlan(newFile);
+  const diff = await diffPlanStreams(oldPlan, newPlan, { old: oldFile, new: newFile });
   if (values.json) io.out(`${JSON.stringify(diff, null, 2)}\n`);
   else io.out(renderPlanDiff(diff));
   return hasDifferences(diff) ? ExitCode.failed : ExitCode.ok;

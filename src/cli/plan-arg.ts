@@ -8,6 +8,7 @@ import { globToRegExp } from "../apply/glob.js";
 import { UsageError } from "../errors.js";
 import type { Plan } from "../plan/model.js";
 import { PlanError, readPlan } from "../plan/plan-file.js";
+import { openPlan, type PlanStream } from "../plan/plan-stream.js";
 
 /**
  * readPlan, but an inventory given where a plan belongs is named as such
@@ -17,6 +18,19 @@ import { PlanError, readPlan } from "../plan/plan-file.js";
 export async function readPlanArg(path: string, command: string): Promise<Plan> {
   try {
     return await readPlan(path);
+  } catch (err) {
+    if (err instanceof PlanError && (await looksLikeInventory(path)))
+      throw new UsageError(
+        `${path} is an inventory, not a plan: make a plan with guidup plan --inventory ${path}, then run guidup ${command} on the plan file it writes`,
+      );
+    throw err;
+  }
+}
+
+/** openPlan (the header now, entries as they are read), with readPlanArg's message for an inventory. */
+export async function openPlanArg(path: string, command: string): Promise<PlanStream> {
+  try {
+    return await openPlan(path);
   } catch (err) {
     if (err instanceof PlanError && (await looksLikeInventory(path)))
       throw new UsageError(
@@ -57,5 +71,27 @@ export function requireOnlyMatches(
   const example = names[0] ? ` (names look like ${names[0]})` : "";
   throw new UsageError(
     `--only ${unmatched.map((g) => `'${g}'`).join(", ")} matches none of the ${names.length} mailboxes of ${where}${example}; check the pattern: * matches any run of characters, ? one`,
+  );
+}
+
+/** requireOnlyMatches over a plan's names as they are read: stops once every glob has matched. */
+export async function requireOnlyMatchesIn(
+  only: readonly string[],
+  names: AsyncIterable<string>,
+  where: string,
+): Promise<void> {
+  if (only.length === 0) return;
+  const left = new Map(only.map((g) => [g, globToRegExp(g)]));
+  let count = 0;
+  let first: string | undefined;
+  for await (const name of names) {
+    count++;
+    first ??= name;
+    for (const [g, re] of left) if (re.test(name)) left.delete(g);
+    if (left.size === 0) return;
+  }
+  const example = first !== undefined ? ` (names look like ${first})` : "";
+  throw new UsageError(
+    `--only ${[...left.keys()].map((g) => `'${g}'`).join(", ")} matches none of the ${count} mailboxes of ${where}${example}; check the pattern: * matches any run of characters, ? one`,
   );
 }

@@ -4,15 +4,21 @@
 import { randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { listMailboxes, scanSide } from "../apply/scan-pair.js";
+import {
+  listMailboxes,
+  SCAN_AGENTS,
+  SCAN_BATCH,
+  type ScanProgress,
+  SideScanner,
+} from "../apply/scan-pair.js";
 import { setStateAside, stateDirFor } from "../apply/state-store.js";
 import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
-import { buildPlan } from "../plan/build.js";
+import { writePlanStreaming } from "../plan/build.js";
 import type { PairSpec } from "../plan/inventory.js";
-import type { Plan } from "../plan/model.js";
-import { writePlan } from "../plan/plan-file.js";
-import { lackingSides, SuspiciousInputError } from "../plan/sanity.js";
+import type { PlanSummary } from "../plan/model.js";
+import { PlanWriter } from "../plan/plan-stream.js";
+import { lackingFromCounts, SuspiciousInputError } from "../plan/sanity.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection, HostSpec } from "../transport/types.js";
 import { TOOL_VERSION } from "../version.js";
@@ -91,27 +97,29 @@ export async function run(args: string[], io: Io): Promise<number> {
   // Refused before any host is contacted; checked again before writing.
   if (options.out) await refuseExistingPlan(options.out, overwrite);
 
-  const plans = await withProgress(
+  // Each plan is written as its pair is scanned (a window of mailboxes at a
+  // time), named by its id, in plans/ next to the inventory (where cache
+  // clean looks) unless --out, whatever the current directory.
+  const written = await withProgress(
     io,
     pairs.map((pair) => ({
       title: `plan ${pair.name}`,
       run: (update: (t: string) => void) =>
-        planPair(pair, target, update, io, options.skipSanityChecks),
+        planPair(pair, target, update, io, options.skipSanityChecks, {
+          path: (id) => options.out ?? join(dirname(options.inventory), "plans", `${id}.yaml`),
+          beforeCommit: async (out) => {
+            await refuseExistingPlan(out, overwrite);
+            if (overwrite) {
+              const aside = await setStateAside(out);
+              if (aside) io.out(`${out}: the replaced plan's apply state was moved to ${aside}\n`);
+            }
+          },
+        }),
     })),
   );
-  for (const plan of plans) {
-    // Named by the plan's id, in plans/ next to the inventory (where cache
-    // clean looks), whatever the current directory.
-    const out = options.out ?? join(dirname(options.inventory), "plans", `${plan.id}.yaml`);
-    await refuseExistingPlan(out, overwrite);
-    if (overwrite) {
-      const aside = await setStateAside(out);
-      if (aside) io.out(`${out}: the replaced plan's apply state was moved to ${aside}\n`);
-    }
-    await writePlan(out, plan);
-    const s = plan.summary;
+  for (const { out, pair, summary: s } of written) {
     io.out(
-      `${out}: pair ${plan.pair}, ${s.mailboxes} mailboxes: ${s.toApply} to apply (version ${s.byAction.version}, guid ${s.byAction.guid}), ${s.upToDate} up to date, ${s.skipped} skipped\n`,
+      `${out}: pair ${pair}, ${s.mailboxes} mailboxes: ${s.toApply} to apply (version ${s.byAction.version}, guid ${s.byAction.guid}), ${s.upToDate} up to date, ${s.skipped} skipped\n`,
     );
   }
   return ExitCode.ok;
@@ -139,13 +147,21 @@ async function pathExists(path: string): Promise<boolean> {
   );
 }
 
+interface PlanOutput {
+  /** Where the plan of this id goes. */
+  path: (id: string) => string;
+  /** Just before the plan replaces anything at `out`: refuse, set old state aside. */
+  beforeCommit: (out: string) => Promise<void>;
+}
+
 async function planPair(
   pair: PairSpec,
   target: number,
   update: (t: string) => void,
   io: Io,
   skipSanityChecks: boolean,
-): Promise<Plan> {
+  output: PlanOutput,
+): Promise<{ out: string; pair: string; summary: PlanSummary }> {
   const clientOptions = { onLog: agentLogger(io) };
   update("connecting");
   // Both or neither: a side left connected after the other failed would keep
@@ -162,38 +178,75 @@ async function planPair(
     const show = () =>
       update(`scanned master ${done.master}/${total}, replica ${done.replica}/${total}`);
     show();
-    const [m, r] = await Promise.all(
-      (["master", "replica"] as const).map((side) =>
-        scanSide(side === "master" ? master : replica, side, list.mailboxes, clientOptions, (p) => {
-          done[p.side] = p.done;
-          show();
-        }),
-      ),
-    );
-    const lacking = lackingSides(list.mailboxes, [
-      { side: "master", host: master.host, scans: m! },
-      { side: "replica", host: replica.host, scans: r! },
-    ]);
-    if (lacking.length > 0 && !skipSanityChecks) {
-      throw new SuspiciousInputError(
-        `pair ${pair.name}: ${lacking.join("; ")} No plan written; fix the inventory, or plan with --skip-sanity-checks if this is really so`,
-        { pair: pair.name },
-      );
-    }
     const created = new Date().toISOString();
-    return buildPlan({
-      id: `${pair.name}-${created.replace(/[-:.]/g, "").slice(0, 15)}Z-${randomBytes(3).toString("hex")}`,
+    const id = `${pair.name}-${created.replace(/[-:.]/g, "").slice(0, 15)}Z-${randomBytes(3).toString("hex")}`;
+    const out = output.path(id);
+    const writer = await PlanWriter.create(out, {
+      id,
       created,
       tool: TOOL_VERSION,
       pair: pair.name,
       target,
       hosts: { master: planHost(pair.master), replica: planHost(pair.replica) },
-      mailboxes: list.mailboxes,
-      excluded: list.excluded,
-      invalid: list.invalid,
-      master: m!,
-      replica: r!,
     });
+    // The scanning agents live for the whole list, not one window.
+    const scanners: SideScanner[] = [];
+    try {
+      for (const side of ["master", "replica"] as const)
+        scanners.push(
+          await SideScanner.start(
+            side === "master" ? master : replica,
+            side,
+            clientOptions,
+            // As many as the list has batches, up to SCAN_AGENTS.
+            Math.min(SCAN_AGENTS, Math.ceil(total / SCAN_BATCH)),
+          ),
+        );
+      const [masterScanner, replicaScanner] = scanners as [SideScanner, SideScanner];
+      const counts = await writePlanStreaming(
+        {
+          target,
+          mailboxes: list.mailboxes,
+          excluded: list.excluded,
+          invalid: list.invalid,
+          scan: async (window) => {
+            const base = { ...done };
+            const progress = (p: ScanProgress) => {
+              done[p.side] = base[p.side] + p.done;
+              show();
+            };
+            const [m, r] = await Promise.all([
+              masterScanner.scan(window, progress),
+              replicaScanner.scan(window, progress),
+            ]);
+            return { master: m, replica: r };
+          },
+        },
+        writer,
+      );
+      await Promise.all(scanners.splice(0).map((sc) => sc.close()));
+      const lacking = lackingFromCounts(list.mailboxes.length, [
+        { side: "master", host: master.host, ...counts.missing.master },
+        { side: "replica", host: replica.host, ...counts.missing.replica },
+      ]);
+      if (lacking.length > 0 && !skipSanityChecks) {
+        throw new SuspiciousInputError(
+          `pair ${pair.name}: ${lacking.join("; ")} No plan written; fix the inventory, or plan with --skip-sanity-checks if this is really so`,
+          { pair: pair.name },
+        );
+      }
+      await output.beforeCommit(out);
+      const summary = await writer.commit({
+        mailboxes: counts.mailboxes,
+        upToDate: counts.upToDate,
+      });
+      return { out, pair: pair.name, summary };
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    } finally {
+      await Promise.all(scanners.map((sc) => sc.close()));
+    }
   } finally {
     await Promise.all([master.close(), replica.close()]);
   }

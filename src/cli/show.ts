@@ -5,19 +5,25 @@
 // validated first: a hand edit that breaks the schema is refused with
 // file:line:column.
 
-import { nameFilter } from "../apply/glob.js";
+import { globToRegExp, nameFilter } from "../apply/glob.js";
 import { ExitCode, UsageError } from "../errors.js";
 import type { Action } from "../plan/model.js";
 import {
   type EntryFilter,
-  filterEntries,
+  keepsPlanned,
+  keepsSkipped,
+  PLANNED_HEADING,
   planJson,
-  renderPlanEntries,
-  renderPlanSummary,
+  ReviewBuilder,
+  renderPlanned,
+  renderReview,
+  renderSkippedEntry,
+  reviewHeader,
+  SKIPPED_HEADING,
 } from "../plan/show.js";
 import { parseCommandArgs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";
-import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
+import { openPlanArg, readPlanArg } from "./plan-arg.js";
 
 const HELP = `usage: guidup show PLAN [--entries] [--only GLOB]… [--action version|guid]
                    [--min-records N] [--skipped] [--json]
@@ -31,6 +37,8 @@ marked: it drops GUIDs. Then, on request, one line per entry:
   --action A         planned entries with action A (version or guid)
   --min-records N    planned entries with at least N records on a side
   --skipped          skipped entries only
+  --summary          the plan's own summary from its header alone: instant at
+                     any size (no largest mailboxes, cache coverage or versions)
   --json             {"review": {...}, "plan": {...}} instead of text (the whole plan)
 Exit codes: 0 ok, 2 unreadable or invalid plan, or a filter that matches nothing.
 `;
@@ -45,7 +53,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     "min-records": { type: "string" },
     skipped: { type: "boolean" },
     json: { type: "boolean" },
-    // The summary alone was --summary; it is now the default.
+    // The header's summary only (the default reviews every entry).
     summary: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
@@ -59,17 +67,14 @@ export async function run(args: string[], io: Io): Promise<number> {
   const action = values.action;
   if (action !== undefined && !ACTIONS.includes(action as Action))
     throw new UsageError(`--action ${action}: give version or guid`);
-  const plan = await readPlanArg(file, "show");
   if (values.json) {
+    // The whole plan, as JSON: held in memory (a tool's input, not a review).
+    const plan = await readPlanArg(file, "show");
     io.out(`${JSON.stringify(planJson(plan), null, 2)}\n`);
     return ExitCode.ok;
   }
+  const plan = await openPlanArg(file, "show");
   const only = values.only ?? [];
-  requireOnlyMatches(
-    only,
-    [...plan.mailboxes, ...plan.skipped].map((m) => m.name),
-    file,
-  );
   const filter: EntryFilter = {
     ...(only.length > 0 ? { name: nameFilter(only, []) } : {}),
     ...(action !== undefined ? { action: action as Action } : {}),
@@ -79,19 +84,61 @@ export async function run(args: string[], io: Io): Promise<number> {
     ...(values.skipped ? { skippedOnly: true } : {}),
   };
   const listing = values.entries === true || Object.keys(filter).length > 0;
-  io.out(renderPlanSummary(plan));
-  if (!listing) {
-    io.out(
-      `\nentries: guidup show ${file} --entries, or filtered: --only GLOB, --action version|guid, --min-records N, --skipped\n`,
-    );
+  const hint = `\nentries: guidup show ${file} --entries, or filtered: --only GLOB, --action version|guid, --min-records N, --skipped\n`;
+  if (values.summary && !listing) {
+    // The header alone: well under a second at any plan size.
+    io.out(renderReview(reviewHeader(plan.header)));
+    io.out(hint);
     return ExitCode.ok;
   }
-  const kept = filterEntries(plan, filter);
+  // One pass for the review, the --only check and the counts; a second for the listing.
+  const review = new ReviewBuilder(plan.header);
+  const unmatched = new Map(only.map((g) => [g, globToRegExp(g)]));
+  let names = 0;
+  let firstName: string | undefined;
+  const seen = (name: string) => {
+    names++;
+    firstName ??= name;
+    for (const [g, re] of unmatched) if (re.test(name)) unmatched.delete(g);
+  };
+  let keptPlanned = 0;
+  let keptSkipped = 0;
+  for await (const m of plan.mailboxes()) {
+    review.add(m);
+    seen(m.name);
+    if (listing && keepsPlanned(filter, m)) keptPlanned++;
+  }
+  for await (const sk of plan.skipped()) {
+    review.skip(sk);
+    seen(sk.name);
+    if (listing && keepsSkipped(filter, sk)) keptSkipped++;
+  }
+  if (unmatched.size > 0)
+    throw new UsageError(
+      `--only ${[...unmatched.keys()].map((g) => `'${g}'`).join(", ")} matches none of the ${names} mailboxes of ${file}${firstName !== undefined ? ` (names look like ${firstName})` : ""}; check the pattern: * matches any run of characters, ? one`,
+    );
+  io.out(renderReview(review.review()));
+  if (!listing) {
+    io.out(hint);
+    return ExitCode.ok;
+  }
   io.out(
-    `\n${kept.mailboxes.length} planned and ${kept.skipped.length} skipped entries${Object.keys(filter).length > 0 ? " match" : ""}:\n`,
+    `\n${keptPlanned} planned and ${keptSkipped} skipped entries${Object.keys(filter).length > 0 ? " match" : ""}:\n`,
   );
-  for (const line of renderPlanEntries(plan, filter)) {
-    io.out(`${line}\n`);
+  let heading = false;
+  for await (const m of plan.mailboxes()) {
+    if (!keepsPlanned(filter, m)) continue;
+    if (!heading) io.out(`${PLANNED_HEADING}\n`);
+    heading = true;
+    io.out(`${renderPlanned(m)}\n`);
+    await io.drained();
+  }
+  heading = false;
+  for await (const sk of plan.skipped()) {
+    if (!keepsSkipped(filter, sk)) continue;
+    if (!heading) io.out(`${SKIPPED_HEADING}\n`);
+    heading = true;
+    io.out(`${renderSkippedEntry(sk)}\n`);
     await io.drained();
   }
   return ExitCode.ok;

@@ -7,7 +7,7 @@ import { pairStatus, statusExitCode } from "../apply/pair-status.js";
 import { ExitCode } from "../errors.js";
 import { parseStatusArgs } from "./arguments/status.js";
 import type { Io } from "./io.js";
-import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
+import { openPlanArg, requireOnlyMatchesIn } from "./plan-arg.js";
 import { type StatusEntry, statusView } from "./views/status.js";
 
 const HELP = `usage: guidup status PLAN... [--only GLOB]… [--json]
@@ -41,19 +41,21 @@ export async function run(args: string[], io: Io): Promise<number> {
     return ExitCode.ok;
   }
   const plans = [];
-  for (const path of options.plans) plans.push({ path, plan: await readPlanArg(path, "status") });
-  requireOnlyMatches(
+  for (const path of options.plans) plans.push({ path, plan: await openPlanArg(path, "status") });
+  await requireOnlyMatchesIn(
     options.only,
-    plans.flatMap((p) => p.plan.mailboxes.map((m) => m.name)),
+    (async function* () {
+      for (const p of plans) yield* p.plan.names();
+    })(),
     plans.length === 1 ? options.plans[0]! : `the ${plans.length} plans`,
   );
   const entries: StatusEntry[] = [];
   for (const { path, plan } of plans) {
-    const status = await pairStatus(path, plan, options.only);
+    const { status, all } = await pairStatus(path, plan, options.only, (m) => io.err(`${m}\n`));
     entries.push({
       status,
       exitCode: statusExitCode(status.counts),
-      planned: plan.mailboxes.length,
+      planned: all,
       filtered: options.only.length > 0,
     });
   }

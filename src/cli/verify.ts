@@ -29,7 +29,7 @@ import {
 } from "./flag-groups.js";
 import type { Io } from "./io.js";
 import { agentLogger, withHostKeyPolicy } from "./pairs.js";
-import { readPlanArg, requireOnlyMatches } from "./plan-arg.js";
+import { openPlanArg, requireOnlyMatches } from "./plan-arg.js";
 import { withProgress } from "./progress.js";
 import { chooseView, jsonView, type Views } from "./view.js";
 
@@ -122,22 +122,23 @@ export async function run(args: string[], io: Io): Promise<number> {
   let jobs: VerifyJob[];
   if (options.from.kind === "plan") {
     const planPath = options.from.plan;
-    const plan = await readPlanArg(planPath, "verify --plan");
-    const refs = plan.mailboxes.map((m) => ({
-      name: m.name,
-      ...(m.partition ? { partition: m.partition } : {}),
-    }));
+    const plan = await openPlanArg(planPath, "verify --plan");
+    // Names and partitions only (the entries are read one at a time): what
+    // verify asks the hosts about, as the mailbox list would give it.
+    const refs: { name: string; partition?: string }[] = [];
+    for await (const m of plan.mailboxes())
+      refs.push({ name: m.name, ...(m.partition ? { partition: m.partition } : {}) });
     requireOnlyMatches(
       only,
       refs.map((r) => r.name),
       planPath,
     );
-    const hosts = withHostKeyPolicy(plan.hosts, options.acceptNewHostKeys);
+    const hosts = withHostKeyPolicy(plan.header.hosts, options.acceptNewHostKeys);
     jobs = [
       {
-        name: plan.pair,
+        name: plan.header.pair,
         ...hosts,
-        target: options.target ?? plan.target,
+        target: options.target ?? plan.header.target,
         mailboxes: async () => ({ refs: refs.filter((r) => keep(r.name)), invalid: [] }),
       },
     ];

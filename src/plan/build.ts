@@ -12,6 +12,7 @@ import {
   type SideFacts,
   type SkippedMailbox,
 } from "./model.js";
+import type { PlanWriter } from "./plan-stream.js";
 
 export interface BuildPlanInput {
   id: string;
@@ -71,8 +72,82 @@ export function buildPlan(input: BuildPlanInput): Plan {
   };
 }
 
+/** Names scanned (per side) and turned into entries at a time by writePlanStreaming. */
+export const PLAN_WINDOW = 10_000;
+
+export interface StreamingPlanInput {
+  target: number;
+  /** The mailbox list, names unique (any order). */
+  mailboxes: readonly MailboxRef[];
+  excluded?: readonly { name: string; reason: string }[];
+  invalid?: readonly { name: string; reason: string }[];
+  /** Names per window (default PLAN_WINDOW). */
+  window?: number;
+  /** Scans both sides of some mailboxes (a window of the sorted list). */
+  scan: (window: readonly MailboxRef[]) => Promise<{
+    master: ReadonlyMap<string, MailboxScan>;
+    replica: ReadonlyMap<string, MailboxScan>;
+  }>;
+}
+
+/** Per side: mailboxes the scan found missing, and the first of them. */
+export type MissingCounts = Record<"master" | "replica", { count: number; example?: MailboxScan }>;
+
+/**
+ * buildPlan into a PlanWriter, a window of PLAN_WINDOW names at a time: the
+ * scans of a window are dropped once its entries are written, so the
+ * controller holds the list and one window, never every scan. Returns what
+ * commit needs and the sanity check's counts; the caller commits (or
+ * aborts) the writer.
+ */
+export async function writePlanStreaming(
+  input: StreamingPlanInput,
+  writer: PlanWriter,
+): Promise<{ mailboxes: number; upToDate: number; missing: MissingCounts }> {
+  const sorted = [...input.mailboxes].sort((a, b) => compareNames(a.name, b.name));
+  let upToDate = 0;
+  const missing: MissingCounts = { master: { count: 0 }, replica: { count: 0 } };
+  const size = input.window ?? PLAN_WINDOW;
+  for (let at = 0; at < sorted.length; at += size) {
+    const window = sorted.slice(at, at + size);
+    const scans = await input.scan(window);
+    for (const ref of window) {
+      const m = scans.master.get(ref.name);
+      const r = scans.replica.get(ref.name);
+      for (const [side, scan] of [
+        ["master", m],
+        ["replica", r],
+      ] as const)
+        if (scan?.status === "missing") {
+          missing[side].count++;
+          missing[side].example ??= scan;
+        }
+      const d = decide(ref, m, r, input.target);
+      if (d.kind === "apply") await writer.add(d.entry);
+      else if (d.kind === "skip") writer.skip(d.entry);
+      else upToDate++;
+    }
+  }
+  for (const ex of input.excluded ?? [])
+    writer.skip({ name: ex.name, reason: "excluded", detail: ex.reason });
+  const invalid = new Map((input.invalid ?? []).map((i) => [i.name, i.reason]));
+  for (const [name, reason] of invalid)
+    writer.skip({ name, reason: "invalid-name", detail: reason });
+  return {
+    mailboxes: input.mailboxes.length + (input.excluded?.length ?? 0) + invalid.size,
+    upToDate,
+    missing,
+  };
+}
+
+/** Code units at which UTF-16 order stops being UTF-8 byte order (surrogates and above). */
+const HIGH_UNITS = /[\ud800-\uffff]/;
+
 /** Byte order of the UTF-8 names: stable across locales and machines. */
 export function compareNames(a: string, b: string): number {
+  // Below U+D800, UTF-16 code unit order is code point order, which is
+  // UTF-8 byte order: the plain comparison, without encoding either name.
+  if (!HIGH_UNITS.test(a) && !HIGH_UNITS.test(b)) return a < b ? -1 : a > b ? 1 : 0;
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 

@@ -2,12 +2,15 @@
 // mailbox entries added, removed or changed (planned and skipped lists
 // apart). Pure. id and created always differ and are not differences.
 //
-// Both plans must be valid (validatePlan): their lists are sorted by name,
-// which lets one merge walk compare 100,000 entries.
+// Both plans must be valid (validatePlan, or read by plan-stream.ts, which
+// checks as it goes): their lists are sorted by name, which lets one merge
+// walk compare them entry by entry (diffPlanStreams holds no entry but the
+// differences).
 
 import { compareNames } from "./build.js";
 import type { Plan, PlannedMailbox, SkippedMailbox } from "./model.js";
 import { PlanError } from "./plan-file.js";
+import type { PlanStream } from "./plan-stream.js";
 
 /** One leaf that differs, by dotted path ("master.index.records"); null = absent. */
 export interface FieldChange {
@@ -61,6 +64,52 @@ export function diffPlans(
     ...diffLists(oldPlan.mailboxes, newPlan.mailboxes),
     skipped: diffLists(oldPlan.skipped, newPlan.skipped),
   };
+}
+
+/**
+ * diffPlans over two plans read as streams: a merge walk of both entry
+ * lists (each sorted by name), holding only the differences.
+ */
+export async function diffPlanStreams(
+  oldPlan: PlanStream,
+  newPlan: PlanStream,
+  labels: { old: string; new: string } = { old: "the old plan", new: "the new plan" },
+): Promise<PlanDiff> {
+  const headers = diffPlans(
+    { ...oldPlan.header, mailboxes: [], skipped: [] },
+    { ...newPlan.header, mailboxes: [], skipped: [] },
+    labels,
+  );
+  return {
+    ...headers,
+    ...(await diffStreams(oldPlan.mailboxes(), newPlan.mailboxes())),
+    skipped: await diffStreams(oldPlan.skipped(), newPlan.skipped()),
+  };
+}
+
+async function diffStreams<T extends { name: string }>(
+  a: AsyncIterator<T>,
+  b: AsyncIterator<T>,
+): Promise<ListDiff<T>> {
+  const out: ListDiff<T> = { added: [], removed: [], changed: [] };
+  let x = await a.next();
+  let y = await b.next();
+  while (!x.done || !y.done) {
+    const order = x.done ? 1 : y.done ? -1 : compareNames(x.value.name, y.value.name);
+    if (order < 0) {
+      out.removed.push(x.value as T);
+      x = await a.next();
+    } else if (order > 0) {
+      out.added.push(y.value as T);
+      y = await b.next();
+    } else {
+      const fields = fieldChanges("", x.value, y.value).filter((f) => f.path !== "name");
+      if (fields.length > 0) out.changed.push({ name: (x.value as T).name, fields });
+      x = await a.next();
+      y = await b.next();
+    }
+  }
+  return out;
 }
 
 export function hasDifferences(d: PlanDiff): boolean {

@@ -6,8 +6,17 @@
 import type { HostSpec } from "../host-spec.js";
 import type { FileFacts } from "../protocol/messages.js";
 
-/** Version of the plan file format; apply refuses others by name. */
-export const PLAN_FORMAT = "guidup-plan/2";
+/**
+ * Version of the plan file format guidup writes: a header, then one line per
+ * entry (src/plan/plan-stream.ts), so that a plan of a million mailboxes is
+ * read entry by entry in flat memory.
+ */
+export const PLAN_FORMAT = "guidup-plan/3";
+
+/** guidup-plan/2: the same fields, entries as block mappings; still read (whole, in memory). */
+export const PLAN_FORMAT_V2 = "guidup-plan/2";
+
+export type PlanFormat = typeof PLAN_FORMAT | typeof PLAN_FORMAT_V2;
 
 /** Formats this guidup recognises but cannot apply: refused with "plan again". */
 export const OLD_PLAN_FORMATS: readonly string[] = ["guidup-plan/1"];
@@ -84,7 +93,7 @@ export interface PlanSummary {
 export type PlanHost = HostSpec;
 
 export interface Plan {
-  format: typeof PLAN_FORMAT;
+  format: PlanFormat;
   /** Unique per plan; names the state directory's lock owner. */
   id: string;
   /** ISO time. Only id and created differ between two plans of the same spools. */
@@ -99,3 +108,6 @@ export interface Plan {
   /** Sorted by name. Apply never touches these. */
   skipped: SkippedMailbox[];
 }
+
+/** Everything of a plan but its entries: what `show` summarises and the first line of apply needs. */
+export type PlanHeader = Omit<Plan, "mailboxes" | "skipped">;

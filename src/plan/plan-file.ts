@@ -1,21 +1,19 @@
 // The plan file: a Plan as reviewable YAML, and back.
 //
-// writePlan writes keys in the model's order (model.ts), one block entry per
-// mailbox, small records (file facts, per-side counts, action lists) as
-// one-line flow collections, no anchors or aliases: the same plan gives the
-// same bytes, and two plans of the same spools differ only in id and created.
+// writePlan writes format guidup-plan/3 (plan-stream.ts: the header in the
+// model's key order, block mappings, no anchors or aliases; then one line per
+// entry): the same plan gives the same bytes, and two plans of the same spools
+// differ only in id and created.
 //
-// readPlan → validatePlan: schema (schemas/plan.schema.json), then the named
-// rules below; every problem is reported as "file:line:col: path: message".
-// Files in writePlan's style are read by yaml-subset.ts in one pass; anything
-// else goes through the yaml library (slower, heavier on huge files).
+// readPlan reads a plan whole through plan-stream.ts (a /3 plan entry by
+// entry, a /2 plan here). parseWholePlan → validatePlan: schema
+// (schemas/plan.schema.json), then the named rules below; every problem is
+// reported as "file:line:col: path: message". Files in /2's style are read by
+// yaml-subset.ts in one pass; anything else goes through the yaml library
+// (slower, heavier on huge files).
 
-import { randomBytes } from "node:crypto";
-import { type FileHandle, mkdir, open, readFile, rename, unlink } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
-import { ERRORS, type ErrorCode, FileAccessError, GuidupError, InternalError } from "../errors.js";
-import { fsyncDir } from "../fsutil/atomic-file.js";
+import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
 import {
   type HostSpec,
   JUMP_HOP_KEYS,
@@ -29,12 +27,13 @@ import {
   ACTIONS,
   OLD_PLAN_FORMATS,
   type Plan,
+  type PlanHeader,
   type PlannedMailbox,
   type PlanSummary,
-  type SideFacts,
   SKIP_REASONS,
   type SkippedMailbox,
 } from "./model.js";
+import { formatPlanV3, openPlan, PlanWriter } from "./plan-stream.js";
 import {
   documentLocator,
   formatProblems,
@@ -59,19 +58,30 @@ export interface PlanSource {
 
 // --- reading -------------------------------------------------------------------
 
-/** Reads and checks a plan file. Throws PlanError listing every problem, FileAccessError if unreadable. */
+/**
+ * Reads and checks a plan file, whole (small plans, tools that need every
+ * entry at once). Commands stream it instead (plan-stream.ts openPlan).
+ * Throws PlanError listing the problems, FileAccessError if unreadable.
+ */
 export async function readPlan(path: string): Promise<Plan> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (err) {
-    throw new FileAccessError(`cannot read plan ${path}: ${(err as Error).message}`);
-  }
-  return parsePlan(text, path);
+  const stream = await openPlan(path);
+  const mailboxes: PlannedMailbox[] = [];
+  for await (const m of stream.mailboxes()) mailboxes.push(m);
+  const skipped: SkippedMailbox[] = [];
+  for await (const s of stream.skipped()) skipped.push(s);
+  return { ...stream.header, mailboxes, skipped };
 }
 
-/** readPlan without the read. */
+/** readPlan without the read (any format, whole). */
 export function parsePlan(text: string, file: string): Plan {
+  return parseWholePlan(text, file);
+}
+
+/**
+ * A plan's text parsed whole: the fast reader for /2's style, else the yaml
+ * library (a /3 plan's one-line entries among them), then schema and rules.
+ */
+export function parseWholePlan(text: string, file: string): Plan {
   const fast = parseYamlSubset(text);
   if (fast.ok) return checkPlan(fast.value, { file, text });
   const { doc, lineCounter } = parseFull(text, file);
@@ -100,6 +110,11 @@ function parseFull(text: string, file: string) {
  * are located in its text (which is parsed again only when there are any).
  */
 export function validatePlan(json: unknown, source?: PlanSource): Plan {
+  return checkPlan(json, source);
+}
+
+/** validatePlan, for the streaming reader's header (a plan with empty lists). */
+export function checkPlanValue(json: unknown, source?: PlanSource): Plan {
   return checkPlan(json, source);
 }
 
@@ -202,7 +217,7 @@ function planRules(plan: Plan): Problem[] {
 // --- writing -------------------------------------------------------------------
 // Key orders are the model's; `satisfies` makes a renamed field fail to compile.
 
-const FILE_FACTS_KEYS = [
+export const FILE_FACTS_KEYS = [
   "minor",
   "records",
   "oldStyle",
@@ -212,7 +227,6 @@ const FILE_FACTS_KEYS = [
   "uidValidity",
   "highestModseq",
 ] as const satisfies readonly (keyof FileFacts)[];
-
 type Scalar = string | number | boolean;
 
 /** "{ a: 1, b: x }" of the keys present, in the given order. */
@@ -271,47 +285,20 @@ function summaryLines(s: PlanSummary): string[] {
   ];
 }
 
-function sideLines(name: "master" | "replica", facts: SideFacts): string {
-  const lines = [`    ${name}:`, `      index: ${flowMap(facts.index, FILE_FACTS_KEYS)}`];
-  if (facts.expunge) lines.push(`      expunge: ${flowMap(facts.expunge, FILE_FACTS_KEYS)}`);
-  // Quoted always: a fingerprint of digits only would otherwise read as a number.
-  lines.push(`      fingerprint: ${JSON.stringify(facts.fingerprint)}`);
-  lines.push(
-    `      planned: { records: ${facts.planned.records}, digest: ${JSON.stringify(facts.planned.digest)} }`,
-  );
-  if (facts.cached !== undefined) lines.push(`      cached: ${facts.cached}`);
-  return lines.join("\n");
-}
-
-function mailboxEntry(m: PlannedMailbox): string {
-  const lines = [`  - name: ${yamlScalar(m.name)}`];
-  if (m.partition !== undefined) lines.push(`    partition: ${yamlScalar(m.partition)}`);
-  lines.push(`    actions: ${flowList(m.actions)}`);
-  lines.push(sideLines("master", m.master), sideLines("replica", m.replica));
-  return `${lines.join("\n")}\n`;
-}
-
-function skippedEntry(s: SkippedMailbox): string {
-  return [
-    `  - name: ${yamlScalar(s.name)}`,
-    `    reason: ${yamlScalar(s.reason)}`,
-    `    detail: ${yamlScalar(s.detail)}\n`,
-  ].join("\n");
-}
-
 /**
- * The plan file's text in pieces, in order. Does not check the plan (see
- * writePlan). The opening comment has no file name in it, so that two plans
- * of the same spools stay identical but for id and created.
+ * The plan file's header: the opening comment and every field but the
+ * entries, ending with a newline. The comment has no file name in it, so
+ * that two plans of the same spools stay identical but for id and created.
  */
-export function* planChunks(plan: Plan): Generator<string> {
-  yield [
+export function planHeaderText(plan: PlanHeader): string {
+  return [
     `# guidup plan for pair ${plan.pair} — review, then: guidup apply <file>`,
     "#",
     "# guidup show <file> summarises it; guidup diff <old> <file> compares it with an",
     "# earlier plan. Deleting a mailbox entry leaves that mailbox alone; apply does",
     "# exactly an entry's actions ([version]: no GUID work; [guid]: no version",
-    "# change) or refuses the entry. Checked against schemas/plan.schema.json.",
+    "# change) or refuses the entry. Checked against schemas/plan.schema.json;",
+    '# one line per entry (guidup-plan/3), the plan closed by a "..." line.',
     "# Under the locks apply re-checks each side's facts: appends above lastUid,",
     "# expunges, expunge clean-up, flag and modseq changes are tolerated and",
     "# counted; a changed uidValidity, an index/expunge version moved other than",
@@ -333,72 +320,29 @@ export function* planChunks(plan: Plan): Generator<string> {
     ...summaryLines(plan.summary),
     "",
   ].join("\n");
-  if (plan.mailboxes.length === 0) yield "mailboxes: []\n";
-  else {
-    yield "mailboxes:\n";
-    for (const m of plan.mailboxes) yield mailboxEntry(m);
-  }
-  if (plan.skipped.length === 0) yield "skipped: []\n";
-  else {
-    yield "skipped:\n";
-    for (const s of plan.skipped) yield skippedEntry(s);
-  }
 }
 
 /** The whole plan file as one string (small plans, tests); writePlan streams instead. */
 export function formatPlan(plan: Plan): string {
-  return [...planChunks(plan)].join("");
+  return formatPlanV3(plan);
 }
 
 /**
- * Checks the plan, then writes it atomically: a temporary file in the same
- * directory, fsync, rename over `path`, fsync of the directory. Creates the
- * directory. A crash leaves either the old file or the new one, and at worst
- * a stray ".<name>.tmp-*" next to it. An invalid plan is a bug (InternalError).
+ * Writes the plan atomically in format /3 (PlanWriter: a
+ * temporary file in the same directory, fsync, rename over `path`, fsync of
+ * the directory). Creates the directory. An invalid plan is a bug
+ * (InternalError).
  */
 export async function writePlan(path: string, plan: Plan): Promise<void> {
+  // The writer checks each entry as it goes and the header at commit.
+  const { format: _f, summary, mailboxes, skipped, ...head } = plan;
+  const writer = await PlanWriter.create(path, head);
   try {
-    validatePlan(plan);
+    for (const m of mailboxes) await writer.add(m);
+    for (const s of skipped) writer.skip(s);
   } catch (err) {
-    if (err instanceof PlanError)
-      throw new InternalError(`refusing to write an invalid plan: ${err.message}`);
+    await writer.abort();
     throw err;
   }
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
-  try {
-    await mkdir(dir, { recursive: true });
-    const file = await open(tmp, "wx", 0o644);
-    try {
-      // Batched: one write per ~1 MB rather than one per entry.
-      let batch: string[] = [];
-      let size = 0;
-      for (const chunk of planChunks(plan)) {
-        batch.push(chunk);
-        size += chunk.length;
-        if (size >= 1 << 20) {
-          await writeAll(file, batch.join(""));
-          batch = [];
-          size = 0;
-        }
-      }
-      if (batch.length > 0) await writeAll(file, batch.join(""));
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(tmp, path);
-    await fsyncDir(dir);
-  } catch (err) {
-    await unlink(tmp).catch(() => {});
-    throw new FileAccessError(`cannot write plan ${path}: ${(err as Error).message}`);
-  }
-}
-
-async function writeAll(file: FileHandle, text: string): Promise<void> {
-  const data = Buffer.from(text, "utf8");
-  for (let done = 0; done < data.length; ) {
-    const { bytesWritten } = await file.write(data, done, data.length - done);
-    done += bytesWritten;
-  }
+  await writer.commit({ summary });
 }

@@ -30,15 +30,27 @@ export function lackingSides(
   mailboxes: readonly MailboxRef[],
   sides: readonly SideScans[],
 ): string[] {
+  return lackingFromCounts(
+    mailboxes.length,
+    sides.map(({ side, host, scans }) => {
+      const missing = mailboxes
+        .map((m) => scans.get(m.name))
+        .filter((s): s is MailboxScan => s?.status === "missing");
+      return { side, host, count: missing.length, ...(missing[0] ? { example: missing[0] } : {}) };
+    }),
+  );
+}
+
+/** lackingSides from counts kept as the scan went (a plan written window by window). */
+export function lackingFromCounts(
+  listed: number,
+  sides: readonly { side: string; host: string; count: number; example?: MailboxScan }[],
+): string[] {
   const problems: string[] = [];
-  for (const { side, host, scans } of sides) {
-    const missing = mailboxes
-      .map((m) => scans.get(m.name))
-      .filter((s): s is MailboxScan => s?.status === "missing");
-    if (missing.length < LACKING_MIN_MAILBOXES || missing.length * 2 <= mailboxes.length) continue;
-    const example = missing[0] as MailboxScan;
+  for (const { side, host, count, example } of sides) {
+    if (count < LACKING_MIN_MAILBOXES || count * 2 <= listed || !example) continue;
     problems.push(
-      `the ${side} (${host}) lacks ${missing.length} of the ${mailboxes.length} listed mailboxes (e.g. ${example.name}: ${example.reason ?? "no cyrus.index"}): is its config: the right imapd.conf, with the right partition roots?`,
+      `the ${side} (${host}) lacks ${count} of the ${listed} listed mailboxes (e.g. ${example.name}: ${example.reason ?? "no cyrus.index"}): is its config: the right imapd.conf, with the right partition roots?`,
     );
   }
   return problems;

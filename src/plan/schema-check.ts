@@ -133,6 +133,7 @@ function keyText(key: unknown): string | undefined {
 export type SchemaName = "inventory" | "plan" | "state";
 
 const validators = new Map<SchemaName, ValidateFunction>();
+const defValidators = new Map<string, ValidateFunction>();
 
 export const SCHEMA_NAMES: readonly SchemaName[] = ["inventory", "plan", "state"];
 
@@ -204,6 +205,30 @@ function validator(name: SchemaName): ValidateFunction {
   const validate = precompiled(name, text) ?? newAjv().compile(JSON.parse(text) as object);
   validators.set(name, validate);
   return validate;
+}
+
+/**
+ * Checks `value` against one definition of a schema (`$defs/<def>`): a plan
+ * entry read on its own, as the streaming plan reader does.
+ */
+export function schemaDefProblems(name: SchemaName, def: string, value: unknown): Problem[] {
+  const key = `${name}#${def}`;
+  let validate = defValidators.get(key);
+  if (!validate) {
+    // Compiled at run time (ajv loaded on first use): the build precompiles
+    // whole schemas only.
+    const schema = JSON.parse(loadSchemaText(name)) as {
+      $id: string;
+      $defs: Record<string, unknown>;
+    };
+    if (!(def in schema.$defs)) throw new InternalError(`${name}.schema.json has no $defs/${def}`);
+    const ajv = newAjv();
+    ajv.addSchema(schema);
+    validate = ajv.getSchema(`${schema.$id}#/$defs/${def}`) as ValidateFunction;
+    defValidators.set(key, validate);
+  }
+  if (validate(value)) return [];
+  return ajvProblems(validate.errors ?? []);
 }
 
 /** Checks `value` against schemas/<name>.schema.json; no problems = valid. */

@@ -11,9 +11,11 @@ import type { HostSpec } from "../host-spec.js";
 import {
   type Action,
   type Plan,
+  type PlanHeader,
   type PlannedMailbox,
   type SideFacts,
   SKIP_REASONS,
+  type SkippedMailbox,
   type SkipReason,
 } from "./model.js";
 
@@ -58,36 +60,101 @@ export interface PlanReview {
   largest: LargeMailbox[];
   /** Where the plan's summary disagrees with its entries, one line each. */
   summaryMismatches: string[];
+  /** Made from the header's summary alone (show --summary): no largest, cache or versions. */
+  fromHeader?: boolean;
 }
 
 export const LARGEST_COUNT = 10;
 
 export function reviewPlan(plan: Plan): PlanReview {
-  const byAction: Record<Action, number> = { version: 0, guid: 0 };
-  for (const m of plan.mailboxes) for (const a of m.actions) byAction[a]++;
-  const bySkipReason: Partial<Record<SkipReason, number>> = {};
-  for (const s of plan.skipped) bySkipReason[s.reason] = (bySkipReason[s.reason] ?? 0) + 1;
-  const review: PlanReview = {
-    pair: plan.pair,
-    id: plan.id,
-    created: plan.created,
-    tool: plan.tool,
-    target: plan.target,
-    downgrade: plan.target < TARGET_MINOR,
-    toApply: plan.mailboxes.length,
-    upToDate: plan.summary.upToDate,
-    skipped: plan.skipped.length,
-    byAction,
-    bySkipReason,
-    hosts: {
-      master: hostTotals(plan.hosts.master, plan.mailboxes, (m) => m.master),
-      replica: hostTotals(plan.hosts.replica, plan.mailboxes, (m) => m.replica),
-    },
-    largest: largest(plan.mailboxes, LARGEST_COUNT),
+  const builder = new ReviewBuilder(plan);
+  for (const m of plan.mailboxes) builder.add(m);
+  for (const sk of plan.skipped) builder.skip(sk);
+  return builder.review();
+}
+
+/**
+ * reviewPlan entry by entry, for a plan read as a stream: holds the counts
+ * and the LARGEST_COUNT largest mailboxes, never the entries.
+ */
+export class ReviewBuilder {
+  readonly #review: PlanReview;
+  #largest: LargeMailbox[] = [];
+
+  constructor(readonly header: PlanHeader) {
+    this.#review = {
+      pair: header.pair,
+      id: header.id,
+      created: header.created,
+      tool: header.tool,
+      target: header.target,
+      downgrade: header.target < TARGET_MINOR,
+      toApply: 0,
+      upToDate: header.summary.upToDate,
+      skipped: 0,
+      byAction: { version: 0, guid: 0 },
+      bySkipReason: {},
+      hosts: {
+        master: emptyTotals(header.hosts.master),
+        replica: emptyTotals(header.hosts.replica),
+      },
+      largest: [],
+      summaryMismatches: [],
+    };
+  }
+
+  add(m: PlannedMailbox): void {
+    const r = this.#review;
+    r.toApply++;
+    for (const a of m.actions) r.byAction[a]++;
+    addToTotals(r.hosts.master, m.master);
+    addToTotals(r.hosts.replica, m.replica);
+    this.#largest.push(largeOf(m));
+    if (this.#largest.length >= LARGEST_COUNT * 64) this.#largest = largestFirst(this.#largest);
+  }
+
+  skip(sk: SkippedMailbox): void {
+    this.#review.skipped++;
+    this.#review.bySkipReason[sk.reason] = (this.#review.bySkipReason[sk.reason] ?? 0) + 1;
+  }
+
+  review(): PlanReview {
+    const r = { ...this.#review, largest: largestFirst(this.#largest) };
+    r.summaryMismatches = summaryMismatches(this.header, r);
+    return r;
+  }
+}
+
+/**
+ * A review from the header alone (show --summary): the plan's own summary,
+ * read in well under a second at any size; what only the entries tell
+ * (largest mailboxes, cache coverage, index versions) is left out.
+ */
+export function reviewHeader(header: PlanHeader): PlanReview {
+  const s = header.summary;
+  const totals = (side: "master" | "replica"): HostTotals => ({
+    ...emptyTotals(header.hosts[side]),
+    records: s.records[side],
+    oldStyleGuids: s.oldStyleGuids[side],
+    oldStyleBytes: s.bytesToHash[side],
+  });
+  return {
+    pair: header.pair,
+    id: header.id,
+    created: header.created,
+    tool: header.tool,
+    target: header.target,
+    downgrade: header.target < TARGET_MINOR,
+    toApply: s.toApply,
+    upToDate: s.upToDate,
+    skipped: s.skipped,
+    byAction: { ...s.byAction },
+    bySkipReason: { ...s.bySkipReason },
+    hosts: { master: totals("master"), replica: totals("replica") },
+    largest: [],
     summaryMismatches: [],
+    fromHeader: true,
   };
-  review.summaryMismatches = summaryMismatches(plan, review);
-  return review;
 }
 
 /** What `guidup show --json` prints: the review, then the plan itself. */
@@ -102,12 +169,8 @@ export function hostLabel(host: HostSpec): string {
   return `${user}${host.host}${port} ${host.config}`;
 }
 
-function hostTotals(
-  host: HostSpec,
-  mailboxes: readonly PlannedMailbox[],
-  side: (m: PlannedMailbox) => SideFacts,
-): HostTotals {
-  const totals: HostTotals = {
+function emptyTotals(host: HostSpec): HostTotals {
+  return {
     label: hostLabel(host),
     records: 0,
     oldStyleGuids: 0,
@@ -115,19 +178,18 @@ function hostTotals(
     cached: 0,
     indexVersions: {},
   };
-  for (const m of mailboxes) {
-    const facts = side(m);
-    for (const f of [facts.index, facts.expunge]) {
-      if (!f) continue;
-      totals.records += f.records;
-      totals.oldStyleGuids += f.oldStyle;
-      totals.oldStyleBytes += f.oldStyleBytes;
-    }
-    totals.cached += facts.cached ?? 0;
-    const v = String(facts.index.minor);
-    totals.indexVersions[v] = (totals.indexVersions[v] ?? 0) + 1;
+}
+
+function addToTotals(totals: HostTotals, facts: SideFacts): void {
+  for (const f of [facts.index, facts.expunge]) {
+    if (!f) continue;
+    totals.records += f.records;
+    totals.oldStyleGuids += f.oldStyle;
+    totals.oldStyleBytes += f.oldStyleBytes;
   }
-  return totals;
+  totals.cached += facts.cached ?? 0;
+  const v = String(facts.index.minor);
+  totals.indexVersions[v] = (totals.indexVersions[v] ?? 0) + 1;
 }
 
 function sideSize(facts: SideFacts): { records: number; oldStyle: number; oldStyleBytes: number } {
@@ -141,30 +203,31 @@ function sideSize(facts: SideFacts): { records: number; oldStyle: number; oldSty
   return out;
 }
 
+function largeOf(m: PlannedMailbox): LargeMailbox {
+  const a = sideSize(m.master);
+  const b = sideSize(m.replica);
+  return {
+    name: m.name,
+    records: Math.max(a.records, b.records),
+    oldStyleGuids: Math.max(a.oldStyle, b.oldStyle),
+    oldStyleBytes: Math.max(a.oldStyleBytes, b.oldStyleBytes),
+    actions: m.actions,
+  };
+}
+
 /** The mailboxes that hold their locks longest: most records, then most bytes to hash. */
-function largest(mailboxes: readonly PlannedMailbox[], count: number): LargeMailbox[] {
-  const all = mailboxes.map((m): LargeMailbox => {
-    const a = sideSize(m.master);
-    const b = sideSize(m.replica);
-    return {
-      name: m.name,
-      records: Math.max(a.records, b.records),
-      oldStyleGuids: Math.max(a.oldStyle, b.oldStyle),
-      oldStyleBytes: Math.max(a.oldStyleBytes, b.oldStyleBytes),
-      actions: m.actions,
-    };
-  });
+function largestFirst(all: LargeMailbox[]): LargeMailbox[] {
   all.sort(
     (x, y) =>
       y.records - x.records ||
       y.oldStyleBytes - x.oldStyleBytes ||
       (x.name < y.name ? -1 : x.name > y.name ? 1 : 0),
   );
-  return all.slice(0, count);
+  return all.slice(0, LARGEST_COUNT);
 }
 
-function summaryMismatches(plan: Plan, review: PlanReview): string[] {
-  const s = plan.summary;
+function summaryMismatches(header: PlanHeader, review: PlanReview): string[] {
+  const s = header.summary;
   const out: string[] = [];
   const check = (what: string, said: number, found: number) => {
     if (said !== found) out.push(`${what}: the summary says ${said}, the entries give ${found}`);
@@ -221,7 +284,10 @@ function counts(entries: [string, number][]): string {
 
 /** The review as text: what to read before the entries. */
 export function renderPlanSummary(plan: Plan): string {
-  const r = reviewPlan(plan);
+  return renderReview(reviewPlan(plan));
+}
+
+export function renderReview(r: PlanReview): string {
   const lines = r.downgrade
     ? [
         `DOWNGRADE plan ${r.id} for pair ${r.pair}: target index version ${r.target}, below ${TARGET_MINOR}`,
@@ -253,18 +319,20 @@ export function renderPlanSummary(plan: Plan): string {
   const p = r.hosts.replica;
   lines.push(
     "",
-    "per host (planned mailboxes)",
+    `per host (planned mailboxes${r.fromHeader ? ", from the plan's summary" : ""})`,
     ...table(
       [
         ["", "master", "replica"],
         ["records", formatCount(m.records), formatCount(p.records)],
         ["old-style GUIDs", formatCount(m.oldStyleGuids), formatCount(p.oldStyleGuids)],
         ["their message bytes", formatBytes(m.oldStyleBytes), formatBytes(p.oldStyleBytes)],
-        ["sha1-cached", formatCount(m.cached), formatCount(p.cached)],
+        ...(r.fromHeader ? [] : [["sha1-cached", formatCount(m.cached), formatCount(p.cached)]]),
       ],
       ["l", "r", "r"],
     ),
-    `  index versions now: master ${versions(m)}; replica ${versions(p)}`,
+    ...(r.fromHeader
+      ? []
+      : [`  index versions now: master ${versions(m)}; replica ${versions(p)}`]),
   );
   if (r.largest.length > 0) {
     lines.push(
@@ -320,17 +388,43 @@ export function filterEntries(
   return { mailboxes, skipped };
 }
 
+/** Whether the filter keeps a planned entry. */
+export function keepsPlanned(filter: EntryFilter, m: PlannedMailbox): boolean {
+  return (
+    !filter.skippedOnly &&
+    (filter.name ?? (() => true))(m.name) &&
+    (filter.action === undefined || m.actions.includes(filter.action)) &&
+    (filter.minRecords === undefined ||
+      Math.max(sideSize(m.master).records, sideSize(m.replica).records) >= filter.minRecords)
+  );
+}
+
+/** Whether the filter keeps a skipped entry. */
+export function keepsSkipped(filter: EntryFilter, sk: SkippedMailbox): boolean {
+  const plannedOnly = filter.action !== undefined || filter.minRecords !== undefined;
+  return !plannedOnly && (filter.name ?? (() => true))(sk.name);
+}
+
+export const PLANNED_HEADING =
+  "to apply (actions, index version master/replica, records, old-style, cached):";
+export const SKIPPED_HEADING = "skipped (reason: detail):";
+
+export function renderPlanned(m: PlannedMailbox): string {
+  const a = sideSize(m.master);
+  const b = sideSize(m.replica);
+  const part = m.partition ? ` (${m.partition})` : "";
+  return `  ${m.actions.join(",").padEnd(12)} ${m.name}${part}  v${m.master.index.minor}/v${m.replica.index.minor}  records ${a.records}/${b.records}  old-style ${a.oldStyle}/${b.oldStyle}  cached ${m.master.cached ?? 0}/${m.replica.cached ?? 0}`;
+}
+
+export function renderSkippedEntry(sk: SkippedMailbox): string {
+  return `  ${sk.reason.padEnd(18)} ${sk.name}: ${sk.detail}`;
+}
+
 /** One line per entry the filter keeps: planned mailboxes, then skipped ones (each in plan order). */
 export function* renderPlanEntries(plan: Plan, filter: EntryFilter = {}): Generator<string> {
   const kept = filterEntries(plan, filter);
-  if (kept.mailboxes.length > 0)
-    yield "to apply (actions, index version master/replica, records, old-style, cached):";
-  for (const m of kept.mailboxes) {
-    const a = sideSize(m.master);
-    const b = sideSize(m.replica);
-    const part = m.partition ? ` (${m.partition})` : "";
-    yield `  ${m.actions.join(",").padEnd(12)} ${m.name}${part}  v${m.master.index.minor}/v${m.replica.index.minor}  records ${a.records}/${b.records}  old-style ${a.oldStyle}/${b.oldStyle}  cached ${m.master.cached ?? 0}/${m.replica.cached ?? 0}`;
-  }
-  if (kept.skipped.length > 0) yield "skipped (reason: detail):";
-  for (const s of kept.skipped) yield `  ${s.reason.padEnd(18)} ${s.name}: ${s.detail}`;
+  if (kept.mailboxes.length > 0) yield PLANNED_HEADING;
+  for (const m of kept.mailboxes) yield renderPlanned(m);
+  if (kept.skipped.length > 0) yield SKIPPED_HEADING;
+  for (const sk of kept.skipped) yield renderSkippedEntry(sk);
 }

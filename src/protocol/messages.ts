@@ -112,7 +112,8 @@ export interface StageArgs {
  *                 prepare's GUIDs by UID;
  *   unchanged   — already at the target: nothing to write.
  */
-export type CutoverPath = "unchanged" | "prepared" | "appended" | "reconverted";
+export const CUTOVER_PATHS = ["unchanged", "prepared", "appended", "reconverted"] as const;
+export type CutoverPath = (typeof CUTOVER_PATHS)[number];
 
 export interface Staged {
   path: CutoverPath;

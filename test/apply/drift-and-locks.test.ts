@@ -128,16 +128,16 @@ describe("drift between plan and apply", () => {
     const [versionOnly, editedUidValidity, guidOnly] = planned as [string, string, string];
     let text = await readFile(plan, "utf8");
     text = editEntry(text, versionOnly, (b) =>
-      b.replace("actions: [version, guid]", "actions: [version]"),
+      b.replace('"actions": ["version", "guid"]', '"actions": ["version"]'),
     );
     text = editEntry(text, editedUidValidity, (b) =>
       b.replace(
-        /(master:\n {6}index: \{[^}]*uidValidity: )(\d+)/,
+        /("master": \{ "index": \{[^}]*"uidValidity": )(\d+)/,
         (_m, pre: string, v: string) => `${pre}${Number(v) + 1}`,
       ),
     );
     text = editEntry(text, guidOnly, (b) =>
-      b.replace("actions: [version, guid]", "actions: [guid]"),
+      b.replace('"actions": ["version", "guid"]', '"actions": ["guid"]'),
     );
     await writeFile(plan, text);
     const snap = await snapshotPair(pair, path.join(pair.dir, "before"));
@@ -177,11 +177,10 @@ describe("drift between plan and apply", () => {
 
 /** Applies `edit` to one mailbox entry's block of a plan file's text. */
 function editEntry(text: string, name: string, edit: (block: string) => string): string {
-  const start = text.indexOf(`  - name: ${name}\n`);
+  // A guidup-plan/3 entry is one line.
+  const start = text.indexOf(`  - { "name": ${JSON.stringify(name)}, `);
   if (start < 0) throw new Error(`no entry ${name}`);
-  const rest = text.slice(start + 1);
-  const next = rest.search(/\n {2}- name: |\nskipped:/);
-  const end = next < 0 ? text.length : start + 1 + next;
+  const end = text.indexOf("\n", start);
   const block = text.slice(start, end);
   const edited = edit(block);
   if (edited === block) throw new Error(`edit of ${name} changed nothing`);

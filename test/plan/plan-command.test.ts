@@ -349,7 +349,10 @@ it("an edited plan file with a schema error is refused when read back (show): on
   const { file } = await plan(pair, await writeInventory(pair, { transport: "local" }));
   const text = await readFile(file, "utf8");
   const broken = path.join(pair.dir, "broken.yaml");
-  await writeFile(broken, text.replace("actions: [version, guid]", "actions: [version, sha256]"));
+  await writeFile(
+    broken,
+    text.replace('"actions": ["version", "guid"]', '"actions": ["version", "sha256"]'),
+  );
   const r = await runCli(["show", broken]);
   expect(r.code).toBe(2);
   const lines = r.err.split("\n").filter((l) => l !== "");

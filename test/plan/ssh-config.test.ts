@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InventoryError, parseInventory } from "../../src/plan/inventory.js";
-import { formatPlan, parsePlan } from "../../src/plan/plan-file.js";
+import { formatPlan, parsePlan, planHeaderText } from "../../src/plan/plan-file.js";
 import { loadSshConfig, parseJumpHop, resolveSshHost } from "../../src/plan/ssh-config.js";
 import { parseYamlSubset } from "../../src/plan/yaml-subset.js";
 import { makePlan } from "../helpers/plan-factory.js";
@@ -165,7 +165,8 @@ describe("ssh config resolution", () => {
     expect(text).toContain(
       '    jump:\n      - host: "192.0.2.1"\n        port: 2022\n        user: jump\n',
     );
-    expect(parseYamlSubset(text).ok).toBe(true);
+    // The header (all a /3 plan has outside its one-line entries) stays in the fast reader's style.
+    expect(parseYamlSubset(planHeaderText(plan)).ok).toBe(true);
     expect(parsePlan(text, "p.yaml").hosts.master).toEqual(plan.hosts.master);
   });
 });

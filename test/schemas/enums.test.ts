@@ -10,8 +10,14 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { OUTCOME_CODES, PHASES, STEPS } from "../../src/apply/state.js";
 import { ERROR_CODES, ERRORS } from "../../src/errors.js";
-import { ACTIONS, SKIP_REASONS } from "../../src/plan/model.js";
-import { OPS } from "../../src/protocol/messages.js";
+import {
+  ACTIONS,
+  PLAN_FORMAT,
+  PLAN_FORMAT_V2,
+  type PlanFormat,
+  SKIP_REASONS,
+} from "../../src/plan/model.js";
+import { CUTOVER_PATHS, OPS } from "../../src/protocol/messages.js";
 import { REPO_ROOT } from "../helpers/fixtures.js";
 
 function schema(name: string): Record<string, unknown> {
@@ -34,12 +40,24 @@ describe("the JSON schemas' enums equal the TypeScript lists", () => {
     expect(sorted(enumAt("plan", "/$defs/skipReason"))).toEqual(sorted(SKIP_REASONS));
   });
 
+  it("plan: the formats read, the one written first", () => {
+    const formats: Record<PlanFormat, true> = { [PLAN_FORMAT]: true, [PLAN_FORMAT_V2]: true };
+    expect(enumAt("plan", "/properties/format")).toEqual([PLAN_FORMAT, PLAN_FORMAT_V2]);
+    expect(sorted(enumAt("plan", "/properties/format"))).toEqual(sorted(Object.keys(formats)));
+  });
+
   it("plan: actions", () => {
     expect(sorted(enumAt("plan", "/$defs/action"))).toEqual(sorted(ACTIONS));
   });
 
   it("state: phases, in PHASES's order", () => {
     expect(enumAt("state", "/properties/phase")).toEqual([...PHASES]);
+  });
+
+  it("state: cut-over paths, the last attempt's and each side's", () => {
+    expect(enumAt("state", "/properties/path")).toEqual([...CUTOVER_PATHS]);
+    expect(enumAt("state", "/properties/paths/properties/master")).toEqual([...CUTOVER_PATHS]);
+    expect(enumAt("state", "/properties/paths/properties/replica")).toEqual([...CUTOVER_PATHS]);
   });
 
   it("state: steps, also where an error names its step", () => {

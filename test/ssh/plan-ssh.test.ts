@@ -316,7 +316,10 @@ describe("bad input: one clear line, exit 2, no plan written", () => {
     const { file } = await planOk(fixture, await writeInventory(fixture, { ssh: sshd }));
     const text = await readFile(file, "utf8");
     const bad = path.join(path.dirname(file), "bad.yaml");
-    await writeFile(bad, text.replace(/\n {2}- name: user\.alice\n/, "\n  - nme: user.alice\n"));
+    await writeFile(
+      bad,
+      text.replace('  - { "name": "user.alice", ', '  - { "nme": "user.alice", '),
+    );
     const r = await runCli(["show", bad]);
     expect(r.code).toBe(2);
     const lines = r.err.split("\n").filter((l) => l !== "");

@@ -29,12 +29,12 @@ export class ApplyProgress {
     this.#fleet = new FleetTally(Date.now, pairs.length);
     this.#ends = pairs.map(() => undefined);
     if (this.#single) {
-      this.#view = new ProgressView(io, [`apply ${pairs[0]?.plan.pair}`]);
+      this.#view = new ProgressView(io, [`apply ${pairs[0]?.plan.header.pair}`]);
       this.#view.follow(0, () => this.#fleet.pairs[0]?.text() ?? "");
     } else {
-      const width = Math.max("fleet".length, ...pairs.map((p) => p.plan.pair.length));
+      const width = Math.max("fleet".length, ...pairs.map((p) => p.plan.header.pair.length));
       this.#view = new ProgressView(io, [
-        ...pairs.map((p) => p.plan.pair.padEnd(width)),
+        ...pairs.map((p) => p.plan.header.pair.padEnd(width)),
         "fleet".padEnd(width),
       ]);
       pairs.forEach((_, i) => {
@@ -52,7 +52,7 @@ export class ApplyProgress {
   /** Per pair: how its agents' warnings are prefixed in a fleet. */
   pairIo(index: number): Io {
     if (this.#single) return this.#view.io;
-    const name = this.#pairs[index]?.plan.pair;
+    const name = this.#pairs[index]?.plan.header.pair;
     return { ...this.#view.io, err: (text) => this.#view.notice(`${name}: ${text}`) };
   }
 
@@ -75,7 +75,7 @@ export class ApplyProgress {
     const tally = this.#fleet.pairs[e.index];
     tally?.event(e.event);
     const ev = e.event;
-    const who = this.#single ? "" : `${this.#pairs[e.index]?.plan.pair}: `;
+    const who = this.#single ? "" : `${this.#pairs[e.index]?.plan.header.pair}: `;
     if (ev.type === "mailbox" && ev.phase === "replica-ahead")
       this.#view.notice(
         `!!! ${who}${ev.name}: REPLICA AHEAD OF MASTER: ${ev.state.lastError?.message ?? ""}\n`,
@@ -181,7 +181,7 @@ function fleetTotals(pairs: readonly FleetPair[], fleet: FleetReport) {
     remaining += rep.remaining;
     retries += rep.retries;
     for (const name of rep.replicaAhead)
-      replicaAhead.push({ pair: pairs[i]?.plan.pair ?? "", name });
+      replicaAhead.push({ pair: pairs[i]?.plan.header.pair ?? "", name });
   });
   return {
     pairs: pairs.length,
@@ -209,7 +209,7 @@ class ApplyJsonView implements ApplyReportView {
     facts: (index: number) => RunFacts,
   ): void {
     const perPair = fleet.results.map((r, i) => {
-      const head = { plan: pairs[i]?.planPath, pair: pairs[i]?.plan.pair };
+      const head = { plan: pairs[i]?.planPath, pair: pairs[i]?.plan.header.pair };
       if (r.status === "applied")
         return {
           ...head,
@@ -242,7 +242,7 @@ class ApplyJsonView implements ApplyReportView {
             dryRun: true,
             pairs: results.map((r, i) => ({
               plan: pairs[i]?.planPath,
-              pair: pairs[i]?.plan.pair,
+              pair: pairs[i]?.plan.header.pair,
               ...one(r),
             })),
           };
@@ -320,7 +320,7 @@ class ApplyHumanView implements ApplyReportView {
     const io = this.io;
     results.forEach((r, i) => {
       if (results.length > 1)
-        io.out(`${i > 0 ? "\n" : ""}${pairs[i]?.planPath} (pair ${pairs[i]?.plan.pair}):\n`);
+        io.out(`${i > 0 ? "\n" : ""}${pairs[i]?.planPath} (pair ${pairs[i]?.plan.header.pair}):\n`);
       io.out(
         `dry run: both hosts answered (${r.hosts.map((h) => `${h.host}: guidup ${h.hello.tool}`).join(", ")}); nothing was locked\n`,
       );
