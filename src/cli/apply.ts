@@ -66,9 +66,13 @@ the fleet's total. Two plans of one pair are refused.
   --relay-sample N       relayed entries re-hashed per mailbox (default max(3, 1%))
   --dry-run              connect to both hosts, lock nothing, list what would run
   --accept-new-host-keys record unknown SSH host keys instead of refusing them
-  --json                 print the final report as JSON (several plans:
-                         {"pairs": [{"plan", "pair", "status", "exitCode", …the
-                         pair's report}], "fleet": {totals, "exitCode"}})
+  --json                 print the final report as JSON. One plan: {"plan",
+                         "outcomes", "processed", "alreadyDone", "remaining",
+                         "problems", "lockHold": {"master"|"replica": {"count",
+                         "p50", "p99", "max"} in ms}, "paths", "retries", …}.
+                         Several plans: {"pairs": [{"plan", "pair", "status",
+                         "exitCode", …that pair's report}], "fleet": {totals,
+                         "exitCode"}}
 Ctrl-C (or SIGINT/SIGTERM) once: no new mailbox starts, those in flight
 finish, state is written. Twice: those in flight are aborted and roll back
 (the report names them). Either way exit 130; run apply again to continue.

@@ -85,6 +85,7 @@ interface PairJson {
   outcomes?: Record<string, number>;
   alreadyDone?: number;
   remaining?: number;
+  lockHold?: Record<"master" | "replica", { count: number; p50: number; p99: number; max: number }>;
   error?: { code: string; message: string };
 }
 interface FleetJson {
@@ -131,6 +132,14 @@ describe("apply PLAN... (a fleet)", () => {
       ["c", "error", 2],
     ]);
     expect(report.pairs[0]).toMatchObject({ plan: plans[0], outcomes: { done: 6 }, remaining: 0 });
+    // One lock-hold summary per pair: the engine's, over the 6 that locked each side.
+    const holds = report.pairs[0]?.lockHold;
+    for (const side of ["master", "replica"] as const) {
+      expect(holds?.[side].count).toBe(6);
+      expect(holds?.[side].max).toBeGreaterThanOrEqual(holds?.[side].p99 ?? Number.NaN);
+      expect(holds?.[side].p99).toBeGreaterThanOrEqual(holds?.[side].p50 ?? Number.NaN);
+    }
+    expect(report.pairs[0]).not.toHaveProperty("lockHoldMs");
     expect(report.pairs[1]).toMatchObject({ outcomes: { done: 4, failed: 2 }, remaining: 0 });
     expect(report.pairs[2]?.error?.message).toContain(conf);
     expect(report.fleet).toMatchObject({
