@@ -4,13 +4,9 @@
 
 import fs from "node:fs";
 import path from "node:path";
+import type { HostSpec, SshHostSpec } from "../../src/host-spec.js";
 import { connectHost } from "../../src/transport/index.js";
-import type {
-  AgentChannel,
-  HostConnection,
-  HostSpec,
-  SshHostSpec,
-} from "../../src/transport/types.js";
+import type { AgentChannel, HostConnection } from "../../src/transport/types.js";
 
 export interface ChannelRecord {
   /** Every stdout line so far, in order. */
