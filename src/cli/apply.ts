@@ -78,8 +78,9 @@ finish, state is written. Twice: those in flight are aborted and roll back
 (the report names them). Either way exit 130; run apply again to continue.
 Exit codes: 0 all done, 1 stopped early with work left (batch, limit),
 2 bad input, 3 a mailbox is replica-ahead (the next apply repairs it),
-4 mailboxes failed, diverged or went stale, 130 interrupted; 1 also when
-mailboxes are left lagging (replication had not caught up: rerun later).
+4 mailboxes failed, diverged or went stale, 70 internal error (a bug: report
+it), 130 interrupted; 1 also when mailboxes are left lagging (replication had
+not caught up: rerun later).
 Several plans: the worst pair's code, in the order 130, 3, 70, 4, 2, 1, 0
 (2: a pair that could not run — its pair lock held, a host unreachable).
 `;
