@@ -50,8 +50,9 @@ describe("apply PLAN... --control-file", () => {
     // One pair in flight, and it is paused; the other has not started.
     await saw(/pairs in flight 2 → 1/);
     await saw(new RegExp(`p0 *: done 0 · .*paused: ${control} says pause`));
+    // p1's line may come in a later write than p0's: wait for it.
+    await saw(/p1 *: waiting/);
     expect(existsSync(`${plans[1]}.state`)).toBe(false);
-    expect(err).toMatch(/p1 *: waiting/);
 
     // Both pairs may run now, still paused: the second starts and pauses too.
     await writeFile(control, "pause\n");
