@@ -2,11 +2,11 @@
 // them to, locks nothing, and lists the mailboxes a run would start from the
 // state directory (done ones are left out).
 
+import type { HostSpec } from "../host-spec.js";
 import type { PlannedMailbox } from "../plan/model.js";
 import type { Hello } from "../protocol/messages.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
-import type { HostSpec } from "../transport/types.js";
 import { nameFilter } from "./glob.js";
 import { FINAL_PHASES } from "./state.js";
 import type { StateStore } from "./state-store.js";

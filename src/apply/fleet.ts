@@ -13,10 +13,11 @@
 // ended it.
 
 import { ERRORS, ExitCode, errorMessage, GuidupError } from "../errors.js";
+import type { HostSpec } from "../host-spec.js";
 import type { PlanStream } from "../plan/plan-stream.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
-import type { HostConnection, HostSpec } from "../transport/types.js";
+import type { HostConnection } from "../transport/types.js";
 import { readControl } from "./control-file.js";
 import { type ApplyEvent, type ApplyOptions, type ApplyReport, runApply } from "./engine.js";
 import { StateStore, stateDirFor } from "./state-store.js";

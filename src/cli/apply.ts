@@ -66,16 +66,21 @@ the fleet's total. Two plans of one pair are refused.
   --relay-sample N       relayed entries re-hashed per mailbox (default max(3, 1%))
   --dry-run              connect to both hosts, lock nothing, list what would run
   --accept-new-host-keys record unknown SSH host keys instead of refusing them
-  --json                 print the final report as JSON (several plans:
-                         {"pairs": [{"plan", "pair", "status", "exitCode", …the
-                         pair's report}], "fleet": {totals, "exitCode"}})
+  --json                 print the final report as JSON. One plan: {"plan",
+                         "outcomes", "processed", "alreadyDone", "remaining",
+                         "problems", "lockHold": {"master"|"replica": {"count",
+                         "p50", "p99", "max"} in ms}, "paths", "retries", …}.
+                         Several plans: {"pairs": [{"plan", "pair", "status",
+                         "exitCode", …that pair's report}], "fleet": {totals,
+                         "exitCode"}}
 Ctrl-C (or SIGINT/SIGTERM) once: no new mailbox starts, those in flight
 finish, state is written. Twice: those in flight are aborted and roll back
 (the report names them). Either way exit 130; run apply again to continue.
 Exit codes: 0 all done, 1 stopped early with work left (batch, limit),
 2 bad input, 3 a mailbox is replica-ahead (the next apply repairs it),
-4 mailboxes failed, diverged or went stale, 130 interrupted; 1 also when
-mailboxes are left lagging (replication had not caught up: rerun later).
+4 mailboxes failed, diverged or went stale, 70 internal error (a bug: report
+it), 130 interrupted; 1 also when mailboxes are left lagging (replication had
+not caught up: rerun later).
 Several plans: the worst pair's code, in the order 130, 3, 70, 4, 2, 1, 0
 (2: a pair that could not run — its pair lock held, a host unreachable).
 `;

@@ -8,11 +8,12 @@
 
 import { listMailboxes } from "../apply/scan-pair.js";
 import { ExitCode, errorMessage } from "../errors.js";
+import type { HostSpec } from "../host-spec.js";
 import type { PairSpec } from "../plan/inventory.js";
 import type { MailboxRef } from "../protocol/messages.js";
 import { AgentClient } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";
-import type { HostConnection, HostSpec } from "../transport/types.js";
+import type { HostConnection } from "../transport/types.js";
 import {
   PAIR_FLAGS,
   type PairOptions,

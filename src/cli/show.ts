@@ -25,8 +25,8 @@ import { parseCommandArgs, parseIntOption } from "./args.js";
 import type { Io } from "./io.js";
 import { openPlanArg, readPlanArg } from "./plan-arg.js";
 
-const HELP = `usage: guidup show PLAN [--entries] [--only GLOB]… [--action version|guid]
-                   [--min-records N] [--skipped] [--json]
+const HELP = `usage: guidup show PLAN [--summary] [--entries] [--only GLOB]…
+                   [--action version|guid] [--min-records N] [--skipped] [--json]
 
 Summarises a plan for review: mailboxes to apply by action, skipped ones by
 reason, per-host totals (records, old-style GUIDs, bytes to hash, cache

@@ -1,5 +1,5 @@
 // guidup status PLAN... [--json]: where the applies of the plans stand, from
-// their state files alone (no host is contacted). Options → src/apply/
+// their state directories alone (no host is contacted). Options → src/apply/
 // pair-status.ts per plan → a view (src/cli/views/status.ts).
 
 import { worstExitCode } from "../apply/fleet.js";
@@ -18,7 +18,8 @@ diverged, stale, skipped), gives the lock hold p50/p99 per side of the done
 ones and how many took each cut-over path (from their state), and lists those
 that need a person, with their last errors. With several plans (a fleet, one
 plan per pair), a block per plan and the fleet's totals. Reads the state
-files only.
+directory only (its journal; every state file when the journal must be
+rebuilt); contacts no host.
   --only GLOB  only mailboxes matching GLOB (repeatable; * and ?); with several
                plans it must match a mailbox of at least one of them
   --json       one plan: {"plan", "pair", "running": owner or null, "total",

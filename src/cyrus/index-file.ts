@@ -439,6 +439,11 @@ export function decodeRecord(format: IndexFormat, buf: Buffer, at: number): Inde
   return decodeFields(format.recordFields, buf, at);
 }
 
+/** A file that ended before the bytes its header promised (truncated under us). */
+function shrankError(file: string, at: number): CyrusFormatError {
+  return new CyrusFormatError(`${file}: file shrank while reading (at byte ${at})`, { file });
+}
+
 async function readFully(fd: number, buf: Buffer, position: number, file: string): Promise<void> {
   let done = 0;
   while (done < buf.length) {
@@ -448,14 +453,7 @@ async function readFully(fd: number, buf: Buffer, position: number, file: string
     } catch (err) {
       throw fileAccessError(file, err);
     }
-    if (bytesRead === 0) {
-      throw new CyrusFormatError(
-        `${file}: file shrank while reading (at byte ${position + done})`,
-        {
-          file,
-        },
-      );
-    }
+    if (bytesRead === 0) throw shrankError(file, position + done);
     done += bytesRead;
   }
 }
@@ -469,14 +467,7 @@ function readFullySync(fd: number, buf: Buffer, position: number, file: string):
     } catch (err) {
       throw fileAccessError(file, err);
     }
-    if (bytesRead === 0) {
-      throw new CyrusFormatError(
-        `${file}: file shrank while reading (at byte ${position + done})`,
-        {
-          file,
-        },
-      );
-    }
+    if (bytesRead === 0) throw shrankError(file, position + done);
     done += bytesRead;
   }
 }

@@ -229,8 +229,8 @@ export const FILE_FACTS_KEYS = [
 ] as const satisfies readonly (keyof FileFacts)[];
 type Scalar = string | number | boolean;
 
-/** "{ a: 1, b: x }" of the keys present, in the given order. */
-function flowMap<T extends object>(value: T, keys: readonly (keyof T & string)[]): string {
+/** "{ a: 1, b: x }" of the keys present, in the given order (also /2's entry layout, test/helpers/plan-v2.ts). */
+export function flowMap<T extends object>(value: T, keys: readonly (keyof T & string)[]): string {
   const parts: string[] = [];
   for (const k of keys) {
     const v = value[k];

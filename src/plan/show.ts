@@ -66,6 +66,18 @@ export interface PlanReview {
 
 export const LARGEST_COUNT = 10;
 
+/** Which plan a review is of: from the header, whether the entries are read or not. */
+function reviewIdentity(header: PlanHeader) {
+  return {
+    pair: header.pair,
+    id: header.id,
+    created: header.created,
+    tool: header.tool,
+    target: header.target,
+    downgrade: header.target < TARGET_MINOR,
+  } satisfies Partial<PlanReview>;
+}
+
 export function reviewPlan(plan: Plan): PlanReview {
   const builder = new ReviewBuilder(plan);
   for (const m of plan.mailboxes) builder.add(m);
@@ -83,12 +95,7 @@ export class ReviewBuilder {
 
   constructor(readonly header: PlanHeader) {
     this.#review = {
-      pair: header.pair,
-      id: header.id,
-      created: header.created,
-      tool: header.tool,
-      target: header.target,
-      downgrade: header.target < TARGET_MINOR,
+      ...reviewIdentity(header),
       toApply: 0,
       upToDate: header.summary.upToDate,
       skipped: 0,
@@ -139,12 +146,7 @@ export function reviewHeader(header: PlanHeader): PlanReview {
     oldStyleBytes: s.bytesToHash[side],
   });
   return {
-    pair: header.pair,
-    id: header.id,
-    created: header.created,
-    tool: header.tool,
-    target: header.target,
-    downgrade: header.target < TARGET_MINOR,
+    ...reviewIdentity(header),
     toApply: s.toApply,
     upToDate: s.upToDate,
     skipped: s.skipped,

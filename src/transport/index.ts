@@ -4,19 +4,14 @@
 // nothing of the messages inside the lines (src/protocol) or of plans.
 
 import { GuidupError, InternalError } from "../errors.js";
+import type { HostSpec } from "../host-spec.js";
 import { HostKeyError } from "./known-hosts.js";
 import { LocalConnection } from "./local.js";
-import type { HostConnection, HostSpec } from "./types.js";
+import type { HostConnection } from "./types.js";
 
 export { HostUnreachableError, SshAuthError, TransportError } from "./errors.js";
 export { HostKeyError } from "./known-hosts.js";
-export type {
-  AgentChannel,
-  HostConnection,
-  HostSpec,
-  LocalHostSpec,
-  SshHostSpec,
-} from "./types.js";
+export type { AgentChannel, HostConnection } from "./types.js";
 export { MAX_SESSIONS_PER_CONNECTION } from "./types.js";
 
 /**

@@ -6,9 +6,10 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import type { LocalHostSpec } from "../host-spec.js";
 import { TransportError } from "./errors.js";
 import { DEFAULT_CLOSE_TIMEOUT_MS, LineChannel } from "./line-channel.js";
-import type { AgentChannel, HostConnection, LocalHostSpec } from "./types.js";
+import type { AgentChannel, HostConnection } from "./types.js";
 
 /**
  * argv of this package's own agent: `node dist/src/cli/main.js serve`. From

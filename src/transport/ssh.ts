@@ -17,6 +17,7 @@ import type {
 } from "ssh2";
 import ssh2 from "ssh2";
 import { FileAccessError, InternalError, UsageError } from "../errors.js";
+import type { SshHostSpec, SshJumpHop } from "../host-spec.js";
 import { HostUnreachableError, SshAuthError, TransportError } from "./errors.js";
 import {
   fingerprintSha256,
@@ -26,13 +27,7 @@ import {
   verifyHostKey,
 } from "./known-hosts.js";
 import { DEFAULT_CLOSE_TIMEOUT_MS, LineChannel } from "./line-channel.js";
-import {
-  type AgentChannel,
-  type HostConnection,
-  MAX_SESSIONS_PER_CONNECTION,
-  type SshHostSpec,
-  type SshJumpHop,
-} from "./types.js";
+import { type AgentChannel, type HostConnection, MAX_SESSIONS_PER_CONNECTION } from "./types.js";
 
 // ssh2 is CommonJS and Node cannot see its exports by name from ESM.
 const { Client, utils } = ssh2;

@@ -117,6 +117,7 @@ describe("apply --batch", () => {
       retries: number;
       remaining: number;
       stoppedBy?: string;
+      lockHold: Record<"master" | "replica", { count: number; max: number }>;
     };
     // The held mailbox was tried 1 + 2 times in this batch run, then counted once, as failed.
     expect(report).toMatchObject({
@@ -126,6 +127,9 @@ describe("apply --batch", () => {
       remaining: 3,
       stoppedBy: "batch",
     });
+    // The lone report's one lock-hold summary (the engine's): at least the 2 done locked the master.
+    expect(report.lockHold.master.count).toBeGreaterThanOrEqual(2);
+    expect(report).not.toHaveProperty("lockHoldMs");
     expect((await stateOf(plan, held)) as unknown).toMatchObject({
       phase: "failed",
       attempts: 3,

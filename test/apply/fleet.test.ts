@@ -8,7 +8,7 @@
 // and leaves a alone. Two controllers given overlapping pairs need no
 // coordinator: the pair lock refuses the second one that pair, by name.
 
-import { readdir, rename, writeFile } from "node:fs/promises";
+import { rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
@@ -17,11 +17,12 @@ import {
   cli,
   expectAllNew,
   faultDirs,
-  generatedPair,
   localHost,
   type PairSnapshot,
+  planLocalFleet,
   planMailboxes,
   proxyCommand,
+  smallPair,
   snapshotPair,
   spawnCli,
   stateOf,
@@ -40,40 +41,15 @@ const NAMES = ["a", "b", "c"] as const;
 
 async function threePairs() {
   const pairs: TestPair[] = [];
-  for (const [i, _] of NAMES.entries()) {
-    const pair = await generatedPair({
-      seed: 71 + i,
-      mailboxes: 6,
-      versions: [8, 9],
-      expungeFraction: 0.3,
-      largeMailboxes: 0,
-      messagesPerMailbox: [1, 3],
-      messageBytes: [300, 1200],
-    });
-    made.push(pair);
-    pairs.push(pair);
-  }
-  const dir = pairs[0]!.dir;
-  const inventory = path.join(dir, "fleet.yaml");
-  await writeFile(
-    inventory,
-    stringify({
-      pairs: pairs.map((pair, i) => ({
-        name: NAMES[i],
-        mailboxes: { file: pair.mailboxList },
-        master: localHost(pair, "master"),
-        replica: localHost(pair, "replica"),
-      })),
-    }),
-  );
+  for (const [i] of NAMES.entries())
+    pairs.push(
+      await smallPair(
+        { seed: 71 + i, versions: [8, 9], expungeFraction: 0.3, messageBytes: [300, 1200] },
+        made,
+      ),
+    );
   // One command plans the fleet: a plan per pair, named after the pair.
-  await cli(["plan", "--inventory", inventory], 0);
-  const files = await readdir(path.join(dir, "plans"));
-  const plans = NAMES.map((n) => {
-    const f = files.find((x) => x.startsWith(`${n}-`) && x.endsWith(".yaml"));
-    if (!f) throw new Error(`no plan for pair ${n} in ${files.join(", ")}`);
-    return path.join(dir, "plans", f);
-  });
+  const { plans } = await planLocalFleet(pairs, NAMES);
   return { pairs, plans };
 }
 
@@ -85,6 +61,7 @@ interface PairJson {
   outcomes?: Record<string, number>;
   alreadyDone?: number;
   remaining?: number;
+  lockHold?: Record<"master" | "replica", { count: number; p50: number; p99: number; max: number }>;
   error?: { code: string; message: string };
 }
 interface FleetJson {
@@ -131,6 +108,14 @@ describe("apply PLAN... (a fleet)", () => {
       ["c", "error", 2],
     ]);
     expect(report.pairs[0]).toMatchObject({ plan: plans[0], outcomes: { done: 6 }, remaining: 0 });
+    // One lock-hold summary per pair: the engine's, over the 6 that locked each side.
+    const holds = report.pairs[0]?.lockHold;
+    for (const side of ["master", "replica"] as const) {
+      expect(holds?.[side].count).toBe(6);
+      expect(holds?.[side].max).toBeGreaterThanOrEqual(holds?.[side].p99 ?? Number.NaN);
+      expect(holds?.[side].p99).toBeGreaterThanOrEqual(holds?.[side].p50 ?? Number.NaN);
+    }
+    expect(report.pairs[0]).not.toHaveProperty("lockHoldMs");
     expect(report.pairs[1]).toMatchObject({ outcomes: { done: 4, failed: 2 }, remaining: 0 });
     expect(report.pairs[2]?.error?.message).toContain(conf);
     expect(report.fleet).toMatchObject({

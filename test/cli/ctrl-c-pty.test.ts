@@ -18,8 +18,7 @@ import {
   classifyPair,
   cli,
   expectAllNew,
-  FAULT_PROXY,
-  faultDirs,
+  heldAgent,
   localHost,
   planMailboxes,
   smallPair,
@@ -37,26 +36,6 @@ afterAll(async () => {
   await Promise.all(pairs.map((p) => p.cleanup()));
 });
 
-/** A master whose agent holds the nth `op` request until `release` exists. */
-async function heldMaster(pair: TestPair, op: string, n: number) {
-  const dirs = await faultDirs(pair.dir);
-  const marker = path.join(pair.dir, "held");
-  const release = path.join(pair.dir, "release");
-  const hook = `touch '${marker}'; while [ ! -e '${release}' ]; do sleep 0.05; done`;
-  const master = localHost(pair, "master", [
-    "setsid",
-    process.execPath,
-    FAULT_PROXY,
-    "--fault-dir",
-    dirs.master,
-    "--fault",
-    `request:${op}:${n}:hook`,
-    "--fault-hook",
-    hook,
-  ]);
-  return { master, marker, release };
-}
-
 async function leftovers(pair: TestPair, names: readonly string[]): Promise<string[]> {
   const out: string[] = [];
   for (const side of ["master", "replica"] as const)
@@ -71,9 +50,9 @@ describe("Ctrl-C in a terminal", () => {
     const pair = await smallPair({ seed: 51 }, pairs);
     // The master's 2nd commit: that mailbox's replica has committed, the
     // master has not (the replica-ahead window).
-    const held = await heldMaster(pair, "commit", 2);
+    const held = await heldAgent(pair, "master", "commit", 2);
     const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-      master: held.master,
+      master: localHost(pair, "master", held.command),
       replica: localHost(pair, "replica"),
     });
     const plan = path.join(pair.dir, "plan.yaml");
@@ -120,9 +99,9 @@ describe("Ctrl-C in a terminal", () => {
     // The master's 2nd lock request: the replica's copy of that mailbox is
     // locked and staged (the replica is locked first), the master's lock is
     // on its way.
-    const held = await heldMaster(pair, "lock", 2);
+    const held = await heldAgent(pair, "master", "lock", 2);
     const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
-      master: held.master,
+      master: localHost(pair, "master", held.command),
       replica: localHost(pair, "replica"),
     });
     const plan = path.join(pair.dir, "plan.yaml");
@@ -168,20 +147,8 @@ describe("Ctrl-C in a terminal", () => {
 
   it("hash: Ctrl-C stops hashing, keeps what was cached, exit 130, terminal intact; a rerun finishes", async () => {
     const pair = await smallPair({ seed: 53 }, pairs);
-    const dirs = await faultDirs(pair.dir);
-    const marker = path.join(pair.dir, "held");
-    const release = path.join(pair.dir, "release");
-    const replica = localHost(pair, "replica", [
-      "setsid",
-      process.execPath,
-      FAULT_PROXY,
-      "--fault-dir",
-      dirs.replica,
-      "--fault",
-      "request:hash:1:hook",
-      "--fault-hook",
-      `touch '${marker}'; while [ ! -e '${release}' ]; do sleep 0.05; done`,
-    ]);
+    const { command, marker, release } = await heldAgent(pair, "replica", "hash", 1);
+    const replica = localHost(pair, "replica", command);
     const inventory = await writeInventory(pair, path.join(pair.dir, "inventory.yaml"), {
       master: localHost(pair, "master"),
       replica,

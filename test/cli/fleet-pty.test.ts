@@ -11,20 +11,18 @@
 // its 2nd commit until the test creates a file, so the ^C lands while both
 // pairs have a mailbox in flight at a known step.
 
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { stringify } from "yaml";
 import { ForeignLocker } from "../helpers/agent-process.js";
 import {
   cli,
   expectAllNew,
-  FAULT_PROXY,
-  faultDirs,
-  generatedPair,
-  localHost,
+  heldAgent,
   type PairSnapshot,
+  planLocalFleet,
   planMailboxes,
+  smallPair,
   snapshotPair,
   stateOf,
   type TestPair,
@@ -48,58 +46,16 @@ async function configDirectory(imapdConf: string): Promise<string> {
 describe("a fleet in a terminal", () => {
   it("Ctrl-C drains every running pair, starts no new pair, exit 130, releases every lock; a rerun converges", async () => {
     const pairs: TestPair[] = [];
-    for (const [i] of NAMES.entries()) {
-      const p = await generatedPair({
-        seed: 81 + i,
-        mailboxes: 5,
-        versions: [9],
-        largeMailboxes: 0,
-        expungeFraction: 0,
-        messagesPerMailbox: [1, 3],
-        messageBytes: [300, 900],
-      });
-      made.push(p);
-      pairs.push(p);
-    }
-    const dir = pairs[0]!.dir;
+    for (const [i] of NAMES.entries())
+      pairs.push(await smallPair({ seed: 81 + i, mailboxes: 5 }, made));
     // Pairs a and b: the master's 2nd commit waits for release-<pair>.
     const held = await Promise.all(
-      pairs.slice(0, 2).map(async (p, i) => {
-        const dirs = await faultDirs(path.join(p.dir, "faults"));
-        const marker = path.join(p.dir, "held");
-        const release = path.join(p.dir, "release");
-        const hook = `touch '${marker}'; while [ ! -e '${release}' ]; do sleep 0.05; done`;
-        const master = localHost(p, "master", [
-          "setsid",
-          process.execPath,
-          FAULT_PROXY,
-          "--fault-dir",
-          dirs.master,
-          "--fault",
-          "request:commit:2:hook",
-          "--fault-hook",
-          hook,
-        ]);
-        return { name: NAMES[i], master, marker, release };
-      }),
+      pairs.slice(0, 2).map((p) => heldAgent(p, "master", "commit", 2)),
     );
-    const inventory = path.join(dir, "fleet.yaml");
-    await writeFile(
-      inventory,
-      stringify({
-        pairs: pairs.map((p, i) => ({
-          name: NAMES[i],
-          mailboxes: { file: p.mailboxList },
-          master: held[i]?.master ?? localHost(p, "master"),
-          replica: localHost(p, "replica"),
-        })),
-      }),
-    );
-    await cli(["plan", "--inventory", inventory], 0);
-    const files = await readdir(path.join(dir, "plans"));
-    const plans = NAMES.map((n) =>
-      path.join(dir, "plans", files.find((f) => f.startsWith(`${n}-`) && f.endsWith(".yaml"))!),
-    );
+    const { plans } = await planLocalFleet(pairs, NAMES, (i) => {
+      const h = held[i];
+      return h ? { master: h.command } : undefined;
+    });
     const names = await Promise.all(plans.map((p) => planMailboxes(p)));
     const snaps: PairSnapshot[] = [];
     for (const [i, p] of pairs.entries())

@@ -34,6 +34,20 @@ describe("--help", () => {
     expect(none.err).toContain("apply takes one or more PLAN files");
   });
 
+  it("apply: --json documents the report's one lock-hold summary; exit 70 is named", async () => {
+    const r = await runCli(["apply", "--help"]);
+    expect(r.out).toMatch(
+      /"lockHold": \{"master"\|"replica": \{"count",\s+"p50", "p99", "max"\} in ms\}/,
+    );
+    expect(r.out).not.toContain("lockHoldMs");
+    expect(r.out).toMatch(/70 internal error/);
+  });
+
+  it("show: the usage line names --summary", async () => {
+    const r = await runCli(["show", "--help"]);
+    expect(r.out).toMatch(/^usage: guidup show PLAN \[--summary\]/);
+  });
+
   it("status: several plans and the fleet's JSON shape", async () => {
     const r = await runCli(["status", "--help"]);
     expect(r.out).toMatch(/^usage: guidup status PLAN\.\.\. /);

@@ -4,13 +4,9 @@
 
 import fs from "node:fs";
 import path from "node:path";
+import type { HostSpec, SshHostSpec } from "../../src/host-spec.js";
 import { connectHost } from "../../src/transport/index.js";
-import type {
-  AgentChannel,
-  HostConnection,
-  HostSpec,
-  SshHostSpec,
-} from "../../src/transport/types.js";
+import type { AgentChannel, HostConnection } from "../../src/transport/types.js";
 
 export interface ChannelRecord {
   /** Every stdout line so far, in order. */
@@ -21,6 +17,12 @@ export interface ChannelRecord {
   closed: Promise<Error | undefined>;
   /** Resolves with `lines` once at least n stdout lines are in. */
   waitLines(n: number): Promise<string[]>;
+  /**
+   * Resolves with the first stderr line (so far or to come) that `matches`:
+   * stderr is another pipe, so a line written before a stdout line may still
+   * arrive after it.
+   */
+  waitStderr(matches: (line: string) => boolean): Promise<string>;
 }
 
 /** Collects a channel's output from now on (and what arrived before: channels keep it). */
@@ -32,7 +34,12 @@ export function record(channel: AgentChannel): ChannelRecord {
     lines.push(line);
     for (const w of waiters.filter((x) => lines.length >= x.n)) w.resolve();
   });
-  channel.onStderrLine((line) => stderr.push(line));
+  const stderrWaiters: { matches: (line: string) => boolean; resolve: (line: string) => void }[] =
+    [];
+  channel.onStderrLine((line) => {
+    stderr.push(line);
+    for (const w of stderrWaiters.filter((x) => x.matches(line))) w.resolve(line);
+  });
   const closed = new Promise<Error | undefined>((resolve) => channel.onClose(resolve));
   return {
     lines,
@@ -42,6 +49,12 @@ export function record(channel: AgentChannel): ChannelRecord {
       lines.length >= n
         ? Promise.resolve(lines)
         : new Promise<string[]>((resolve) => waiters.push({ n, resolve: () => resolve(lines) })),
+    waitStderr: (matches) => {
+      const seen = stderr.find(matches);
+      return seen !== undefined
+        ? Promise.resolve(seen)
+        : new Promise<string>((resolve) => stderrWaiters.push({ matches, resolve }));
+    },
   };
 }
 

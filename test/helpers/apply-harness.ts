@@ -352,6 +352,86 @@ export async function plannedLocalPair(
   return { pair, inventory, plan, planned: await planMailboxes(plan) };
 }
 
+export interface PlannedFleet {
+  /** <first pair's dir>/fleet.yaml: one inventory, a pair per name. */
+  inventory: string;
+  /** The plan of each pair, in the order of the names (written by one guidup plan). */
+  plans: string[];
+}
+
+/**
+ * A fleet's set-up: one inventory naming each pair (local hosts; `hosts(i)`
+ * gives a side of pair i another agent command, e.g. fault-proxy.mjs), then
+ * one `guidup plan --inventory` (exit 0), which writes a plan per pair into
+ * plans/ beside the inventory, named after its pair.
+ */
+export async function planLocalFleet(
+  pairs: readonly TestPair[],
+  names: readonly string[],
+  hosts?: (index: number) => Partial<Record<Side, string[]>> | undefined,
+): Promise<PlannedFleet> {
+  const dir = pairs[0]?.dir;
+  if (!dir) throw new Error("planLocalFleet: no pairs");
+  const inventory = path.join(dir, "fleet.yaml");
+  await writeFile(
+    inventory,
+    stringify({
+      pairs: pairs.map((pair, i) => ({
+        name: names[i],
+        mailboxes: { file: pair.mailboxList },
+        master: localHost(pair, "master", hosts?.(i)?.master),
+        replica: localHost(pair, "replica", hosts?.(i)?.replica),
+      })),
+    }),
+  );
+  await cli(["plan", "--inventory", inventory], 0);
+  const files = await readdir(path.join(dir, "plans"));
+  const plans = names.map((n) => {
+    const f = files.find((x) => x.startsWith(`${n}-`) && x.endsWith(".yaml"));
+    if (!f) throw new Error(`no plan for pair ${n} in ${files.join(", ")}`);
+    return path.join(dir, "plans", f);
+  });
+  return { inventory, plans };
+}
+
+/** An agent command that holds a request until the test lets it go. */
+export interface HeldAgent {
+  /** The side's agent command for localHost: the agent behind fault-proxy.mjs, under setsid. */
+  command: string[];
+  /** Created when the nth request arrives (the agent is held from then on). */
+  marker: string;
+  /** Create it to let the request through. */
+  release: string;
+}
+
+/**
+ * A side whose agent holds its nth `op` request until `release` exists
+ * (files in pair.dir). Under setsid, like an agent over SSH: a terminal's
+ * SIGINT does not reach it.
+ */
+export async function heldAgent(
+  pair: TestPair,
+  side: Side,
+  op: string,
+  n: number,
+): Promise<HeldAgent> {
+  const dirs = await faultDirs(path.join(pair.dir, "faults"));
+  const marker = path.join(pair.dir, "held");
+  const release = path.join(pair.dir, "release");
+  const command = [
+    "setsid",
+    process.execPath,
+    FAULT_PROXY,
+    "--fault-dir",
+    dirs[side],
+    "--fault",
+    `request:${op}:${n}:hook`,
+    "--fault-hook",
+    `touch '${marker}'; while [ ! -e '${release}' ]; do sleep 0.05; done`,
+  ];
+  return { command, marker, release };
+}
+
 // ---- the invariant ------------------------------------------------------------
 
 /** Copies of both sides' spools before apply, to compare against. */

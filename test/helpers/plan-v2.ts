@@ -3,19 +3,8 @@
 // entries' layout is /2's writer's, kept here.
 
 import type { Plan, PlannedMailbox, SideFacts, SkippedMailbox } from "../../src/plan/model.js";
-import { FILE_FACTS_KEYS, planHeaderText } from "../../src/plan/plan-file.js";
-import { yamlKey, yamlScalar } from "../../src/plan/yaml-subset.js";
-
-type Scalar = string | number | boolean;
-
-function flowMap<T extends object>(value: T, keys: readonly (keyof T & string)[]): string {
-  const parts: string[] = [];
-  for (const k of keys) {
-    const v = value[k];
-    if (v !== undefined) parts.push(`${yamlKey(k)}: ${yamlScalar(v as Scalar)}`);
-  }
-  return parts.length === 0 ? "{}" : `{ ${parts.join(", ")} }`;
-}
+import { FILE_FACTS_KEYS, flowMap, planHeaderText } from "../../src/plan/plan-file.js";
+import { yamlScalar } from "../../src/plan/yaml-subset.js";
 
 function sideLines(name: "master" | "replica", facts: SideFacts): string {
   const lines = [`    ${name}:`, `      index: ${flowMap(facts.index, FILE_FACTS_KEYS)}`];

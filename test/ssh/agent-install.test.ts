@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { HostSpec } from "../../src/transport/types.js";
+import type { HostSpec } from "../../src/host-spec.js";
 import { TOOL_VERSION } from "../../src/version.js";
 import {
   endToEnd,

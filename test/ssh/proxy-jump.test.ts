@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { SshHostSpec } from "../../src/host-spec.js";
 import { loadInventory } from "../../src/plan/inventory.js";
 import {
   connectHost,
@@ -16,7 +17,7 @@ import {
   HostUnreachableError,
 } from "../../src/transport/index.js";
 import { setHostKeyNotice } from "../../src/transport/ssh.js";
-import type { HostConnection, SshHostSpec } from "../../src/transport/types.js";
+import type { HostConnection } from "../../src/transport/types.js";
 import { type BastionPair, startBastionPair } from "../helpers/bastion.js";
 import { makeFixturePair, runCli } from "../helpers/pair-fixtures.js";
 

@@ -10,6 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../bench/sshd.js";
+import type { SshHostSpec } from "../../src/host-spec.js";
 import {
   HostKeyError,
   HostUnreachableError,
@@ -19,7 +20,7 @@ import {
 } from "../../src/transport/index.js";
 import { hashKnownHostsName } from "../../src/transport/known-hosts.js";
 import { connectSsh, remoteCommand, type SshConnection } from "../../src/transport/ssh.js";
-import type { AgentChannel, HostConnection, SshHostSpec } from "../../src/transport/types.js";
+import type { AgentChannel, HostConnection } from "../../src/transport/types.js";
 import { record, sshSpecFor, trackedConnect } from "../helpers/agent-channel.js";
 import {
   generateEd25519KeyPair,

@@ -46,7 +46,9 @@ describe("local transport", () => {
     channel.send("Grüße 🦀\n");
     const lines = await rec.waitLines(3);
     expect(lines.slice(1).map((l) => JSON.parse(l).echo)).toEqual(['{"op":"ping"}', "Grüße 🦀"]);
-    expect(rec.stderr.map((l) => JSON.parse(l).msg)).toContain("echo agent started");
+    // Its log line comes on stderr, another pipe: it may arrive after the echoes.
+    const started = await rec.waitStderr((l) => JSON.parse(l).msg === "echo agent started");
+    expect(JSON.parse(started).msg).toBe("echo agent started");
 
     await channel.close();
     expect(await rec.closed).toBeUndefined();

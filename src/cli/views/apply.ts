@@ -106,7 +106,6 @@ export class ApplyProgress {
   runFacts(index: number): RunFacts {
     const t = this.#fleet.pairs[index];
     return {
-      lockHold: t?.lockHold.percentiles() ?? {},
       notRetried: t ? [...t.retryLater].sort() : [],
       retryReasons: t?.retryReasons ?? new Map(),
     };
@@ -140,9 +139,11 @@ function endLine(r: PairResult): string {
 
 // ---- the final report -----------------------------------------------------
 
-/** What the progress tally saw of a pair's run, for its report. */
+/**
+ * What the progress tally saw of a pair's run, for its report. Lock holds are
+ * not here: the engine's report carries them (`lockHold`, with count and max).
+ */
 export interface RunFacts {
-  lockHold: Partial<Record<"master" | "replica", { n: number; p50: number; p99: number }>>;
   notRetried: string[];
   retryReasons: ReadonlyMap<string, string>;
 }
@@ -203,11 +204,7 @@ function fleetTotals(pairs: readonly FleetPair[], fleet: FleetReport) {
 class ApplyJsonView implements ApplyReportView {
   constructor(private readonly io: Io) {}
 
-  report(
-    pairs: readonly FleetPair[],
-    fleet: FleetReport,
-    facts: (index: number) => RunFacts,
-  ): void {
+  report(pairs: readonly FleetPair[], fleet: FleetReport): void {
     const perPair = fleet.results.map((r, i) => {
       const head = { plan: pairs[i]?.planPath, pair: pairs[i]?.plan.header.pair };
       if (r.status === "applied")
@@ -216,7 +213,6 @@ class ApplyJsonView implements ApplyReportView {
           status: r.status,
           exitCode: r.exitCode,
           ...r.report,
-          lockHoldMs: facts(i).lockHold,
         };
       if (r.status === "error")
         return { ...head, status: r.status, exitCode: r.exitCode, error: r.error };
@@ -225,7 +221,7 @@ class ApplyJsonView implements ApplyReportView {
     const first = fleet.results[0];
     const body =
       pairs.length === 1 && first?.status === "applied"
-        ? { plan: pairs[0]?.planPath, ...first.report, lockHoldMs: facts(0).lockHold }
+        ? { plan: pairs[0]?.planPath, ...first.report }
         : { pairs: perPair, fleet: fleetTotals(pairs, fleet) };
     this.io.out(`${JSON.stringify(body, null, 2)}\n`);
   }
