@@ -210,9 +210,12 @@ async function planPair(
           excluded: list.excluded,
           invalid: list.invalid,
           scan: async (window) => {
-            const base = { ...done };
+            // Windows overlap (the next is scanned while one is written):
+            // each adds what it scanned since its last report.
+            const seen = { master: 0, replica: 0 };
             const progress = (p: ScanProgress) => {
-              done[p.side] = base[p.side] + p.done;
+              done[p.side] += p.done - seen[p.side];
+              seen[p.side] = p.done;
               show();
             };
             const [m, r] = await Promise.all([

@@ -96,7 +96,8 @@ export type MissingCounts = Record<"master" | "replica", { count: number; exampl
 /**
  * buildPlan into a PlanWriter, a window of PLAN_WINDOW names at a time: the
  * scans of a window are dropped once its entries are written, so the
- * controller holds the list and one window, never every scan. Returns what
+ * controller holds the list and two windows (one written, the next being
+ * scanned), never every scan. Returns what
  * commit needs and the sanity check's counts; the caller commits (or
  * aborts) the writer.
  */
@@ -108,9 +109,23 @@ export async function writePlanStreaming(
   let upToDate = 0;
   const missing: MissingCounts = { master: { count: 0 }, replica: { count: 0 } };
   const size = input.window ?? PLAN_WINDOW;
-  for (let at = 0; at < sorted.length; at += size) {
+  // The next window is scanned while this one is written: otherwise both
+  // sides' agents sat idle at every window boundary (waiting for the slower
+  // side's last batch, then for the controller to write). Two windows' scans
+  // are held at most.
+  const scanWindow = (at: number) => {
     const window = sorted.slice(at, at + size);
-    const scans = await input.scan(window);
+    const scans = input.scan(window);
+    // Awaited below; a failure while the previous window is written must not
+    // surface as an unhandled rejection first.
+    scans.catch(() => {});
+    return { window, scans };
+  };
+  let next = sorted.length > 0 ? scanWindow(0) : undefined;
+  for (let at = 0; next !== undefined; at += size) {
+    const { window, scans: scanning } = next;
+    const scans = await scanning;
+    next = at + size < sorted.length ? scanWindow(at + size) : undefined;
     for (const ref of window) {
       const m = scans.master.get(ref.name);
       const r = scans.replica.get(ref.name);
