@@ -72,8 +72,13 @@ export function buildPlan(input: BuildPlanInput): Plan {
   };
 }
 
-/** Names scanned (per side) and turned into entries at a time by writePlanStreaming. */
-export const PLAN_WINDOW = 10_000;
+/**
+ * Names scanned (per side) and turned into entries at a time by
+ * writePlanStreaming. Two windows are held (one written while the next is
+ * scanned): 5,000 keeps the controller's scans to the 10,000 a window of
+ * 10,000 held before the windows overlapped.
+ */
+export const PLAN_WINDOW = 5_000;
 
 export interface StreamingPlanInput {
   target: number;
