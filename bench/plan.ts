@@ -11,7 +11,14 @@
 //     of the N-entry plan), and while reading that plan back (readPlan) and
 //     writing it again (writePlan), each measured in its own child process.
 //
-// Run: `node dist/bench/plan.js [--mailboxes N] [--dir D] [--keep]`
+//   - the controller's own CPU per mailbox and side (user + system);
+//   - with --baseline DIR (a built checkout of another guidup version, e.g.
+//     `git archive <commit> | tar -x -C DIR`, node_modules linked, `npx tsc`):
+//     that version's plan over the same spool and sshd, its agents too,
+//     alternating with this one --repeat times, and the ratio of the rates.
+//
+// Run: `node dist/bench/plan.js [--mailboxes N] [--dir D] [--keep]
+//        [--baseline DIR] [--repeat N]`
 // (build first: `npx tsc -p tsconfig.json`; needs /usr/sbin/sshd, root or a
 // user sshd lets in). Everything runs on one machine: the "remote" agents
 // compete with the controller and sshd for the same cores.
@@ -35,7 +42,7 @@ import { parseImapdConf } from "../src/cyrus/imapd-conf.js";
 import { encodeHeader, encodeRecord, type RecordValues } from "../src/cyrus/index-writer.js";
 import { mailboxDataDir } from "../src/cyrus/mailbox-path.js";
 import { readPlan, writePlan } from "../src/plan/plan-file.js";
-import { machineLine } from "./report.js";
+import { type Goal, goalLine, machineInfo, machineLine } from "./report.js";
 import { startBenchSshd } from "./sshd.js";
 
 const HERE = fileURLToPath(import.meta.url);
@@ -53,6 +60,10 @@ export interface PlanBenchOptions {
    */
   dir?: string;
   keep?: boolean;
+  /** A built checkout of another version, planned over the same spool alternately. */
+  baseline?: string;
+  /** Plan runs of each version (default 1). */
+  repeat?: number;
   log?: (line: string) => void;
 }
 
@@ -62,6 +73,20 @@ export interface MemoryFigures {
   maxRssBytes: number;
   /** Highest process.memoryUsage().heapUsed seen (sampled every 10 ms and at the end). */
   peakHeapBytes: number;
+  /** The process's own CPU (user + system) while measured, ms. */
+  cpuMs?: number;
+}
+
+/** One plan run of one version. */
+export interface PlanRun {
+  version: "this" | "baseline";
+  ms: number;
+  mailboxesPerSec: number;
+  maxRssBytes: number;
+  peakHeapBytes: number;
+  /** Controller CPU per mailbox and side, µs. */
+  cpuUsPerMailboxSide: number;
+  load1: number;
 }
 
 export interface PlanBenchResult {
@@ -76,6 +101,8 @@ export interface PlanBenchResult {
   ratioToFloor: number;
   readBack: MemoryFigures;
   writeAgain: MemoryFigures;
+  /** Every plan run, in the order run (this version first in each round). */
+  runs: PlanRun[];
 }
 
 // --- the spool ---------------------------------------------------------------
@@ -200,14 +227,17 @@ async function measured(work: () => Promise<unknown>): Promise<void> {
     peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed);
   }, 10);
   const start = performance.now();
+  const cpu = process.cpuUsage();
   const extra = await work();
   const ms = performance.now() - start;
+  const used = process.cpuUsage(cpu);
   clearInterval(timer);
   peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed);
   const figures: MemoryFigures & { extra?: unknown } = {
     ms,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     peakHeapBytes: peakHeap,
+    cpuMs: (used.user + used.system) / 1000,
     extra,
   };
   process.stdout.write(`BENCH-RESULT ${JSON.stringify(figures)}\n`);
@@ -215,12 +245,14 @@ async function measured(work: () => Promise<unknown>): Promise<void> {
 
 async function childMain(mode: string, args: string[]): Promise<void> {
   if (mode === "plan") {
-    const { main } = (await import(pathToFileURL(MAIN).href)) as {
+    // The version's main.js comes first (this one's or a baseline's).
+    const [mainPath, ...planArgs] = args;
+    const { main } = (await import(pathToFileURL(mainPath as string).href)) as {
       main: (argv: string[], io: unknown) => Promise<number>;
     };
     let err = "";
     await measured(async () => {
-      const code = await main(args, {
+      const code = await main(planArgs, {
         out: () => {},
         err: (t: string) => {
           err += t;
@@ -297,8 +329,7 @@ export async function runPlanBench(opts: PlanBenchOptions = {}): Promise<PlanBen
     const generateMs = performance.now() - start;
     log(`  ${(generateMs / 1000).toFixed(1)} s`);
 
-    const command = `${process.execPath} ${MAIN} serve`;
-    const host = (side: string) =>
+    const host = (side: string, main: string) =>
       [
         `    ${side}:`,
         "      host: 127.0.0.1",
@@ -306,15 +337,27 @@ export async function runPlanBench(opts: PlanBenchOptions = {}): Promise<PlanBen
         `      user: ${JSON.stringify(sshd.user)}`,
         `      identityFile: ${JSON.stringify(sshd.clientKeyPath)}`,
         `      knownHostsFile: ${JSON.stringify(sshd.knownHostsPath)}`,
-        `      command: ${JSON.stringify(command)}`,
+        `      command: ${JSON.stringify(`${process.execPath} ${main} serve`)}`,
         `      config: ${JSON.stringify(join(root, side, "imapd.conf"))}`,
         `      name: ${side}`,
       ].join("\n");
-    const inventory = join(root, "inventory.yaml");
-    writeFileSync(
-      inventory,
-      `pairs:\n  - name: bench\n    mailboxes: { file: ${JSON.stringify(list)} }\n${host("master")}\n${host("replica")}\n`,
-    );
+    // Each version's agents are its own.
+    const inventoryFor = (version: "this" | "baseline", main: string) => {
+      const file = join(root, `inventory-${version}.yaml`);
+      writeFileSync(
+        file,
+        `pairs:\n  - name: bench\n    mailboxes: { file: ${JSON.stringify(list)} }\n${host("master", main)}\n${host("replica", main)}\n`,
+      );
+      return file;
+    };
+    const versions: { version: "this" | "baseline"; main: string }[] = [
+      { version: "this", main: MAIN },
+    ];
+    if (opts.baseline) {
+      const main = join(opts.baseline, "dist/src/cli/main.js");
+      if (!existsSync(main)) throw new Error(`--baseline ${opts.baseline}: no ${main} (build it)`);
+      versions.push({ version: "baseline", main });
+    }
 
     const spools = [join(root, "master", "spool"), join(root, "replica", "spool")];
     // Warm the page cache the same way for both contenders: one cat pass first.
@@ -322,11 +365,44 @@ export async function runPlanBench(opts: PlanBenchOptions = {}): Promise<PlanBen
     log("cat floor …");
     const floorBefore = catFloorMs(spools);
 
-    log("guidup plan over ssh …");
     const planFile = join(root, "plan.yaml");
-    start = performance.now();
-    const plan = await runChild("plan", ["plan", "--inventory", inventory, "--out", planFile]);
-    const planWallMs = performance.now() - start;
+    const runs: PlanRun[] = [];
+    let plan: (MemoryFigures & { extra?: unknown }) | undefined;
+    let planWallMs = 0;
+    for (let round = 0; round < Math.max(1, opts.repeat ?? 1); round++) {
+      for (const { version, main } of versions) {
+        log(`guidup plan over ssh (${version === "this" ? "this version" : "baseline"}) …`);
+        const out = version === "this" ? planFile : join(root, "plan-baseline.yaml");
+        rmSync(out, { force: true });
+        rmSync(`${out}.state`, { recursive: true, force: true });
+        const load1 = machineInfo().load1;
+        start = performance.now();
+        const figures = await runChild("plan", [
+          main,
+          "plan",
+          "--inventory",
+          inventoryFor(version, main),
+          "--out",
+          out,
+        ]);
+        const ms = performance.now() - start;
+        runs.push({
+          version,
+          ms,
+          mailboxesPerSec: n / (ms / 1000),
+          maxRssBytes: figures.maxRssBytes,
+          peakHeapBytes: figures.peakHeapBytes,
+          cpuUsPerMailboxSide: ((figures.cpuMs ?? 0) * 1000) / (2 * n),
+          load1,
+        });
+        // This version's figures: its fastest run.
+        if (version === "this" && (plan === undefined || ms < planWallMs)) {
+          plan = figures;
+          planWallMs = ms;
+        }
+      }
+    }
+    if (plan === undefined) throw new Error("no plan run");
     const floorAfter = catFloorMs(spools);
     const floor = Math.min(floorBefore, floorAfter);
 
@@ -352,6 +428,7 @@ export async function runPlanBench(opts: PlanBenchOptions = {}): Promise<PlanBen
       ratioToFloor: planWallMs / floor,
       readBack: strip(readBack),
       writeAgain: strip(writeAgain),
+      runs,
     };
   } finally {
     await sshd.stop();
@@ -362,6 +439,41 @@ export async function runPlanBench(opts: PlanBenchOptions = {}): Promise<PlanBen
 
 function strip(f: MemoryFigures & { extra?: unknown }): MemoryFigures {
   return { ms: f.ms, maxRssBytes: f.maxRssBytes, peakHeapBytes: f.peakHeapBytes };
+}
+
+/** The best rate of a version's runs. */
+function bestRate(r: PlanBenchResult, version: PlanRun["version"]): number | undefined {
+  const rates = r.runs.filter((x) => x.version === version).map((x) => x.mailboxesPerSec);
+  return rates.length === 0 ? undefined : Math.max(...rates);
+}
+
+/** The goals of issue #11 for plan, and this version against the baseline when there is one. */
+export function planBenchGoals(r: PlanBenchResult): Goal[] {
+  const mine = bestRate(r, "this") ?? 0;
+  const baseline = bestRate(r, "baseline");
+  const worstRss = Math.max(
+    ...r.runs.filter((x) => x.version === "this").map((x) => x.maxRssBytes),
+  );
+  return [
+    { name: "plan mailboxes/s per side over SSH", value: mine, op: ">=", target: 5000, unit: "/s" },
+    {
+      name: "controller peak RSS while planning",
+      value: worstRss / 1024 / 1024,
+      op: "<=",
+      target: 256,
+      unit: " MiB",
+    },
+    ...(baseline === undefined
+      ? []
+      : [
+          {
+            name: "plan rate / baseline's (best runs, same run)",
+            value: mine / baseline,
+            op: ">=" as const,
+            target: 1,
+          },
+        ]),
+  ];
 }
 
 const mib = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
@@ -379,6 +491,12 @@ export function formatPlanBench(r: PlanBenchResult): string {
     `    plan (scan+write) ${mib(r.plan.maxRssBytes).padStart(8)}   ${mib(r.plan.peakHeapBytes).padStart(9)}   ${sec(r.plan.ms)}`,
     `    read back         ${mib(r.readBack.maxRssBytes).padStart(8)}   ${mib(r.readBack.peakHeapBytes).padStart(9)}   ${sec(r.readBack.ms)}`,
     `    write again       ${mib(r.writeAgain.maxRssBytes).padStart(8)}   ${mib(r.writeAgain.peakHeapBytes).padStart(9)}   ${sec(r.writeAgain.ms)}  (plan already loaded)`,
+    `  plan runs (in order; load = 1-minute load average at its start)`,
+    ...r.runs.map(
+      (x) =>
+        `    ${x.version.padEnd(8)}  ${sec(x.ms).padStart(8)}  ${Math.round(x.mailboxesPerSec).toLocaleString("en").padStart(6)} mailboxes/s per side  controller CPU ${x.cpuUsPerMailboxSide.toFixed(1)} µs per mailbox and side  peak RSS ${mib(x.maxRssBytes)}  load ${x.load1.toFixed(1)}`,
+    ),
+    ...planBenchGoals(r).map((g) => `  ${goalLine(g)}`),
   ].join("\n");
 }
 
@@ -392,6 +510,8 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
         dir: { type: "string" },
         keep: { type: "boolean", default: false },
         json: { type: "boolean", default: false },
+        baseline: { type: "string" },
+        repeat: { type: "string", default: "1" },
       },
     });
     const n = Number(values.mailboxes);
@@ -400,6 +520,8 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
       mailboxes: n,
       ...(values.dir ? { dir: values.dir } : {}),
       keep: values.keep,
+      ...(values.baseline ? { baseline: values.baseline } : {}),
+      repeat: Number(values.repeat),
     });
     process.stdout.write(
       values.json ? `${JSON.stringify(result, null, 2)}\n` : `${formatPlanBench(result)}\n`,

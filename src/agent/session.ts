@@ -90,9 +90,9 @@ import {
   scanFileBytes,
 } from "./index-bytes.js";
 import { type MailboxFiles, mailboxFiles, tmpOwner } from "./mailbox-files.js";
-import { type GuidNeed, readMailbox } from "./mailbox-scan.js";
+import { type GuidNeed, readMailbox, readMailboxSync } from "./mailbox-scan.js";
 import { plannedSet } from "./planned-set.js";
-import { readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
+import { readSha1Cache, readSha1CacheSync, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
 
 /** Under the lock, up to this many unseen UIDs are hashed without reading the sha1 cache. */
 const FEW_NEW_UIDS = 64;
@@ -1072,22 +1072,42 @@ function existsSync(path: string): boolean {
   }
 }
 
+/**
+ * Up to this many bytes of index and expunge, a mailbox is scanned with
+ * synchronous calls: most mailboxes are a few kB, and then the thread-pool
+ * round trips of the asynchronous calls (open, fstat, read, close, each
+ * file) cost the agent more than the reads. Bigger ones are read
+ * asynchronously so that one large mailbox does not hold up the others of
+ * its batch.
+ */
+const SYNC_SCAN_BYTES = 256 * 1024;
+
 /** Scan of one mailbox without locks (the scan op, status); with the planned set cut at its own LAST_UID. */
 export async function scanMailboxFiles(files: MailboxFiles): Promise<MailboxScan> {
-  const { scan, read } = await loadMailbox(files);
+  const { scan, read, small } = await loadMailbox(files);
   if (!read) return scan;
   const needs = [...read.index.needs, ...(read.expunge?.needs ?? [])];
   if (needs.length === 0) return scan;
   // Coverage by key only (no stat per file): a display figure for the plan;
   // the upgrade re-checks each entry before trusting it.
-  const { cache } = await readSha1Cache(files.sha1s);
+  const { cache } = small ? readSha1CacheSync(files.sha1s) : await readSha1Cache(files.sha1s);
   const cached = needs.filter((n) => cache.lookup(n.uid, n.size) !== undefined).length;
   return { ...scan, cached };
 }
 
+/** The size of a file, or undefined when there is none (without building an exception). */
+function sizeOf(path: string): number | undefined {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.size;
+  } catch (err) {
+    throw fileAccessError(path, err);
+  }
+}
+
 /** Reads a mailbox without locks; a problem becomes the scan's status, not an exception. */
 async function loadMailbox(files: MailboxFiles) {
-  if (!existsSync(files.index)) {
+  const indexSize = sizeOf(files.index);
+  if (indexSize === undefined) {
     return {
       scan: {
         name: files.name,
@@ -1097,15 +1117,19 @@ async function loadMailbox(files: MailboxFiles) {
     };
   }
   try {
-    const hasExpunge = existsSync(files.expunge) && statSync(files.expunge).size > 0;
-    const read = await readMailbox(
-      files.name,
-      { path: files.index, kind: "index" },
-      hasExpunge ? { path: files.expunge, kind: "expunge" } : undefined,
-      true,
-      true,
-    );
-    return { scan: read.scan, read };
+    const expungeSize = sizeOf(files.expunge) ?? 0;
+    const hasExpunge = expungeSize > 0;
+    const small = indexSize + expungeSize <= SYNC_SCAN_BYTES;
+    const read = small
+      ? readMailboxSync(files.name, files.index, hasExpunge ? files.expunge : undefined, true)
+      : await readMailbox(
+          files.name,
+          { path: files.index, kind: "index" },
+          hasExpunge ? { path: files.expunge, kind: "expunge" } : undefined,
+          true,
+          true,
+        );
+    return { scan: read.scan, read, small };
   } catch (err) {
     if (err instanceof UnsupportedVersionError && err.newer) {
       return { scan: { name: files.name, status: "newer", reason: err.message } as MailboxScan };

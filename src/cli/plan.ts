@@ -14,13 +14,14 @@ import {
 import { setStateAside, stateDirFor } from "../apply/state-store.js";
 import { formatFor, TARGET_MINOR, WRITABLE_MINORS } from "../cyrus/formats/index.js";
 import { ExitCode, UsageError } from "../errors.js";
+import type { HostSpec } from "../host-spec.js";
 import { writePlanStreaming } from "../plan/build.js";
 import type { PairSpec } from "../plan/inventory.js";
 import type { PlanSummary } from "../plan/model.js";
 import { PlanWriter } from "../plan/plan-stream.js";
 import { lackingFromCounts, SuspiciousInputError } from "../plan/sanity.js";
 import { connectHosts } from "../transport/index.js";
-import type { HostConnection, HostSpec } from "../transport/types.js";
+import type { HostConnection } from "../transport/types.js";
 import { TOOL_VERSION } from "../version.js";
 import { parseIntOption } from "./args.js";
 import { PAIR_FLAGS, type PairOptions, pairOptions, pairsFor, parseFlags } from "./flag-groups.js";
@@ -210,9 +211,12 @@ async function planPair(
           excluded: list.excluded,
           invalid: list.invalid,
           scan: async (window) => {
-            const base = { ...done };
+            // Windows overlap (the next is scanned while one is written):
+            // each adds what it scanned since its last report.
+            const seen = { master: 0, replica: 0 };
             const progress = (p: ScanProgress) => {
-              done[p.side] = base[p.side] + p.done;
+              done[p.side] += p.done - seen[p.side];
+              seen[p.side] = p.done;
               show();
             };
             const [m, r] = await Promise.all([

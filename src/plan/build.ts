@@ -72,8 +72,13 @@ export function buildPlan(input: BuildPlanInput): Plan {
   };
 }
 
-/** Names scanned (per side) and turned into entries at a time by writePlanStreaming. */
-export const PLAN_WINDOW = 10_000;
+/**
+ * Names scanned (per side) and turned into entries at a time by
+ * writePlanStreaming. Two windows are held (one written while the next is
+ * scanned): 5,000 keeps the controller's scans to the 10,000 a window of
+ * 10,000 held before the windows overlapped.
+ */
+export const PLAN_WINDOW = 5_000;
 
 export interface StreamingPlanInput {
   target: number;
@@ -96,7 +101,8 @@ export type MissingCounts = Record<"master" | "replica", { count: number; exampl
 /**
  * buildPlan into a PlanWriter, a window of PLAN_WINDOW names at a time: the
  * scans of a window are dropped once its entries are written, so the
- * controller holds the list and one window, never every scan. Returns what
+ * controller holds the list and two windows (one written, the next being
+ * scanned), never every scan. Returns what
  * commit needs and the sanity check's counts; the caller commits (or
  * aborts) the writer.
  */
@@ -108,9 +114,23 @@ export async function writePlanStreaming(
   let upToDate = 0;
   const missing: MissingCounts = { master: { count: 0 }, replica: { count: 0 } };
   const size = input.window ?? PLAN_WINDOW;
-  for (let at = 0; at < sorted.length; at += size) {
+  // The next window is scanned while this one is written: otherwise both
+  // sides' agents sat idle at every window boundary (waiting for the slower
+  // side's last batch, then for the controller to write). Two windows' scans
+  // are held at most.
+  const scanWindow = (at: number) => {
     const window = sorted.slice(at, at + size);
-    const scans = await input.scan(window);
+    const scans = input.scan(window);
+    // Awaited below; a failure while the previous window is written must not
+    // surface as an unhandled rejection first.
+    scans.catch(() => {});
+    return { window, scans };
+  };
+  let next = sorted.length > 0 ? scanWindow(0) : undefined;
+  for (let at = 0; next !== undefined; at += size) {
+    const { window, scans: scanning } = next;
+    const scans = await scanning;
+    next = at + size < sorted.length ? scanWindow(at + size) : undefined;
     for (const ref of window) {
       const m = scans.master.get(ref.name);
       const r = scans.replica.get(ref.name);

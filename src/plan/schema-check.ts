@@ -170,9 +170,38 @@ export function loadSchemaText(name: SchemaName): string {
   throw new InternalError(`schema ${name}.schema.json not found (looked at ${tried.join(", ")})`);
 }
 
-/** Where `npm run build` puts the validator of a schema, compiled to code (see schema-compile.ts). */
-export function precompiledValidatorPath(name: SchemaName): URL {
-  return new URL(`./schema-validators/${name}.cjs`, import.meta.url);
+/**
+ * Where `npm run build` puts the validator of a schema, or of one of its
+ * `$defs`, compiled to code (see schema-compile.ts).
+ */
+export function precompiledValidatorPath(name: SchemaName, def?: string): URL {
+  return new URL(
+    `./schema-validators/${name}${def === undefined ? "" : `.${def}`}.cjs`,
+    import.meta.url,
+  );
+}
+
+/**
+ * The definitions checked on their own (schemaDefProblems) that the build
+ * compiles too: the streaming plan reader checks every entry line with them,
+ * and apply, show and verify would otherwise load ajv to compile them.
+ */
+export const PRECOMPILED_DEFS: readonly { name: SchemaName; def: string }[] = [
+  { name: "plan", def: "plannedMailbox" },
+  { name: "plan", def: "skippedMailbox" },
+];
+
+/** The validator of `$defs/<def>` of a schema, compiled by `ajv` (one that has the schema added). */
+export function defValidator(
+  ajv: InstanceType<typeof Ajv2020Module.default>,
+  name: SchemaName,
+  text: string,
+  def: string,
+): ValidateFunction {
+  const schema = JSON.parse(text) as { $id: string; $defs: Record<string, unknown> };
+  if (!(def in schema.$defs)) throw new InternalError(`${name}.schema.json has no $defs/${def}`);
+  ajv.addSchema(schema);
+  return ajv.getSchema(`${schema.$id}#/$defs/${def}`) as ValidateFunction;
 }
 
 /** An ajv instance with this module's options (loaded only when needed: it is large). */
@@ -188,10 +217,10 @@ export function newAjv(extra: Options = {}): InstanceType<typeof Ajv2020Module.d
  * about a fifth of a second of every command that reads an inventory or a
  * plan.
  */
-function precompiled(name: SchemaName, text: string): ValidateFunction | undefined {
+function precompiled(name: SchemaName, text: string, def?: string): ValidateFunction | undefined {
   let mod: { default?: ValidateFunction; schemaText?: string };
   try {
-    mod = require(fileURLToPath(precompiledValidatorPath(name))) as typeof mod;
+    mod = require(fileURLToPath(precompiledValidatorPath(name, def))) as typeof mod;
   } catch {
     return undefined;
   }
@@ -215,16 +244,10 @@ export function schemaDefProblems(name: SchemaName, def: string, value: unknown)
   const key = `${name}#${def}`;
   let validate = defValidators.get(key);
   if (!validate) {
-    // Compiled at run time (ajv loaded on first use): the build precompiles
-    // whole schemas only.
-    const schema = JSON.parse(loadSchemaText(name)) as {
-      $id: string;
-      $defs: Record<string, unknown>;
-    };
-    if (!(def in schema.$defs)) throw new InternalError(`${name}.schema.json has no $defs/${def}`);
-    const ajv = newAjv();
-    ajv.addSchema(schema);
-    validate = ajv.getSchema(`${schema.$id}#/$defs/${def}`) as ValidateFunction;
+    // The build's validator when it was compiled from this schema text
+    // (PRECOMPILED_DEFS); otherwise compiled here, loading ajv.
+    const text = loadSchemaText(name);
+    validate = precompiled(name, text, def) ?? defValidator(newAjv(), name, text, def);
     defValidators.set(key, validate);
   }
   if (validate(value)) return [];

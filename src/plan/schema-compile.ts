@@ -1,11 +1,12 @@
-// Build step (`npm run build`): compiles the JSON Schemas of schemas/ to
-// validator code with ajv's standalone generator, next to the compiled
-// schema-check.js, so that a command needs neither ajv nor a schema compile
-// at start-up (together about a fifth of a second of `guidup hash` or `plan`
-// on a small machine). Each file carries the schema text it was compiled
-// from; schema-check uses it only for exactly that text and otherwise
-// compiles at run time, so a stale or missing build step costs time, never
-// correctness.
+// Build step (`npm run build`): compiles the JSON Schemas of schemas/, and
+// the plan entry definitions the streaming plan reader checks line by line
+// (PRECOMPILED_DEFS), to validator code with ajv's standalone generator, next
+// to the compiled schema-check.js, so that a command needs neither ajv nor a
+// schema compile at start-up (together about a fifth of a second of `guidup
+// hash`, `plan`, `apply` or `show` on a small machine). Each file carries the
+// schema text it was compiled from; schema-check uses it only for exactly
+// that text and otherwise compiles at run time, so a stale or missing build
+// step costs time, never correctness.
 //
 // Run: node dist/src/plan/schema-compile.js
 
@@ -14,8 +15,10 @@ import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import {
+  defValidator,
   loadSchemaText,
   newAjv,
+  PRECOMPILED_DEFS,
   precompiledValidatorPath,
   SCHEMA_NAMES,
   type SchemaName,
@@ -36,15 +39,31 @@ export function precompiledSource(name: SchemaName): string {
   return `${standalone(ajv, validate)}\nmodule.exports.schemaText = ${JSON.stringify(text)};\n`;
 }
 
+/** The same for `$defs/<def>` of a schema, checked on its own (PRECOMPILED_DEFS). */
+export function precompiledDefSource(name: SchemaName, def: string): string {
+  const standalone = (
+    require("ajv/dist/standalone/index.js") as {
+      default: (ajv: unknown, validate: unknown) => string;
+    }
+  ).default;
+  const text = loadSchemaText(name);
+  const ajv = newAjv({ code: { source: true } });
+  const validate = defValidator(ajv, name, text, def);
+  return `${standalone(ajv, validate)}\nmodule.exports.schemaText = ${JSON.stringify(text)};\n`;
+}
+
 export function writePrecompiledValidators(): string[] {
   const written: string[] = [];
-  for (const name of SCHEMA_NAMES) {
-    const file = fileURLToPath(precompiledValidatorPath(name));
+  const write = (file: string, source: string) => {
     mkdirSync(dirname(file), { recursive: true });
-    writeFileSync(`${file}.tmp`, precompiledSource(name));
+    writeFileSync(`${file}.tmp`, source);
     renameSync(`${file}.tmp`, file);
     written.push(file);
-  }
+  };
+  for (const name of SCHEMA_NAMES)
+    write(fileURLToPath(precompiledValidatorPath(name)), precompiledSource(name));
+  for (const { name, def } of PRECOMPILED_DEFS)
+    write(fileURLToPath(precompiledValidatorPath(name, def)), precompiledDefSource(name, def));
   return written;
 }
 

@@ -3,10 +3,7 @@
 // lines of text and know nothing of the messages inside them.
 
 // The host descriptions live in src/host-spec.ts (the inventory and the plan
-// hold them too); import them from there. The one re-export left is for
-// src/cli/plan.ts, the last importer through here (being changed on another
-// branch); drop it once that file imports HostSpec from host-spec.ts.
-export type { HostSpec } from "../host-spec.js";
+// hold them too); import them from there.
 
 /**
  * One running agent. Lines are delivered without their "\n"; callbacks

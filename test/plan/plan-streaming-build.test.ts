@@ -108,4 +108,64 @@ describe("writePlanStreaming", () => {
       expect(counts.missing.replica.count).toBe(3);
     }
   });
+
+  it("asks for the next window's scans before writing this one's entries, never two ahead, and reports a failed scan once", async () => {
+    const { refs, master, replica } = scans(23);
+    const head = {
+      id: "slot1-20260101T000000Z-abcdef",
+      created: "2026-01-01T00:00:00.000Z",
+      tool: "test",
+      pair: "slot1",
+      target: 10,
+      hosts: {
+        master: { transport: "local" as const, config: "/m/imapd.conf" },
+        replica: { transport: "local" as const, config: "/r/imapd.conf" },
+      },
+    };
+    const window = 5;
+    const windows = Math.ceil(refs.length / window);
+    const sorted = refs.map((r) => r.name).sort();
+    const windowOf = (name: string) => Math.floor(sorted.indexOf(name) / window);
+    const run = async (failAt?: number) => {
+      let asked = 0;
+      const askedWhenWritten: { window: number; asked: number }[] = [];
+      const writer = await PlanWriter.create(join(dir, `ahead-${failAt ?? "ok"}.yaml`), head);
+      const recorded = {
+        add: (e: Parameters<PlanWriter["add"]>[0]) => {
+          askedWhenWritten.push({ window: windowOf(e.name), asked });
+          return writer.add(e);
+        },
+        skip: (e: Parameters<PlanWriter["skip"]>[0]) => {
+          if (sorted.includes(e.name)) askedWhenWritten.push({ window: windowOf(e.name), asked });
+          writer.skip(e);
+        },
+      } as unknown as PlanWriter;
+      try {
+        await writePlanStreaming(
+          {
+            target: 10,
+            mailboxes: refs,
+            window,
+            scan: async (names) => {
+              const k = asked++;
+              // Resolved on a later turn of the event loop, as an agent's answer is.
+              await new Promise((resolve) => setImmediate(resolve));
+              if (k === failAt) throw new Error(`scan of window ${k} failed`);
+              const pick = (all: Map<string, MailboxScan>) =>
+                new Map(names.map((r) => [r.name, all.get(r.name) as MailboxScan]));
+              return { master: pick(master), replica: pick(replica) };
+            },
+          },
+          recorded,
+        );
+      } finally {
+        await writer.abort();
+      }
+      return askedWhenWritten;
+    };
+    const written = await run();
+    expect(new Set(written.map((w) => w.window)).size).toBe(windows);
+    for (const w of written) expect(w.asked).toBe(Math.min(w.window + 2, windows));
+    await expect(run(2)).rejects.toThrow("scan of window 2 failed");
+  });
 });
