@@ -8,6 +8,7 @@ import { ERRORS } from "../errors.js";
 import type { PlannedMailbox } from "../plan/model.js";
 import type { PlanStream } from "../plan/plan-stream.js";
 import type { CutoverPath } from "../protocol/messages.js";
+import { timelineMark } from "../timeline.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
 import type { HostConnection } from "../transport/types.js";
 import { type ControlSettings, readControl } from "./control-file.js";
@@ -168,6 +169,7 @@ export async function runApply(options: ApplyOptions): Promise<ApplyReport> {
     options.plan.header,
     options.clientOptions,
   );
+  timelineMark("pair lock taken");
   try {
     return await runApplyLocked(options);
   } finally {
@@ -181,31 +183,57 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   const emit = options.onEvent ?? (() => {});
   const keep = nameFilter(options.only, options.exclude);
 
-  // One pass over the plan's names first, to count (and, the first time a
-  // plan file is applied, to check every entry: a broken entry is refused
-  // before any mailbox is touched). Finished mailboxes are known from the
-  // state directory's index, without reading their files.
+  // What is done and left, for the progress view and `remaining`. The first
+  // time a plan file is applied, one pass over its entries checks every one
+  // (a broken entry is refused before any mailbox is touched) and counts;
+  // later runs count from the index and the plan-checked marker, without
+  // reading the plan — unless a filter or a replica-ahead mailbox needs the
+  // names (finished mailboxes are known from the index either way, without
+  // reading their files).
   const plan = options.plan;
   const store = options.store;
   let alreadyDone = 0;
   let queued = 0;
   const repairs = new Set<string>();
-  const checked = await store.isPlanChecked(plan.file);
-  const names = checked
-    ? plan.names()
-    : (async function* () {
-        for await (const m of plan.mailboxes()) yield m.name;
-      })();
-  for await (const name of names) {
-    if (!keep(name)) continue;
-    if (store.isFinished(name)) {
-      alreadyDone++;
-      continue;
+  const checked = await store.checkedPlan(plan.file);
+  const counts = store.indexCounts() ?? {};
+  const finishedIndexed = [...FINAL_PHASES].reduce((sum, p) => sum + (counts[p] ?? 0), 0);
+  const filtered = options.only.length > 0 || options.exclude.length > 0;
+  if (
+    checked?.entries !== undefined &&
+    checked.finishedElsewhere !== undefined &&
+    !filtered &&
+    (counts["replica-ahead"] ?? 0) === 0
+  ) {
+    alreadyDone = Math.max(0, finishedIndexed - checked.finishedElsewhere);
+    queued = Math.max(0, checked.entries - alreadyDone);
+  } else {
+    let entries = 0;
+    let finishedHere = 0;
+    const names = checked
+      ? plan.names()
+      : (async function* () {
+          for await (const m of plan.mailboxes()) yield m.name;
+        })();
+    for await (const name of names) {
+      entries++;
+      const finished = store.isFinished(name);
+      if (finished) finishedHere++;
+      if (!keep(name)) continue;
+      if (finished) {
+        alreadyDone++;
+        continue;
+      }
+      queued++;
+      if (store.indexedPhase(name) === "replica-ahead") repairs.add(name);
     }
-    queued++;
-    if (store.indexedPhase(name) === "replica-ahead") repairs.add(name);
+    if (checked?.entries === undefined)
+      await store.markPlanChecked(plan.file, {
+        entries,
+        finishedElsewhere: Math.max(0, finishedIndexed - finishedHere),
+      });
   }
-  if (!checked) await store.markPlanChecked(plan.file);
+  timelineMark("names counted");
   // Replica-ahead repairs first (the dangerous state should not wait), then
   // the plan's order; entries are read as lanes take them.
   const entries = (async function* (): AsyncGenerator<PlannedMailbox> {
@@ -320,6 +348,7 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
         started_++;
         const item = await takeEntry();
         if (item) {
+          if (started_ === 1) timelineMark("first mailbox begins");
           emit({ type: "begin", name: item.entry.name });
           return item;
         }

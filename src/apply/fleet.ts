@@ -15,6 +15,7 @@
 import { ERRORS, ExitCode, errorMessage, GuidupError } from "../errors.js";
 import type { HostSpec } from "../host-spec.js";
 import type { PlanStream } from "../plan/plan-stream.js";
+import { timelineMark } from "../timeline.js";
 import type { AgentClientOptions } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
@@ -196,6 +197,7 @@ async function applyPair(
     HostConnection,
     HostConnection,
   ];
+  timelineMark("connected");
   const close = () => Promise.all([master.close(), replica.close()]);
   // The second signal: closing the connections ends every agent's input; an
   // agent rolls back the mailbox it holds (unless its commit is done), and
@@ -205,6 +207,7 @@ async function applyPair(
   const store = new StateStore(stateDirFor(pair.planPath), pair.plan.header.id);
   try {
     await store.acquire(pair.plan.header.id);
+    timelineMark("state directory taken (journal loaded)");
     try {
       return await runApply({
         ...options.apply,

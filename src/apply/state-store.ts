@@ -62,6 +62,12 @@ async function planStamp(planFile: string): Promise<string> {
 /** The file in a state directory naming the plan it belongs to. */
 export const PLAN_ID_FILE = "plan-id";
 
+/** What a plan-checked marker says (counts absent in markers written before they were kept). */
+export interface CheckedPlan {
+  entries?: number;
+  finishedElsewhere?: number;
+}
+
 export function stateDirFor(planPath: string): string {
   return `${planPath}.state`;
 }
@@ -191,16 +197,35 @@ export class StateStore {
   /**
    * Whether every entry of the plan file at `planFile` was checked by an
    * earlier apply of this directory and the file has not changed since
-   * (size, modification time, inode): apply then reads only its names
-   * before the first mailbox, and each entry as it comes to it.
+   * (size, modification time, inode): apply then reads each entry only as
+   * it comes to it. undefined: not checked. The marker also keeps what that
+   * pass counted (markers before counts lack them): the plan's entries, and
+   * how many finished records the index held for names not in the plan (a
+   * reviewer deleted their lines), so that apply can count what is done and
+   * left from the index alone instead of re-reading every name.
    */
-  async isPlanChecked(planFile: string): Promise<boolean> {
-    const stamp = await readOptional(join(this.dir, PLAN_CHECKED_FILE));
-    return stamp !== undefined && stamp === (await planStamp(planFile));
+  async checkedPlan(planFile: string): Promise<CheckedPlan | undefined> {
+    const marker = await readOptional(join(this.dir, PLAN_CHECKED_FILE));
+    if (marker === undefined) return undefined;
+    const [stamp, counts] = marker.split("\n");
+    if (`${stamp}\n` !== (await planStamp(planFile))) return undefined;
+    const m = /^entries (\d+) finished-elsewhere (\d+)$/.exec(counts ?? "");
+    return m ? { entries: Number(m[1]), finishedElsewhere: Number(m[2]) } : {};
   }
 
-  async markPlanChecked(planFile: string): Promise<void> {
-    await writeFile(join(this.dir, PLAN_CHECKED_FILE), await planStamp(planFile));
+  async markPlanChecked(
+    planFile: string,
+    counted: { entries: number; finishedElsewhere: number },
+  ): Promise<void> {
+    await writeFile(
+      join(this.dir, PLAN_CHECKED_FILE),
+      `${await planStamp(planFile)}entries ${counted.entries} finished-elsewhere ${counted.finishedElsewhere}\n`,
+    );
+  }
+
+  /** Records per phase in the index (undefined without an index). */
+  indexCounts(): Partial<Record<Phase, number>> | undefined {
+    return this.#index?.counts();
   }
 
   /**

@@ -13,6 +13,7 @@ import {
 } from "../apply/fleet.js";
 import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { ExitCode, UsageError } from "../errors.js";
+import { timelineMark } from "../timeline.js";
 import { parseApplyArgs } from "./arguments/apply.js";
 import { installInterrupts } from "./interrupts.js";
 import type { Io } from "./io.js";
@@ -91,7 +92,9 @@ export async function run(args: string[], io: Io): Promise<number> {
     io.out(HELP);
     return ExitCode.ok;
   }
+  timelineMark("apply command loaded");
   const pairs = await readPairs(options.plans, options.acceptNewHostKeys);
+  timelineMark("plan header read");
   await requireOnlyMatchesIn(
     options.engine.only,
     namesOf(pairs),
