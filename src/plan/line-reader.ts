@@ -5,6 +5,7 @@
 // batches (one per chunk read): a million lines one await each cost more
 // than reading them.
 
+import { isAscii } from "node:buffer";
 import { open } from "node:fs/promises";
 
 export interface Line {
@@ -50,17 +51,37 @@ export async function* readLineBatches(
       have += bytesRead;
       const batch: Line[] = [];
       let from = 0;
-      for (;;) {
-        const nl = buf.indexOf(10, from);
-        if (nl < 0 || nl >= have) break;
-        batch.push({
-          text: buf.toString("utf8", from, nl),
-          number: number++,
-          offset: base + from,
-          terminated: true,
-        });
-        from = nl + 1;
-      }
+      const whole = buf.subarray(0, have);
+      if (isAscii(whole)) {
+        // One decode for the chunk and a slice per line (characters are
+        // bytes here): a million lines decoded one by one cost a second
+        // more. A line's text shares the chunk's string while it lives;
+        // what readers keep of a line (names, values) is parsed out of it
+        // (JSON.parse, Number), a string of its own.
+        const chunk = whole.toString("latin1");
+        for (;;) {
+          const nl = chunk.indexOf("\n", from);
+          if (nl < 0) break;
+          batch.push({
+            text: chunk.slice(from, nl),
+            number: number++,
+            offset: base + from,
+            terminated: true,
+          });
+          from = nl + 1;
+        }
+      } else
+        for (;;) {
+          const nl = buf.indexOf(10, from);
+          if (nl < 0 || nl >= have) break;
+          batch.push({
+            text: buf.toString("utf8", from, nl),
+            number: number++,
+            offset: base + from,
+            terminated: true,
+          });
+          from = nl + 1;
+        }
       buf.copy(buf, 0, from, have);
       have -= from;
       base += from;
