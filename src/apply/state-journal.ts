@@ -27,6 +27,7 @@
 // a record follows its file, and a finished phase (done, skipped) is final.
 
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fsyncDirSync, tempPathFor } from "../fsutil/atomic-file.js";
 import { readLineBatches } from "../plan/line-reader.js";
@@ -95,6 +96,19 @@ export class PhaseIndex {
   #replica = new Uint32Array(this.#cap);
   #paths = new Uint8Array(this.#cap).fill(EMPTY);
   size = 0;
+
+  /** `expected`: about how many mailboxes it will hold (sized once instead of grown step by step). */
+  constructor(expected = 0) {
+    let cap = 1024;
+    while (expected * 10 > cap * 7) cap *= 2;
+    if (cap === this.#cap) return;
+    this.#cap = cap;
+    this.#keys = new Uint32Array(cap * WORDS);
+    this.#codes = new Uint8Array(cap).fill(EMPTY);
+    this.#master = new Uint32Array(cap);
+    this.#replica = new Uint32Array(cap);
+    this.#paths = new Uint8Array(cap).fill(EMPTY);
+  }
 
   #slot(key: Uint32Array, keys: Uint32Array, cap: number, codes: Uint8Array): number {
     let i = (key[0] as number) & (cap - 1);
@@ -217,7 +231,57 @@ export function journalRecord(
   return `${keyHex(nameKey(name), 0)} ${phase} ${hold?.master ?? "-"} ${hold?.replica ?? "-"}${path ? ` ${path}` : ""}\n`;
 }
 
-const RECORD = /^([0-9a-f]{32}) ([a-z-]+) (-|\d+) (-|\d+)(?: ([a-z]+))?$/;
+/** The shortest record line: a key, "done - -" and its newline. */
+const MIN_RECORD_BYTES = 32 + 9 + 1;
+const PHASE_BY_NAME = new Map<string, Phase>(PHASES.map((p) => [p, p]));
+const PATH_BY_NAME = new Map<string, CutoverPath>(CUTOVER_PATHS.map((p) => [p, p]));
+
+/**
+ * One record line `<key> <phase> <m> <r> [<path>]` (key into `key`), or
+ * undefined when it is not one. Read by hand rather than by a regular
+ * expression: a million records are read before apply's first mailbox.
+ */
+function parseRecord(
+  line: string,
+  key: Uint32Array,
+): { phase: Phase; hold: { master?: number; replica?: number }; path?: CutoverPath } | undefined {
+  if (line.length < 32 + 6 || line.charCodeAt(32) !== 32) return undefined;
+  for (let w = 0; w < WORDS; w++) {
+    let word = 0;
+    for (let i = w * 8; i < w * 8 + 8; i++) {
+      const c = line.charCodeAt(i);
+      const nibble = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1;
+      if (nibble < 0) return undefined;
+      word = word * 16 + nibble;
+    }
+    key[w] = word;
+  }
+  const fields = line.slice(33).split(" ");
+  if (fields.length < 3 || fields.length > 4) return undefined;
+  const phase = PHASE_BY_NAME.get(fields[0] as string);
+  const master = holdField(fields[1] as string);
+  const replica = holdField(fields[2] as string);
+  const path = fields.length === 4 ? PATH_BY_NAME.get(fields[3] as string) : undefined;
+  if (phase === undefined || master === null || replica === null) return undefined;
+  if (fields.length === 4 && path === undefined) return undefined;
+  const hold: { master?: number; replica?: number } = {};
+  if (master !== undefined) hold.master = master;
+  if (replica !== undefined) hold.replica = replica;
+  return path === undefined ? { phase, hold } : { phase, hold, path };
+}
+
+/** A lock hold field: "-" (undefined), digits (their number), else null. */
+function holdField(text: string): number | undefined | null {
+  if (text === "-") return undefined;
+  if (text.length === 0) return null;
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return null;
+    n = n * 10 + d;
+  }
+  return n;
+}
 
 export interface LoadedJournal {
   index: PhaseIndex;
@@ -233,7 +297,12 @@ export interface LoadedJournal {
  * record: a torn tail after a crash) — the caller rebuilds it then.
  */
 export async function loadJournal(dir: string, planId: string): Promise<LoadedJournal | undefined> {
-  const index = new PhaseIndex();
+  // Sized from the file: a record is at least MIN_RECORD_BYTES.
+  const bytes = await stat(join(dir, JOURNAL_FILE)).then(
+    (st) => st.size,
+    () => 0,
+  );
+  const index = new PhaseIndex(Math.min(bytes / MIN_RECORD_BYTES, 50_000_000));
   let clean = true;
   let records = 0;
   let headed = false;
@@ -255,17 +324,9 @@ export async function loadJournal(dir: string, planId: string): Promise<LoadedJo
           clean = true;
           continue;
         }
-        const m = RECORD.exec(line);
-        const code = m ? PHASES.indexOf(m[2] as Phase) : -1;
-        const path = m?.[5] as CutoverPath | undefined;
-        if (!m || code < 0 || (path !== undefined && !CUTOVER_PATHS.includes(path)))
-          return undefined;
-        const hex = m[1] as string;
-        for (let w = 0; w < WORDS; w++) key[w] = Number.parseInt(hex.slice(w * 8, w * 8 + 8), 16);
-        const hold: { master?: number; replica?: number } = {};
-        if (m[3] !== "-") hold.master = Number(m[3]);
-        if (m[4] !== "-") hold.replica = Number(m[4]);
-        index.set(key, m[2] as Phase, hold, path);
+        const r = parseRecord(line, key);
+        if (!r) return undefined;
+        index.set(key, r.phase, r.hold, r.path);
         records++;
       }
   } catch (err) {
