@@ -42,6 +42,8 @@ interface Figures {
   cpuMs: number;
   code: number | null;
   out: string;
+  /** The command's startup timeline (src/timeline.ts): "<ms> <step>" lines. */
+  timeline: string[];
 }
 
 function run(size: string, label: string, args: string[], okCodes = [0]): Promise<Figures> {
@@ -49,6 +51,7 @@ function run(size: string, label: string, args: string[], okCodes = [0]): Promis
     const start = performance.now();
     const child = spawn(process.execPath, ["--import", PROBE, MAIN, ...args], {
       stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, GUIDUP_TIMELINE: "1" },
     });
     let out = "";
     let err = "";
@@ -78,6 +81,10 @@ function run(size: string, label: string, args: string[], okCodes = [0]): Promis
         cpuMs: probe.cpuMs,
         code,
         out,
+        timeline: err
+          .split("\n")
+          .filter((l) => l.startsWith("timeline "))
+          .map((l) => l.slice(9)),
       });
     });
   });
@@ -180,6 +187,8 @@ async function main(): Promise<void> {
         const f = await run(size, label, args, ok);
         all.push(f);
         log(line(f));
+        if (label.startsWith("apply"))
+          log(`      timeline (ms since launch): ${f.timeline.join(" · ")}`);
       }
     }
     log("");
