@@ -12,6 +12,8 @@
 // worker gets a share of the queue in one message (up to MAX_BATCH files)
 // and answers with packed results, always with its next batch already
 // waiting in its port so it never idles on a round trip to the main thread.
+// Workers start as the queue needs them, up to `workers`: another starts only
+// when those running have their batches and files still wait.
 //
 // The agent calls `pool.hash(path)` as often and as concurrently as it likes
 // (calls made in the same tick share batches); `hashMany` wraps that for a
@@ -389,22 +391,30 @@ export class HashPool {
       }
       return;
     }
-    if (this.#queued === 0) return;
-    while (this.#slots.length < this.#workers && this.#mode === "threads") this.#spawn();
-    if (this.#mode !== "threads") {
-      this.#dispatch();
-      return;
-    }
     for (;;) {
+      if (this.#queued === 0) return;
       let best: Slot | undefined;
       for (const s of this.#slots) {
         if (s.inflight.size < PER_WORKER && (!best || s.inflight.size < best.inflight.size)) {
           best = s;
         }
       }
-      if (best === undefined || this.#queued === 0) return;
-      // An even share of what is queued, so the last files spread over all workers.
-      const share = Math.ceil(this.#queued / (this.#workers * PER_WORKER));
+      if (best === undefined) {
+        // Another worker only when the ones running are full and files still
+        // wait: small mail (a few files per mailbox, the agent's main thread
+        // the slower side) then keeps one worker, whose batches do not get
+        // split with a second thread that would compete for the cores.
+        if (this.#slots.length >= this.#workers) return;
+        this.#spawn();
+        if (this.#mode !== "threads") {
+          this.#dispatch();
+          return;
+        }
+        continue;
+      }
+      // An even share of what is queued, so the last files spread over the
+      // running workers (more start only if these are full).
+      const share = Math.ceil(this.#queued / (this.#slots.length * PER_WORKER));
       const size = Math.min(MAX_BATCH, Math.max(1, share));
       const tasks: Task[] = [];
       const req: WorkerRequest = {

@@ -139,6 +139,20 @@ describe("HashPool", () => {
     await pool.close();
   });
 
+  it("starts a second worker only when the first has its batches and files still wait", async () => {
+    // Small mail: two files fit the first worker's two batches; a second
+    // thread would only compete with the agent's main thread for the cores.
+    const pool = new HashPool({ workers: 2 });
+    const paths = [...files.keys()].slice(0, 2);
+    const results = await Promise.all(paths.map((p) => pool.hash(p)));
+    expect(results.map((r) => ok(r).sha1.toString("hex"))).toEqual(paths.map((p) => files.get(p)));
+    const st = pool.stats();
+    expect(st.mode).toBe("threads");
+    expect(st.threads).toHaveLength(1);
+    expect(st.threads[0]!.files).toBe(2);
+    await pool.close();
+  });
+
   it("hashMany yields every result and reports progress", async () => {
     const pool = new HashPool({ workers: 2 });
     const paths = [...files.keys()];
