@@ -18,7 +18,7 @@ import { parseApplyArgs } from "./arguments/apply.js";
 import { installInterrupts } from "./interrupts.js";
 import type { Io } from "./io.js";
 import { agentLogger, withHostKeyPolicy } from "./pairs.js";
-import { openPlanArg, requireOnlyMatchesIn } from "./plan-arg.js";
+import { namesOfPlans, openPlanArg, requireOnlyMatchesIn } from "./plan-arg.js";
 import { ApplyProgress, applyReportView } from "./views/apply.js";
 
 const HELP = `usage: guidup apply PLAN... [options]
@@ -97,7 +97,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   timelineMark("plan header read");
   await requireOnlyMatchesIn(
     options.engine.only,
-    namesOf(pairs),
+    namesOfPlans(pairs.map((p) => p.plan)),
     pairs.length === 1 ? (pairs[0]?.planPath ?? "") : `the ${pairs.length} plans`,
   );
   const view = applyReportView(io, options.json);
@@ -168,9 +168,4 @@ async function readPairs(
     pairs.push({ planPath, plan, hosts: withHostKeyPolicy(hosts, acceptNewHostKeys) });
   }
   return pairs;
-}
-
-/** Every plan's names, one plan after the other (read from the files, not held). */
-async function* namesOf(pairs: readonly FleetPair[]): AsyncGenerator<string> {
-  for (const p of pairs) yield* p.plan.names();
 }

@@ -15,22 +15,27 @@ import { openPlan, type PlanStream } from "../plan/plan-stream.js";
  * (the schema check alone would answer "unknown key pairs (did you mean
  * 'pair'?)").
  */
-export async function readPlanArg(path: string, command: string): Promise<Plan> {
-  try {
-    return await readPlan(path);
-  } catch (err) {
-    if (err instanceof PlanError && (await looksLikeInventory(path)))
-      throw new UsageError(
-        `${path} is an inventory, not a plan: make a plan with guidup plan --inventory ${path}, then run guidup ${command} on the plan file it writes`,
-      );
-    throw err;
-  }
+export function readPlanArg(path: string, command: string): Promise<Plan> {
+  return withInventoryHint(path, command, () => readPlan(path));
 }
 
 /** openPlan (the header now, entries as they are read), with readPlanArg's message for an inventory. */
-export async function openPlanArg(path: string, command: string): Promise<PlanStream> {
+export function openPlanArg(path: string, command: string): Promise<PlanStream> {
+  return withInventoryHint(path, command, () => openPlan(path));
+}
+
+/** Every plan's names, one plan after the other (read from the files, not held). */
+export async function* namesOfPlans(plans: Iterable<PlanStream>): AsyncGenerator<string> {
+  for (const plan of plans) yield* plan.names();
+}
+
+async function withInventoryHint<T>(
+  path: string,
+  command: string,
+  read: () => Promise<T>,
+): Promise<T> {
   try {
-    return await openPlan(path);
+    return await read();
   } catch (err) {
     if (err instanceof PlanError && (await looksLikeInventory(path)))
       throw new UsageError(

@@ -7,7 +7,7 @@ import { pairStatus, statusExitCode } from "../apply/pair-status.js";
 import { ExitCode } from "../errors.js";
 import { parseStatusArgs } from "./arguments/status.js";
 import type { Io } from "./io.js";
-import { openPlanArg, requireOnlyMatchesIn } from "./plan-arg.js";
+import { namesOfPlans, openPlanArg, requireOnlyMatchesIn } from "./plan-arg.js";
 import { type StatusEntry, statusView } from "./views/status.js";
 
 const HELP = `usage: guidup status PLAN... [--only GLOB]… [--json]
@@ -45,9 +45,7 @@ export async function run(args: string[], io: Io): Promise<number> {
   for (const path of options.plans) plans.push({ path, plan: await openPlanArg(path, "status") });
   await requireOnlyMatchesIn(
     options.only,
-    (async function* () {
-      for (const p of plans) yield* p.plan.names();
-    })(),
+    namesOfPlans(plans.map((p) => p.plan)),
     plans.length === 1 ? options.plans[0]! : `the ${plans.length} plans`,
   );
   const entries: StatusEntry[] = [];
