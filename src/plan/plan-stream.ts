@@ -9,6 +9,7 @@
 //   id: … created: … tool: … pair: … target: …
 //   hosts: …                        ← block mappings, as in /2
 //   summary: …                      ← counts over the entries (display only)
+//   bodySha256: "…"                 ← SHA-256 of every byte after "mailboxes:" (optional)
 //   mailboxes:                      ← or "mailboxes: []"
 //     - { "name": "user.a", "actions": ["guid"], "master": {…}, "replica": {…} }
 //   skipped:                        ← or "skipped: []"
@@ -26,9 +27,13 @@
 // Reading checks the header against schemas/plan.schema.json, each entry
 // against its $defs (plannedMailbox, skippedMailbox) as it is read, the
 // order as it goes, and the closing "..." line; a problem is one line
-// "file:line:col: path: message". A /2 plan is read whole (plan-file.ts) and
+// "file:line:col: path: message". The writer checks every entry it writes
+// and records the body's digest in the header: a file that still matches
+// it needs no check of every entry ahead of apply (namesAndBody), one
+// edited since (plans are reviewed and may be edited) does. A /2 plan is read whole (plan-file.ts) and
 // served from memory through the same interface.
 
+import { createHash, type Hash } from "node:crypto";
 import { type FileHandle, mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { dirname } from "node:path";
 import { FileAccessError, InternalError } from "../errors.js";
@@ -116,15 +121,21 @@ export function formatSkipped(s: SkippedMailbox): string {
   return `${ENTRY_PREFIX}${flow({ name: s.name, reason: s.reason, detail: s.detail })}`;
 }
 
-/** The whole /3 text of an in-memory plan (small plans, tests). */
+/** The whole /3 text of an in-memory plan (small plans, tests), with its bodySha256. */
 export function formatPlanV3(plan: Plan): string {
-  const parts = [planHeaderText(plan)];
-  parts.push(plan.mailboxes.length === 0 ? "mailboxes: []\n" : "mailboxes:\n");
-  for (const m of plan.mailboxes) parts.push(`${formatEntry(m)}\n`);
-  parts.push(plan.skipped.length === 0 ? "skipped: []\n" : "skipped:\n");
-  for (const s of plan.skipped) parts.push(`${formatSkipped(s)}\n`);
-  parts.push(`${END_LINE}\n`);
-  return parts.join("");
+  const body: string[] = [];
+  for (const m of plan.mailboxes) body.push(`${formatEntry(m)}\n`);
+  body.push(plan.skipped.length === 0 ? "skipped: []\n" : "skipped:\n");
+  for (const s of plan.skipped) body.push(`${formatSkipped(s)}\n`);
+  body.push(`${END_LINE}\n`);
+  const bodyText = body.join("");
+  const { mailboxes: _m, skipped: _s, bodySha256: _d, ...header } = plan;
+  const bodySha256 = createHash("sha256").update(bodyText, "utf8").digest("hex");
+  return [
+    planHeaderText({ ...header, bodySha256 }),
+    plan.mailboxes.length === 0 ? "mailboxes: []\n" : "mailboxes:\n",
+    bodyText,
+  ].join("");
 }
 
 // --- reading -------------------------------------------------------------------
@@ -146,6 +157,14 @@ const isNote = (text: string) => text.trim() === "" || text.trimStart().startsWi
 
 const NAME_AT_START = /^ {2}- \{ ?"name": ?("(?:[^"\\]|\\.)*")/;
 
+/**
+ * Whether a plan's body is the one its header's bodySha256 describes:
+ * "matches" (every entry is as guidup wrote and checked it), "differs"
+ * (edited since guidup wrote it), "absent" (no digest: a plan of an older
+ * guidup, or a /2 plan).
+ */
+export type BodyVerdict = "matches" | "differs" | "absent";
+
 /** A plan opened for reading: its header, and its entries on demand (each call reads the file again). */
 export interface PlanStream {
   readonly file: string;
@@ -159,6 +178,13 @@ export interface PlanStream {
   skipped(): AsyncGenerator<SkippedMailbox>;
   /** Planned names in order, without checking the rest of each entry (status, counting). */
   names(): AsyncGenerator<string>;
+  /**
+   * The planned names in order, as names() reads them, each given to
+   * `each`, and in the same pass over the file whether its body still
+   * matches the header's bodySha256 (apply's first run: hashing the body
+   * costs far less than checking every entry).
+   */
+  namesAndBody(each: (name: string) => void): Promise<BodyVerdict>;
 }
 
 /**
@@ -240,6 +266,11 @@ async function wholePlanStream(path: string): Promise<PlanStream> {
     async *names() {
       for (const m of mailboxes) yield m.name;
     },
+    async namesAndBody(each: (name: string) => void): Promise<BodyVerdict> {
+      for (const m of mailboxes) each(m.name);
+      // A /3 plan read whole is not in the writer's layout: edited.
+      return header.bodySha256 === undefined ? "absent" : "differs";
+    },
   };
 }
 
@@ -263,14 +294,17 @@ class V3Stream implements PlanStream {
    * uniqueness checked on the names); records where the skipped section
    * starts; checks the closing "..." after it.
    */
-  async *#entryLines(section: Section): AsyncGenerator<EntryLine[]> {
+  async *#entryLines(
+    section: Section,
+    onBytes?: (bytes: Buffer) => void,
+  ): AsyncGenerator<EntryLine[]> {
     const start = section === "mailboxes" ? this.bodyStart : await this.#findSkipped();
     let prev: string | undefined;
     let index = 0;
     let last = start.number - 1;
     let ended = false;
     try {
-      for await (const lines of readLineBatches(this.file, start.offset, start.number)) {
+      for await (const lines of readLineBatches(this.file, start.offset, start.number, onBytes)) {
         const batch: EntryLine[] = [];
         for (const line of lines) {
           last = line.number;
@@ -399,6 +433,31 @@ class V3Stream implements PlanStream {
       for (const { name } of batch) yield name;
   }
 
+  async namesAndBody(each: (name: string) => void): Promise<BodyVerdict> {
+    const expected = this.header.bodySha256;
+    if (expected === undefined) {
+      for await (const name of this.names()) each(name);
+      return "absent";
+    }
+    // The body is every byte after the "mailboxes:" line: the names pass
+    // hashes what it reads, and the rest (past the "skipped:" line, where
+    // it stops) is hashed after it.
+    const hash = createHash("sha256");
+    let hashedTo = this.bodyStart.offset;
+    const onBytes = (bytes: Buffer) => {
+      hash.update(bytes);
+      hashedTo += bytes.length;
+    };
+    for await (const batch of this.#entryLines("mailboxes", onBytes))
+      for (const { name } of batch) each(name);
+    try {
+      await hashFrom(this.file, hashedTo, hash);
+    } catch (err) {
+      throw new FileAccessError(`cannot read plan ${this.file}: ${(err as Error).message}`);
+    }
+    return hash.digest("hex") === expected ? "matches" : "differs";
+  }
+
   async *skipped(): AsyncGenerator<SkippedMailbox> {
     // A name in both lists: walk the planned names alongside (both sorted).
     const planned = this.names();
@@ -424,8 +483,8 @@ class V3Stream implements PlanStream {
 
 // --- writing -------------------------------------------------------------------
 
-/** What the writer needs before the first entry: the header but the summary (counted as entries come). */
-export type PlanWriterHead = Omit<PlanHeader, "format" | "summary">;
+/** What the writer needs before the first entry: the header but the summary (counted as entries come) and the body's digest. */
+export type PlanWriterHead = Omit<PlanHeader, "format" | "summary" | "bodySha256">;
 
 /**
  * Writes a /3 plan entry by entry: planned entries go to a temporary body
@@ -445,13 +504,19 @@ export class PlanWriter {
   #prev: string | undefined;
   readonly #skipped: SkippedMailbox[] = [];
   readonly #counts: PlanSummary;
+  /** The header's bodySha256: of every byte written after the "mailboxes:" line. */
+  readonly #bodyDigest: Hash = createHash("sha256");
+  readonly head: PlanWriterHead;
 
   private constructor(
     readonly path: string,
-    readonly head: PlanWriterHead,
+    head: PlanWriterHead,
   ) {
     this.#bodyPath = tempPathFor(path);
     this.#counts = summarize(0, [], [], 0);
+    // A header read from another plan carries that plan's digest: never copied.
+    const { bodySha256: _, ...own } = head as PlanHeader;
+    this.head = own;
   }
 
   static async create(path: string, head: PlanWriterHead): Promise<PlanWriter> {
@@ -507,7 +572,9 @@ export class PlanWriter {
 
   async #flush(): Promise<void> {
     if (this.#batch.length === 0) return;
-    await writeAll(this.#body as FileHandle, this.#batch.join(""));
+    const data = Buffer.from(this.#batch.join(""), "utf8");
+    this.#bodyDigest.update(data);
+    await writeAll(this.#body as FileHandle, data);
     this.#batch = [];
     this.#batchSize = 0;
   }
@@ -545,18 +612,21 @@ export class PlanWriter {
       const body = this.#body as FileHandle;
       await body.close();
       this.#body = undefined;
+      const tail: string[] = [this.#skipped.length === 0 ? "skipped: []\n" : "skipped:\n"];
+      for (const s of this.#skipped) tail.push(`${formatSkipped(s)}\n`);
+      tail.push(`${END_LINE}\n`);
+      const tailData = Buffer.from(tail.join(""), "utf8");
+      // The body's digest, of the flushed entries and the tail.
+      const bodySha256 = this.#bodyDigest.update(tailData).digest("hex");
       const out = await open(tmp, "wx", 0o644);
       try {
-        await writeAll(out, planHeaderText(header));
+        await writeAll(out, planHeaderText({ ...header, bodySha256 }));
         await writeAll(
           out,
           summary.toApply === 0 && this.#prev === undefined ? "mailboxes: []\n" : "mailboxes:\n",
         );
         await copyFile(this.#bodyPath, out);
-        const tail: string[] = [this.#skipped.length === 0 ? "skipped: []\n" : "skipped:\n"];
-        for (const s of this.#skipped) tail.push(`${formatSkipped(s)}\n`);
-        tail.push(`${END_LINE}\n`);
-        await writeAll(out, tail.join(""));
+        await writeAll(out, tailData);
         await out.sync();
       } finally {
         await out.close();
@@ -600,11 +670,27 @@ export class PlanWriter {
   }
 }
 
-async function writeAll(file: FileHandle, text: string): Promise<void> {
-  const data = Buffer.from(text, "utf8");
+async function writeAll(file: FileHandle, text: string | Buffer): Promise<void> {
+  const data = typeof text === "string" ? Buffer.from(text, "utf8") : text;
   for (let done = 0; done < data.length; ) {
     const { bytesWritten } = await file.write(data, done, data.length - done);
     done += bytesWritten;
+  }
+}
+
+/** Feeds `hash` the bytes of `path` from `offset` to its end. */
+async function hashFrom(path: string, offset: number, hash: Hash): Promise<void> {
+  const file = await open(path, "r");
+  try {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (let at = offset; ; ) {
+      const { bytesRead } = await file.read(buf, 0, buf.length, at);
+      if (bytesRead === 0) return;
+      hash.update(buf.subarray(0, bytesRead));
+      at += bytesRead;
+    }
+  } finally {
+    await file.close();
   }
 }
 
