@@ -321,7 +321,8 @@ export function planHeaderText(plan: PlanHeader): string {
     "  replica:",
     ...hostLines(plan.hosts.replica, "    "),
     ...summaryLines(plan.summary),
-    ...(plan.bodySha256 === undefined ? [] : [`bodySha256: ${yamlScalar(plan.bodySha256)}`]),
+    // Always quoted: some digests would read as numbers unquoted.
+    ...(plan.bodySha256 === undefined ? [] : [`bodySha256: ${JSON.stringify(plan.bodySha256)}`]),
     "",
   ].join("\n");
 }

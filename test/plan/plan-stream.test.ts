@@ -222,7 +222,7 @@ describe("guidup-plan/3", () => {
     expect(text.length).toBeGreaterThan(text.indexOf("\nskipped:\n") + 2 ** 20);
     const bodyAt = text.indexOf("\nmailboxes:\n") + "\nmailboxes:\n".length;
     const digest = createHash("sha256").update(text.slice(bodyAt)).digest("hex");
-    expect(text.slice(0, bodyAt)).toContain(`\nbodySha256: ${digest}\n`);
+    expect(text.slice(0, bodyAt)).toContain(`\nbodySha256: "${digest}"\n`);
     // Both writers agree (the whole-text one serves small plans and tests).
     expect(formatPlan(plan)).toBe(text);
 
@@ -243,7 +243,7 @@ describe("guidup-plan/3", () => {
     // The digest itself edited; and removed (a plan of a guidup before it).
     const other = digest.replace(/.$/, (c) => (c === "a" ? "b" : "a"));
     expect(await verdict(text.replace(digest, other))).toBe("differs");
-    expect(await verdict(text.replace(`bodySha256: ${digest}\n`, ""))).toBe("absent");
+    expect(await verdict(text.replace(`bodySha256: "${digest}"\n`, ""))).toBe("absent");
     // A guidup-plan/2 plan has none.
     await writeFile(file, formatPlanV2(plan));
     expect(await (await openPlan(file)).namesAndBody(() => {})).toBe("absent");
