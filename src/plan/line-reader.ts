@@ -24,15 +24,12 @@ const CHUNK = 1 << 20;
  * The lines of `path` from byte `start` (which must begin a line, numbered
  * `firstLine`), a chunk's worth at a time. Stops early when the consumer
  * stops (the file is closed). One buffer is reused throughout: a line
- * longer than it grows it. `onBytes` sees every byte read, in order, before
- * its lines are made (a digest of the file taken in the same pass); the
- * buffer it is given is reused after it returns.
+ * longer than it grows it.
  */
 export async function* readLineBatches(
   path: string,
   start = 0,
   firstLine = 1,
-  onBytes?: (bytes: Buffer) => void,
 ): AsyncGenerator<Line[], void, undefined> {
   const file = await open(path, "r");
   try {
@@ -50,7 +47,6 @@ export async function* readLineBatches(
       }
       const { bytesRead } = await file.read(buf, have, CHUNK, position);
       if (bytesRead === 0) break;
-      onBytes?.(buf.subarray(have, have + bytesRead));
       position += bytesRead;
       have += bytesRead;
       const batch: Line[] = [];

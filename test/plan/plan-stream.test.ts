@@ -244,6 +244,15 @@ describe("guidup-plan/3", () => {
     const other = digest.replace(/.$/, (c) => (c === "a" ? "b" : "a"));
     expect(await verdict(text.replace(digest, other))).toBe("differs");
     expect(await verdict(text.replace(`bodySha256: "${digest}"\n`, ""))).toBe("absent");
+    // A broken order is refused as names() refuses it, the hashing stopped.
+    const swapped = text.replace(
+      /^( {2}- \{ "name": "user\.u000101".*)\n( {2}- \{ "name": "user\.u000102".*)$/m,
+      "$2\n$1",
+    );
+    await writeFile(file, swapped);
+    const err = await rejection((await openPlan(file)).namesAndBody(() => {}));
+    expect(err).toBeInstanceOf(PlanError);
+    expect(err.message).toMatch(/not sorted by name: "user\.u000101" comes after "user\.u000102"/);
     // A guidup-plan/2 plan has none.
     await writeFile(file, formatPlanV2(plan));
     expect(await (await openPlan(file)).namesAndBody(() => {})).toBe("absent");
