@@ -164,8 +164,8 @@ function retryKind(state: MailboxState): "backoff" | "once" | undefined {
 
 /**
  * A plan file's first run: every planned name given to `count`, and every
- * entry known good before the first mailbox — by the body's digest in the
- * same pass when the file is as guidup wrote it, else by checking each
+ * entry known good before the first mailbox — by the body's digest, hashed
+ * as the names are read, when the file is as guidup wrote it, else by checking each
  * entry against the schema (PlanError on the first broken one), with a note
  * saying why this start is slower.
  */
@@ -216,7 +216,7 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   // What is done and left, for the progress view and `remaining`. The first
   // time a plan file is applied, every entry must be known good before any
   // mailbox is touched (a broken entry is refused first): one pass over the
-  // names counts and hashes the plan's body, and when it is still what
+  // names counts while the plan's body is hashed, and when it is still what
   // guidup wrote (its bodySha256: the writer checked every entry) that is
   // all; an edited plan, or one without the digest, has every entry checked
   // in a pass of its own. Later runs count from the index and the
