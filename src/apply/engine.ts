@@ -19,7 +19,7 @@ import { runMailbox } from "./mailbox-run.js";
 import { takePairLock } from "./pair-lock.js";
 import type { MailboxState, Phase } from "./state.js";
 import { FINAL_PHASES } from "./state.js";
-import type { StateStore } from "./state-store.js";
+import type { PlanCheck, StateStore } from "./state-store.js";
 
 /**
  * OpenSSH's default MaxSessions is 10; one lane uses one channel per host,
@@ -162,6 +162,36 @@ function retryKind(state: MailboxState): "backoff" | "once" | undefined {
   return undefined;
 }
 
+/**
+ * A plan file's first run: every planned name given to `count`, and every
+ * entry known good before the first mailbox — by the body's digest, hashed
+ * as the names are read, when the file is as guidup wrote it, else by checking each
+ * entry against the schema (PlanError on the first broken one), with a note
+ * saying why this start is slower.
+ */
+async function checkEntries(
+  plan: PlanStream,
+  count: (name: string) => void,
+  note: (message: string) => void,
+): Promise<PlanCheck> {
+  if (plan.header.bodySha256 !== undefined) {
+    const verdict = await plan.namesAndBody(count);
+    if (verdict === "matches") {
+      timelineMark("names counted, plan body as guidup wrote it (bodySha256)");
+      return "bodySha256";
+    }
+    note("plan edited since guidup wrote it (its bodySha256 differs): checking every entry");
+    for await (const _ of plan.mailboxes()) {
+    }
+    timelineMark("every entry checked");
+    return "entries";
+  }
+  note("plan has no bodySha256 (written by an older guidup): checking every entry");
+  for await (const m of plan.mailboxes()) count(m.name);
+  timelineMark("names counted, every entry checked");
+  return "entries";
+}
+
 /** Runs the plan while holding the pair lock on both hosts (refused while another apply has it). */
 export async function runApply(options: ApplyOptions): Promise<ApplyReport> {
   const pairLock = await takePairLock(
@@ -184,12 +214,15 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   const keep = nameFilter(options.only, options.exclude);
 
   // What is done and left, for the progress view and `remaining`. The first
-  // time a plan file is applied, one pass over its entries checks every one
-  // (a broken entry is refused before any mailbox is touched) and counts;
-  // later runs count from the index and the plan-checked marker, without
-  // reading the plan — unless a filter or a replica-ahead mailbox needs the
-  // names (finished mailboxes are known from the index either way, without
-  // reading their files).
+  // time a plan file is applied, every entry must be known good before any
+  // mailbox is touched (a broken entry is refused first): one pass over the
+  // names counts while the plan's body is hashed, and when it is still what
+  // guidup wrote (its bodySha256: the writer checked every entry) that is
+  // all; an edited plan, or one without the digest, has every entry checked
+  // in a pass of its own. Later runs count from the index and the
+  // plan-checked marker, without reading the plan — unless a filter or a
+  // replica-ahead mailbox needs the names (finished mailboxes are known from
+  // the index either way, without reading their files).
   const plan = options.plan;
   const store = options.store;
   let alreadyDone = 0;
@@ -210,27 +243,30 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   } else {
     let entries = 0;
     let finishedHere = 0;
-    const names = checked
-      ? plan.names()
-      : (async function* () {
-          for await (const m of plan.mailboxes()) yield m.name;
-        })();
-    for await (const name of names) {
+    const count = (name: string) => {
       entries++;
       const finished = store.isFinished(name);
       if (finished) finishedHere++;
-      if (!keep(name)) continue;
+      if (!keep(name)) return;
       if (finished) {
         alreadyDone++;
-        continue;
+        return;
       }
       queued++;
       if (store.indexedPhase(name) === "replica-ahead") repairs.add(name);
+    };
+    let checkedBy: PlanCheck | undefined;
+    if (checked) for await (const name of plan.names()) count(name);
+    else {
+      checkedBy = await checkEntries(plan, count, (message) =>
+        emit({ type: "note", name: plan.file, message }),
+      );
     }
     if (checked?.entries === undefined)
       await store.markPlanChecked(plan.file, {
         entries,
         finishedElsewhere: Math.max(0, finishedIndexed - finishedHere),
+        ...(checkedBy ? { checkedBy } : {}),
       });
   }
   timelineMark("names counted");
@@ -282,6 +318,7 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   const retries = options.retries ?? 5;
   const backoff = options.retryBackoffMs ?? 2000;
   let started_ = 0;
+  let firstBegun = false;
   let failures = 0;
   const retryLater: WorkItem[] = [];
 
@@ -348,7 +385,8 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
         started_++;
         const item = await takeEntry();
         if (item) {
-          if (started_ === 1) timelineMark("first mailbox begins");
+          if (!firstBegun) timelineMark("first mailbox begins");
+          firstBegun = true;
           emit({ type: "begin", name: item.entry.name });
           return item;
         }

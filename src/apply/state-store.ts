@@ -66,7 +66,16 @@ export const PLAN_ID_FILE = "plan-id";
 export interface CheckedPlan {
   entries?: number;
   finishedElsewhere?: number;
+  /**
+   * How the entries were known good before the first mailbox: the plan's
+   * bodySha256 matched (as guidup wrote them), or each entry was checked.
+   * Absent in markers written before it was kept.
+   */
+  checkedBy?: PlanCheck;
 }
+
+/** How apply's first run knew every entry of a plan good (the plan-checked marker's third line). */
+export type PlanCheck = "bodySha256" | "entries";
 
 export function stateDirFor(planPath: string): string {
   return `${planPath}.state`;
@@ -207,19 +216,28 @@ export class StateStore {
   async checkedPlan(planFile: string): Promise<CheckedPlan | undefined> {
     const marker = await readOptional(join(this.dir, PLAN_CHECKED_FILE));
     if (marker === undefined) return undefined;
-    const [stamp, counts] = marker.split("\n");
+    const [stamp, counts, how] = marker.split("\n");
     if (`${stamp}\n` !== (await planStamp(planFile))) return undefined;
     const m = /^entries (\d+) finished-elsewhere (\d+)$/.exec(counts ?? "");
-    return m ? { entries: Number(m[1]), finishedElsewhere: Number(m[2]) } : {};
+    const by = /^checked-by (bodySha256|entries)$/.exec(how ?? "")?.[1] as PlanCheck | undefined;
+    return {
+      ...(m ? { entries: Number(m[1]), finishedElsewhere: Number(m[2]) } : {}),
+      ...(by ? { checkedBy: by } : {}),
+    };
   }
 
+  /**
+   * Records that apply knows every entry of `planFile` (as it is now) good,
+   * and what it counted. The third line is new: readers before it ignore it.
+   */
   async markPlanChecked(
     planFile: string,
-    counted: { entries: number; finishedElsewhere: number },
+    counted: { entries: number; finishedElsewhere: number; checkedBy?: PlanCheck },
   ): Promise<void> {
+    const how = counted.checkedBy ? `checked-by ${counted.checkedBy}\n` : "";
     await writeFile(
       join(this.dir, PLAN_CHECKED_FILE),
-      `${await planStamp(planFile)}entries ${counted.entries} finished-elsewhere ${counted.finishedElsewhere}\n`,
+      `${await planStamp(planFile)}entries ${counted.entries} finished-elsewhere ${counted.finishedElsewhere}\n${how}`,
     );
   }
 

@@ -103,6 +103,15 @@ export interface Plan {
   target: number;
   hosts: { master: PlanHost; replica: PlanHost };
   summary: PlanSummary;
+  /**
+   * guidup-plan/3, written by this guidup on: the SHA-256 (hex) of the file's
+   * bytes after its "mailboxes:" line, as guidup wrote them (every entry
+   * checked against the schema as it was written). When the file still
+   * matches it, apply's first run skips its check of every entry before the
+   * first mailbox (src/plan/plan-stream.ts namesAndBody); an edited plan, or
+   * one without it, is checked entry by entry first. Nothing else reads it.
+   */
+  bodySha256?: string;
   /** Sorted by name. Apply works through these in this order. */
   mailboxes: PlannedMailbox[];
   /** Sorted by name. Apply never touches these. */

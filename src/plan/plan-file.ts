@@ -305,6 +305,9 @@ export function planHeaderText(plan: PlanHeader): string {
     "# to the target, lastUid lower than planned, a changed `planned` (uid, GUID)",
     "# set (an unplanned UID up to lastUid, a changed SHA1 GUID) or a vanished",
     "# mailbox make the entry stale, naming the field: so does an edited fact.",
+    "# bodySha256 is the digest of the entries and what follows them as guidup",
+    "# wrote them: edit entries freely; apply then checks each one before its",
+    "# first mailbox (it skips that pass while the digest still matches).",
     "",
     `format: ${yamlScalar(plan.format)}`,
     `id: ${yamlScalar(plan.id)}`,
@@ -318,6 +321,8 @@ export function planHeaderText(plan: PlanHeader): string {
     "  replica:",
     ...hostLines(plan.hosts.replica, "    "),
     ...summaryLines(plan.summary),
+    // Always quoted: some digests would read as numbers unquoted.
+    ...(plan.bodySha256 === undefined ? [] : [`bodySha256: ${JSON.stringify(plan.bodySha256)}`]),
     "",
   ].join("\n");
 }

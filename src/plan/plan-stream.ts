@@ -9,6 +9,7 @@
 //   id: … created: … tool: … pair: … target: …
 //   hosts: …                        ← block mappings, as in /2
 //   summary: …                      ← counts over the entries (display only)
+//   bodySha256: "…"                 ← SHA-256 of every byte after "mailboxes:" (optional)
 //   mailboxes:                      ← or "mailboxes: []"
 //     - { "name": "user.a", "actions": ["guid"], "master": {…}, "replica": {…} }
 //   skipped:                        ← or "skipped: []"
@@ -26,11 +27,17 @@
 // Reading checks the header against schemas/plan.schema.json, each entry
 // against its $defs (plannedMailbox, skippedMailbox) as it is read, the
 // order as it goes, and the closing "..." line; a problem is one line
-// "file:line:col: path: message". A /2 plan is read whole (plan-file.ts) and
-// served from memory through the same interface.
+// "file:line:col: path: message". The writer checks every entry it writes
+// and records the body's digest in the header: a file that still matches
+// it needs no check of every entry ahead of apply (namesAndBody), one
+// edited since (plans are reviewed and may be edited) does. A /2 plan is
+// read whole (plan-file.ts) and served from memory through the same
+// interface.
 
+import { createHash, type Hash } from "node:crypto";
 import { type FileHandle, mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { dirname } from "node:path";
+import { Worker } from "node:worker_threads";
 import { FileAccessError, InternalError } from "../errors.js";
 import { fsyncDir, tempPathFor } from "../fsutil/atomic-file.js";
 import { compareNames, summarize } from "./build.js";
@@ -116,15 +123,21 @@ export function formatSkipped(s: SkippedMailbox): string {
   return `${ENTRY_PREFIX}${flow({ name: s.name, reason: s.reason, detail: s.detail })}`;
 }
 
-/** The whole /3 text of an in-memory plan (small plans, tests). */
+/** The whole /3 text of an in-memory plan (small plans, tests), with its bodySha256. */
 export function formatPlanV3(plan: Plan): string {
-  const parts = [planHeaderText(plan)];
-  parts.push(plan.mailboxes.length === 0 ? "mailboxes: []\n" : "mailboxes:\n");
-  for (const m of plan.mailboxes) parts.push(`${formatEntry(m)}\n`);
-  parts.push(plan.skipped.length === 0 ? "skipped: []\n" : "skipped:\n");
-  for (const s of plan.skipped) parts.push(`${formatSkipped(s)}\n`);
-  parts.push(`${END_LINE}\n`);
-  return parts.join("");
+  const body: string[] = [];
+  for (const m of plan.mailboxes) body.push(`${formatEntry(m)}\n`);
+  body.push(plan.skipped.length === 0 ? "skipped: []\n" : "skipped:\n");
+  for (const s of plan.skipped) body.push(`${formatSkipped(s)}\n`);
+  body.push(`${END_LINE}\n`);
+  const bodyText = body.join("");
+  const { mailboxes: _m, skipped: _s, bodySha256: _d, ...header } = plan;
+  const bodySha256 = createHash("sha256").update(bodyText, "utf8").digest("hex");
+  return [
+    planHeaderText({ ...header, bodySha256 }),
+    plan.mailboxes.length === 0 ? "mailboxes: []\n" : "mailboxes:\n",
+    bodyText,
+  ].join("");
 }
 
 // --- reading -------------------------------------------------------------------
@@ -146,6 +159,14 @@ const isNote = (text: string) => text.trim() === "" || text.trimStart().startsWi
 
 const NAME_AT_START = /^ {2}- \{ ?"name": ?("(?:[^"\\]|\\.)*")/;
 
+/**
+ * Whether a plan's body is the one its header's bodySha256 describes:
+ * "matches" (every entry is as guidup wrote and checked it), "differs"
+ * (edited since guidup wrote it), "absent" (no digest: a plan of an older
+ * guidup, or a /2 plan).
+ */
+export type BodyVerdict = "matches" | "differs" | "absent";
+
 /** A plan opened for reading: its header, and its entries on demand (each call reads the file again). */
 export interface PlanStream {
   readonly file: string;
@@ -159,6 +180,13 @@ export interface PlanStream {
   skipped(): AsyncGenerator<SkippedMailbox>;
   /** Planned names in order, without checking the rest of each entry (status, counting). */
   names(): AsyncGenerator<string>;
+  /**
+   * The planned names in order, as names() reads them, each given to
+   * `each`, and meanwhile whether the file's body still matches the
+   * header's bodySha256 (apply's first run: hashing the body costs far
+   * less than checking every entry).
+   */
+  namesAndBody(each: (name: string) => void): Promise<BodyVerdict>;
 }
 
 /**
@@ -239,6 +267,11 @@ async function wholePlanStream(path: string): Promise<PlanStream> {
     },
     async *names() {
       for (const m of mailboxes) yield m.name;
+    },
+    async namesAndBody(each: (name: string) => void): Promise<BodyVerdict> {
+      for (const m of mailboxes) each(m.name);
+      // A /3 plan read whole is not in the writer's layout: edited.
+      return header.bodySha256 === undefined ? "absent" : "differs";
     },
   };
 }
@@ -399,6 +432,33 @@ class V3Stream implements PlanStream {
       for (const { name } of batch) yield name;
   }
 
+  async namesAndBody(each: (name: string) => void): Promise<BodyVerdict> {
+    const expected = this.header.bodySha256;
+    if (expected === undefined) {
+      for await (const name of this.names()) each(name);
+      return "absent";
+    }
+    // The body (every byte after the "mailboxes:" line) is hashed on a
+    // thread of its own while this one reads the names: on two cores the
+    // hash costs the first apply no time.
+    const hashing = hashOnThread(this.file, this.bodyStart.offset);
+    try {
+      // A batch per await, not a name: a million awaits cost a good part of the pass.
+      for await (const batch of this.#entryLines("mailboxes"))
+        for (const { name } of batch) each(name);
+    } catch (err) {
+      hashing.cancel();
+      throw err;
+    }
+    let digest: string;
+    try {
+      digest = await hashing.digest;
+    } catch (err) {
+      throw new FileAccessError(`cannot read plan ${this.file}: ${(err as Error).message}`);
+    }
+    return digest === expected ? "matches" : "differs";
+  }
+
   async *skipped(): AsyncGenerator<SkippedMailbox> {
     // A name in both lists: walk the planned names alongside (both sorted).
     const planned = this.names();
@@ -424,8 +484,8 @@ class V3Stream implements PlanStream {
 
 // --- writing -------------------------------------------------------------------
 
-/** What the writer needs before the first entry: the header but the summary (counted as entries come). */
-export type PlanWriterHead = Omit<PlanHeader, "format" | "summary">;
+/** What the writer needs before the first entry: the header but the summary (counted as entries come) and the body's digest. */
+export type PlanWriterHead = Omit<PlanHeader, "format" | "summary" | "bodySha256">;
 
 /**
  * Writes a /3 plan entry by entry: planned entries go to a temporary body
@@ -445,13 +505,19 @@ export class PlanWriter {
   #prev: string | undefined;
   readonly #skipped: SkippedMailbox[] = [];
   readonly #counts: PlanSummary;
+  /** The header's bodySha256: of every byte written after the "mailboxes:" line. */
+  readonly #bodyDigest: Hash = createHash("sha256");
+  readonly head: PlanWriterHead;
 
   private constructor(
     readonly path: string,
-    readonly head: PlanWriterHead,
+    head: PlanWriterHead,
   ) {
     this.#bodyPath = tempPathFor(path);
     this.#counts = summarize(0, [], [], 0);
+    // A header read from another plan carries that plan's digest: never copied.
+    const { bodySha256: _, ...own } = head as PlanWriterHead & { bodySha256?: string };
+    this.head = own;
   }
 
   static async create(path: string, head: PlanWriterHead): Promise<PlanWriter> {
@@ -507,7 +573,9 @@ export class PlanWriter {
 
   async #flush(): Promise<void> {
     if (this.#batch.length === 0) return;
-    await writeAll(this.#body as FileHandle, this.#batch.join(""));
+    const data = Buffer.from(this.#batch.join(""), "utf8");
+    this.#bodyDigest.update(data);
+    await writeAll(this.#body as FileHandle, data);
     this.#batch = [];
     this.#batchSize = 0;
   }
@@ -545,18 +613,21 @@ export class PlanWriter {
       const body = this.#body as FileHandle;
       await body.close();
       this.#body = undefined;
+      const tail: string[] = [this.#skipped.length === 0 ? "skipped: []\n" : "skipped:\n"];
+      for (const s of this.#skipped) tail.push(`${formatSkipped(s)}\n`);
+      tail.push(`${END_LINE}\n`);
+      const tailData = Buffer.from(tail.join(""), "utf8");
+      // The body's digest, of the flushed entries and the tail.
+      const bodySha256 = this.#bodyDigest.update(tailData).digest("hex");
       const out = await open(tmp, "wx", 0o644);
       try {
-        await writeAll(out, planHeaderText(header));
+        await writeAll(out, planHeaderText({ ...header, bodySha256 }));
         await writeAll(
           out,
           summary.toApply === 0 && this.#prev === undefined ? "mailboxes: []\n" : "mailboxes:\n",
         );
         await copyFile(this.#bodyPath, out);
-        const tail: string[] = [this.#skipped.length === 0 ? "skipped: []\n" : "skipped:\n"];
-        for (const s of this.#skipped) tail.push(`${formatSkipped(s)}\n`);
-        tail.push(`${END_LINE}\n`);
-        await writeAll(out, tail.join(""));
+        await writeAll(out, tailData);
         await out.sync();
       } finally {
         await out.close();
@@ -600,12 +671,49 @@ export class PlanWriter {
   }
 }
 
-async function writeAll(file: FileHandle, text: string): Promise<void> {
-  const data = Buffer.from(text, "utf8");
+async function writeAll(file: FileHandle, text: string | Buffer): Promise<void> {
+  const data = typeof text === "string" ? Buffer.from(text, "utf8") : text;
   for (let done = 0; done < data.length; ) {
     const { bytesWritten } = await file.write(data, done, data.length - done);
     done += bytesWritten;
   }
+}
+
+/**
+ * The thread's code (CommonJS, run with eval: no file to find, from the
+ * sources or the build): the SHA-256 (hex) of the file from an offset to
+ * its end, posted back.
+ */
+const BODY_HASH_THREAD = `
+const { workerData, parentPort } = require("node:worker_threads");
+const { openSync, readSync, closeSync } = require("node:fs");
+const hash = require("node:crypto").createHash("sha256");
+const fd = openSync(workerData.file, "r");
+try {
+  const buf = Buffer.allocUnsafe(1 << 20);
+  for (let at = workerData.offset, n; (n = readSync(fd, buf, 0, buf.length, at)) > 0; at += n)
+    hash.update(buf.subarray(0, n));
+} finally {
+  closeSync(fd);
+}
+parentPort.postMessage(hash.digest("hex"));
+`;
+
+/** The SHA-256 of `path` from `offset` to its end, hashed on a worker thread. */
+function hashOnThread(path: string, offset: number): { digest: Promise<string>; cancel(): void } {
+  const worker = new Worker(BODY_HASH_THREAD, { eval: true, workerData: { file: path, offset } });
+  const digest = new Promise<string>((resolve, reject) => {
+    worker.once("message", (hex: string) => resolve(hex));
+    worker.once("error", reject);
+    worker.once("exit", (code) => reject(new Error(`its hashing thread ended (${code})`)));
+  });
+  return {
+    digest,
+    cancel() {
+      digest.catch(() => {});
+      void worker.terminate();
+    },
+  };
 }
 
 async function copyFile(from: string, to: FileHandle): Promise<void> {

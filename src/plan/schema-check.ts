@@ -140,13 +140,18 @@ export const SCHEMA_NAMES: readonly SchemaName[] = ["inventory", "plan", "state"
 /**
  * ajv's options, the same for the validators compiled at build time and at
  * run time. verbose: errors carry the offending value and schema, for
- * clearer messages.
+ * clearer messages. unicodeRegExp off: the schemas' patterns are ASCII
+ * classes, anchors and counts, which match the same strings with or
+ * without the "u" flag, and without it V8 runs them several times faster
+ * (four 40-hex patterns per plan entry were an eighth of checking a
+ * million entries).
  */
 export const AJV_OPTIONS: Options = {
   allErrors: true,
   verbose: true,
   strict: true,
   strictRequired: false,
+  unicodeRegExp: false,
 };
 
 /** ajv itself, and the CommonJS validators built by schema-compile.ts. */

@@ -24,7 +24,9 @@ describe("apply's counts from the index", () => {
 
     const first = await cli(["apply", plan, "--batch", "4"], 1);
     expect(first.out).toContain("done 4; 0 were already done; 8 left (stopped: batch)");
-    expect(await readFile(marker, "utf8")).toMatch(/\nentries 12 finished-elsewhere 0\n$/);
+    expect(await readFile(marker, "utf8")).toMatch(
+      /\nentries 12 finished-elsewhere 0\nchecked-by bodySha256\n$/,
+    );
     // Counted from the index and the marker.
     const second = await cli(["apply", plan, "--batch", "2"], 1);
     expect(second.out).toContain("done 2; 4 were already done; 6 left (stopped: batch)");
@@ -37,7 +39,9 @@ describe("apply's counts from the index", () => {
     await writeFile(plan, text.replace(`${line}\n`, ""));
     const third = await cli(["apply", plan, "--batch", "2"], 1);
     expect(third.out).toContain("done 2; 5 were already done; 4 left (stopped: batch)");
-    expect(await readFile(marker, "utf8")).toMatch(/\nentries 11 finished-elsewhere 1\n$/);
+    expect(await readFile(marker, "utf8")).toMatch(
+      /\nentries 11 finished-elsewhere 1\nchecked-by entries\n$/,
+    );
     const fourth = await cli(["apply", plan], 0);
     expect(fourth.out).toContain("done 4; 7 were already done; 0 left");
   });

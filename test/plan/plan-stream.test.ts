@@ -3,12 +3,13 @@
 // line naming the file and the line, /2 still read, and `show --summary`
 // reading the header alone.
 
+import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import YAML from "yaml";
-import { PlanError, readPlan, writePlan } from "../../src/plan/plan-file.js";
+import { formatPlan, PlanError, readPlan, writePlan } from "../../src/plan/plan-file.js";
 import { openPlan, PlanWriter } from "../../src/plan/plan-stream.js";
 import { runCli } from "../helpers/pair-fixtures.js";
 import { makeMailbox, makePlan, makeSkipped } from "../helpers/plan-factory.js";
@@ -45,6 +46,9 @@ function lineOf(text: string, needle: string): number {
   return text.slice(0, at).split("\n").length;
 }
 
+/** The header's bodySha256 as a matcher (its value is checked in "bodySha256" below). */
+const DIGEST = expect.stringMatching(/^[0-9a-f]{64}$/);
+
 async function planFile(
   name: string,
   n = 12,
@@ -65,12 +69,12 @@ describe("guidup-plan/3", () => {
     })();
     const stream = await openPlan(file);
     const { mailboxes, skipped, ...header } = plan;
-    expect(stream.header).toEqual(header);
+    expect(stream.header).toEqual({ ...header, bodySha256: DIGEST });
     expect(await collect(stream.mailboxes())).toEqual(mailboxes);
     expect(await collect(stream.skipped())).toEqual(skipped);
     expect(await collect(stream.names())).toEqual(mailboxes.map((m) => m.name));
     // The same plan through the yaml library: a reviewer's tools read it too.
-    expect(YAML.parse(text)).toEqual(JSON.parse(JSON.stringify(plan)));
+    expect(YAML.parse(text)).toEqual({ ...JSON.parse(JSON.stringify(plan)), bodySha256: DIGEST });
     expect(text.match(/^ {2}- \{ "name": /gm)).toHaveLength(31);
     expect(text.indexOf("summary:")).toBeLessThan(text.indexOf("mailboxes:"));
     expect(text.endsWith("\n...\n")).toBe(true);
@@ -206,6 +210,66 @@ describe("guidup-plan/3", () => {
     const names = (await readPlan(file)).mailboxes.map((m) => m.name);
     expect(names).toHaveLength(11);
     expect(names).not.toContain("user.u000005");
+  });
+
+  it("bodySha256: the SHA-256 of every byte after the mailboxes: line, matched in the names pass; an edit, another digest or none is not a match", async () => {
+    // Enough skipped entries that the file's rest runs past the chunk in
+    // which the names pass meets "skipped:" and stops.
+    const plan = makePlan(300, { skipped: 12_000 });
+    const file = join(dir, "digest.yaml");
+    await writePlan(file, plan);
+    const text = await readFile(file, "utf8");
+    expect(text.length).toBeGreaterThan(text.indexOf("\nskipped:\n") + 2 ** 20);
+    const bodyAt = text.indexOf("\nmailboxes:\n") + "\nmailboxes:\n".length;
+    const digest = createHash("sha256").update(text.slice(bodyAt)).digest("hex");
+    expect(text.slice(0, bodyAt)).toContain(`\nbodySha256: "${digest}"\n`);
+    // Both writers agree (the whole-text one serves small plans and tests).
+    expect(formatPlan(plan)).toBe(text);
+
+    const verdict = async (content: string) => {
+      await writeFile(file, content);
+      const names: string[] = [];
+      const v = await (await openPlan(file)).namesAndBody((n) => names.push(n));
+      expect(names).toEqual(plan.mailboxes.map((m) => m.name));
+      return v;
+    };
+    expect(await verdict(text)).toBe("matches");
+    // A reviewer's note between entries; a skipped entry's detail near the end.
+    expect(
+      await verdict(text.replace(/^( {2}- \{ "name": "user\.u000100".*)$/m, "  # ok\n$1")),
+    ).toBe("differs");
+    const last = makeSkipped(11_999).detail;
+    expect(await verdict(text.replace(last, `${last}!`))).toBe("differs");
+    // The digest itself edited; and removed (a plan of a guidup before it).
+    const other = digest.replace(/.$/, (c) => (c === "a" ? "b" : "a"));
+    expect(await verdict(text.replace(digest, other))).toBe("differs");
+    expect(await verdict(text.replace(`bodySha256: "${digest}"\n`, ""))).toBe("absent");
+    // A broken order is refused as names() refuses it, the hashing stopped.
+    const swapped = text.replace(
+      /^( {2}- \{ "name": "user\.u000101".*)\n( {2}- \{ "name": "user\.u000102".*)$/m,
+      "$2\n$1",
+    );
+    await writeFile(file, swapped);
+    const err = await rejection((await openPlan(file)).namesAndBody(() => {}));
+    expect(err).toBeInstanceOf(PlanError);
+    expect(err.message).toMatch(/not sorted by name: "user\.u000101" comes after "user\.u000102"/);
+    // A guidup-plan/2 plan has none.
+    await writeFile(file, formatPlanV2(plan));
+    expect(await (await openPlan(file)).namesAndBody(() => {})).toBe("absent");
+  });
+
+  it("bodySha256 is the writer's own: one in the head it is given (another plan's) is not copied", async () => {
+    const { file } = await planFile("copied-from.yaml", 5, 1);
+    const read = await openPlan(file);
+    const { format: _f, summary: _s, ...head } = read.header;
+    expect(head.bodySha256).toMatch(/^[0-9a-f]{64}$/);
+    const out = join(dir, "copied-to.yaml");
+    const writer = await PlanWriter.create(out, head);
+    for await (const m of read.mailboxes()) if (m.name !== "user.u000002") await writer.add(m);
+    await writer.commit({ mailboxes: 4, upToDate: 0 });
+    const copy = await openPlan(out);
+    expect(copy.header.bodySha256).not.toBe(head.bodySha256);
+    expect(await copy.namesAndBody(() => {})).toBe("matches");
   });
 
   it("still reads guidup-plan/2, whole, through the same interface", async () => {

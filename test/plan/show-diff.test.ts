@@ -86,7 +86,12 @@ describe("show", () => {
     expect(io.stdout()).toContain("user.s000003");
     const json = captureIo();
     expect(await runShow([file, "--json"], json)).toBe(ExitCode.ok);
-    expect(JSON.parse(json.stdout())).toEqual(JSON.parse(JSON.stringify(planJson(plan))));
+    // The plan as written: with the writer's bodySha256.
+    const shown = JSON.parse(json.stdout()) as { plan: { bodySha256?: string } };
+    expect(shown.plan.bodySha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(shown).toEqual(
+      JSON.parse(JSON.stringify(planJson({ ...plan, bodySha256: shown.plan.bodySha256 }))),
+    );
   });
 
   it("guidup show refuses a hand-edited plan that breaks the schema", async () => {
