@@ -81,6 +81,7 @@ import { StateStore } from "../src/apply/state-store.js";
 import { parseImapdConf } from "../src/cyrus/imapd-conf.js";
 import { AgentClient } from "../src/transport/agent-client.js";
 import { connectHost } from "../src/transport/index.js";
+import { collectChild, machineTicks, runChild } from "./child-run.js";
 import { type GenerateShape, generate } from "./plan.js";
 import { goalLine, type MachineInfo, machineInfo, machineLine } from "./report.js";
 import { type BenchSshd, startBenchSshd } from "./sshd.js";
@@ -325,7 +326,7 @@ export async function preparePair(
   writeFileSync(inventory, inventoryYaml(root, list, sshd, command, name));
   const plan = join(root, "plan.yaml");
   t = performance.now();
-  const r = await runProcess(process.execPath, [
+  const r = await runChild(process.execPath, [
     MAIN,
     "plan",
     "--inventory",
@@ -340,25 +341,6 @@ export async function preparePair(
     names,
     setupMs: { generate: generateMs, caches: cachesMs, plan: performance.now() - t },
   };
-}
-
-function runProcess(
-  file: string,
-  args: string[],
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString("utf8");
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString("utf8");
-    });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 // --- CPU and memory sampling -----------------------------------------------------
@@ -386,14 +368,6 @@ function readProcStat(pid: number): { comm: string; ppid: number; ticks: number 
   } catch {
     return undefined;
   }
-}
-
-function machineTicks(): { busy: number; total: number } {
-  const line = readFileSync("/proc/stat", "utf8").split("\n")[0] as string;
-  const v = line.trim().split(/\s+/).slice(1).map(Number);
-  const idle = (v[3] ?? 0) + (v[4] ?? 0);
-  const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
 }
 
 /**
@@ -529,18 +503,7 @@ export async function timedApply(
   });
   const sampler = new Sampler(child.pid as number);
   sampler.start();
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d: Buffer) => {
-    stdout += d.toString("utf8");
-  });
-  child.stderr.on("data", (d: Buffer) => {
-    stderr += d.toString("utf8");
-  });
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (c) => resolve(c));
-  });
+  const { code, stdout, stderr } = await collectChild(child);
   const wallMs = performance.now() - start;
   sampler.stop();
   if (code !== 0)

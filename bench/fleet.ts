@@ -22,7 +22,6 @@
 // Run: `node dist/bench/fleet.js [--mailboxes N] [--concurrency C] [--json]`
 // (build first; needs /usr/sbin/sshd and /usr/bin/time).
 
-import { spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
@@ -30,6 +29,7 @@ import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { preparePair } from "./apply.js";
+import { machineTicks, runChild } from "./child-run.js";
 import { goalLine, type MachineInfo, machineInfo, machineLine } from "./report.js";
 import { startBenchSshd } from "./sshd.js";
 
@@ -63,14 +63,6 @@ export interface FleetBenchResult {
   totalMs: number;
 }
 
-function cpuTicks(): { busy: number; total: number } {
-  const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "";
-  const f = line.trim().split(/\s+/).slice(1).map(Number);
-  const idle = (f[3] ?? 0) + (f[4] ?? 0);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
-}
-
 interface PairReport {
   status?: string;
   exitCode?: number;
@@ -95,23 +87,11 @@ async function timedFleet(plans: string[], n: number, concurrency: number, timeO
     String(concurrency),
     "--json",
   ];
-  const before = cpuTicks();
+  const before = machineTicks();
   const start = performance.now();
-  const child = spawn(TIME, args, { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d: Buffer) => {
-    stdout += d.toString("utf8");
-  });
-  child.stderr.on("data", (d: Buffer) => {
-    stderr += d.toString("utf8");
-  });
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", resolve);
-  });
+  const { code, stdout, stderr } = await runChild(TIME, args);
   const wallMs = performance.now() - start;
-  const after = cpuTicks();
+  const after = machineTicks();
   if (code !== 0)
     throw new Error(`apply of ${plans.length} pairs exited ${code}:\n${stderr.slice(-4000)}`);
   const json = JSON.parse(stdout) as PairReport | { pairs: PairReport[] };
