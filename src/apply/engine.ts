@@ -15,6 +15,7 @@ import { type ControlSettings, readControl } from "./control-file.js";
 import type { DriftCounts, DriftMode } from "./decide.js";
 import { nameFilter } from "./glob.js";
 import { Lane } from "./lanes.js";
+import { type HoldStats, LockHoldSamples, percentile } from "./lock-hold-samples.js";
 import { runMailbox } from "./mailbox-run.js";
 import { takePairLock } from "./pair-lock.js";
 import type { MailboxState, Phase } from "./state.js";
@@ -92,31 +93,6 @@ export type ApplyEvent =
       attempt: number;
       afterMs: number;
     };
-
-/** p50 / p99 / max of lock holds in ms, over `count` mailbox attempts. */
-export interface HoldStats {
-  count: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
-
-export function holdStats(values: readonly number[]): HoldStats {
-  const sorted = [...values].sort((a, b) => a - b);
-  return {
-    count: sorted.length,
-    p50: percentile(sorted, 0.5) ?? 0,
-    p99: percentile(sorted, 0.99) ?? 0,
-    max: sorted[sorted.length - 1] ?? 0,
-  };
-}
-
-/** Nearest-rank percentile of sorted samples (p in 0..1); undefined when empty. */
-export function percentile(sorted: readonly number[], p: number): number | undefined {
-  if (sorted.length === 0) return undefined;
-  const rank = Math.max(1, Math.ceil(p * sorted.length));
-  return sorted[Math.min(rank, sorted.length) - 1];
-}
 
 export interface ApplyReport {
   /** Outcomes of the mailboxes worked on in this run. */
@@ -309,12 +285,12 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
     problems: [],
     interrupted: false,
     elapsedMs: 0,
-    lockHold: { master: holdStats([]), replica: holdStats([]) },
+    lockHold: new LockHoldSamples().holdStats(),
     paths: {},
     drift: { appended: 0, expunged: 0, cleanedUp: 0 },
     retries: 0,
   };
-  const holds: Record<"master" | "replica", number[]> = { master: [], replica: [] };
+  const holds = new LockHoldSamples();
   const retries = options.retries ?? 5;
   const backoff = options.retryBackoffMs ?? 2000;
   let started_ = 0;
@@ -456,7 +432,11 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
     recent.push(masterHeld);
     if (recent.length > THROTTLE_WINDOW) recent.shift();
     if (recent.length < Math.min(THROTTLE_WINDOW, 5)) return;
-    const p99 = holdStats(recent).p99;
+    const p99 =
+      percentile(
+        [...recent].sort((a, b) => a - b),
+        0.99,
+      ) ?? 0;
     const before = allowed;
     if (p99 > max && allowed > 1) allowed--;
     else if (p99 <= max / 2 && allowed < lanes.length) allowed++;
@@ -492,9 +472,9 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
           if (!item) break;
           const state = await runMailbox(ctx, lane, item.entry, item.last ?? item.previous);
           throttle(state.lockHeldMs?.master);
+          holds.add(state.lockHeldMs);
           for (const side of ["master", "replica"] as const) {
             const held = state.lockHeldMs?.[side];
-            if (held !== undefined) holds[side].push(held);
             const d = state.drift?.[side];
             if (d && state.phase === "done") {
               report.drift.appended += d.appended;
@@ -539,7 +519,7 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
   for (const item of retryLater.splice(0)) if (item.last) record(item.last);
   report.remaining = entriesLeft ? Math.max(0, queued - taken) : 0;
   await entries.return(undefined);
-  report.lockHold = { master: holdStats(holds.master), replica: holdStats(holds.replica) };
+  report.lockHold = holds.holdStats();
   report.interrupted = options.signal.aborted;
   report.replicaAhead.sort();
   report.problems.sort((a, b) => (a.name < b.name ? -1 : 1));

@@ -10,7 +10,7 @@ import { ExitCode } from "../errors.js";
 import { lockHolderPid } from "../fsutil/fcntl-lock.js";
 import type { PlanStream } from "../plan/plan-stream.js";
 import { nameFilter } from "./glob.js";
-import { LockHoldSamples } from "./lock-hold-samples.js";
+import { LockHoldSamples, type LockSide, type Percentiles } from "./lock-hold-samples.js";
 import { ATTENTION_PHASES, type MailboxState, PHASES, type Phase } from "./state.js";
 import { nameKey } from "./state-journal.js";
 import { StateStore, stateDirFor } from "./state-store.js";
@@ -23,8 +23,6 @@ export interface AttentionEntry {
   attempts: number;
 }
 
-export type LockSide = "master" | "replica";
-
 export interface PairStatus {
   plan: string;
   pair: string;
@@ -33,7 +31,7 @@ export interface PairStatus {
   /** Planned mailboxes (matching --only). */
   total: number;
   counts: Record<Phase, number>;
-  lockHoldMs: Partial<Record<LockSide, { n: number; p50: number; p99: number }>>;
+  lockHoldMs: Partial<Record<LockSide, Percentiles>>;
   /** How many done mailboxes took each cut-over path (issue #15). */
   paths: Partial<Record<NonNullable<MailboxState["path"]>, number>>;
   /** Those that need a person, and those in progress, by name. */

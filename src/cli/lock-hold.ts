@@ -1,13 +1,13 @@
 // Lock hold percentiles, from the per-mailbox results' `lockHeldMs` (first
 // lock to last unlock, per side, of the last attempt): what apply's progress
 // and report and `status` print, so an operator sees how long Cyrus waited.
-// One nearest-rank percentile (apply/engine.ts) serves all of them.
+// One nearest-rank percentile (apply/lock-hold-samples.ts) serves all of them.
 
-export { percentile } from "../apply/engine.js";
 export {
   LockHoldSamples,
   type LockSide,
   type Percentiles,
+  percentile,
 } from "../apply/lock-hold-samples.js";
 
 import type { LockSide, Percentiles } from "../apply/lock-hold-samples.js";
