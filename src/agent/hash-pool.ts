@@ -31,6 +31,7 @@ import { availableParallelism } from "node:os";
 import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { threadId as mainThreadId, Worker } from "node:worker_threads";
+import { timelineMark } from "../timeline.js";
 import {
   ABORTED,
   cancelInControl,
@@ -453,6 +454,7 @@ export class HashPool {
       this.#fallBackToInline([]);
       return;
     }
+    timelineMark(`agent: hash worker ${this.#slots.length + 1} spawned`);
     const slot: Slot = {
       worker,
       control,
@@ -464,6 +466,7 @@ export class HashPool {
     worker.unref();
     worker.on("message", (msg: WorkerReply) => {
       if (msg.type === "ready") {
+        timelineMark(`agent: hash worker ${slot.threadId} ready`);
         slot.ready = true;
         return;
       }

@@ -4,6 +4,7 @@
 
 import type { PairSpec } from "../plan/inventory.js";
 import type { Requests } from "../protocol/messages.js";
+import { timelineMark } from "../timeline.js";
 import { AgentClient, type AgentClientOptions } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
@@ -56,13 +57,16 @@ export async function hashPairSide(
     conns.push(master);
     const conn = side === "master" ? master : await connectHost(pair.replica);
     if (conn !== master) conns.push(conn);
+    timelineMark("connected");
     const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    timelineMark("mailbox list read");
     // No separate scan: the hash op reads each mailbox's index and cache
     // anyway and skips what is cached, so a scan first would read every
     // mailbox twice (and cost an agent start); for mail of a few kB that
     // was most of the command's time. The ETA is by mailboxes.
     const todo = list.mailboxes;
     const agent = await AgentClient.start(conn, clientOptions);
+    timelineMark("agent said hello");
     const t0 = Date.now();
     const totals: HashTotals = {
       host: conn.host,
@@ -93,6 +97,7 @@ export async function hashPairSide(
                 ...(workers ? { workers } : {}),
               },
               (p) => {
+                if (Object.keys(last).length === 0) timelineMark("first progress");
                 last = p;
                 const bytes = base.hashedBytes + Number(p.bytes ?? 0);
                 const done = base.mailboxes + Number(p.mailboxesDone ?? 0);
@@ -117,6 +122,7 @@ export async function hashPairSide(
           totals.alreadyCached += Number(last.alreadyCached ?? 0);
           break;
         }
+        timelineMark("hash answered");
         totals.mailboxes += r.mailboxes;
         totals.hashed += r.hashed;
         totals.hashedBytes += r.hashedBytes;
@@ -125,6 +131,7 @@ export async function hashPairSide(
       }
     } finally {
       await agent.close();
+      timelineMark("agent closed");
     }
     totals.seconds = (Date.now() - t0) / 1000;
     update(
