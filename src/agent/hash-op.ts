@@ -60,6 +60,8 @@ function poolFor(options: HashOptions): HashPool {
   if (shared?.key === key) return shared.pool;
   void shared?.pool.close();
   const pool = new HashPool({
+    // This agent only hashes: its main thread takes files while the workers boot.
+    hashWhileStarting: true,
     ...(options.maxBytesPerSec ? { maxBytesPerSec: options.maxBytesPerSec } : {}),
     ...(options.lowPriority ? { lowPriority: true } : {}),
     ...(options.workers ? { workers: options.workers } : {}),
