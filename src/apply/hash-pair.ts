@@ -58,14 +58,28 @@ export async function hashPairSide(
     const conn = side === "master" ? master : await connectHost(pair.replica);
     if (conn !== master) conns.push(conn);
     timelineMark("connected");
-    const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    // The agent starts (a process, over SSH a channel too) while the list is
+    // read: neither needs the other until the first request.
+    const agentStarting = AgentClient.start(conn, clientOptions);
+    // Awaited below; until then a failed start must not count as unhandled.
+    agentStarting.catch(() => {});
+    let list: Awaited<ReturnType<typeof listMailboxes>>;
+    try {
+      list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    } catch (err) {
+      await agentStarting.then(
+        (agent) => agent.close(),
+        () => {},
+      );
+      throw err;
+    }
     timelineMark("mailbox list read");
     // No separate scan: the hash op reads each mailbox's index and cache
     // anyway and skips what is cached, so a scan first would read every
     // mailbox twice (and cost an agent start); for mail of a few kB that
     // was most of the command's time. The ETA is by mailboxes.
     const todo = list.mailboxes;
-    const agent = await AgentClient.start(conn, clientOptions);
+    const agent = await agentStarting;
     timelineMark("agent said hello");
     const t0 = Date.now();
     const totals: HashTotals = {
