@@ -9,7 +9,7 @@
 // (O_APPEND), so the steps of controller and agent can be merged by time;
 // each process's first line is its launch.
 
-import { appendFileSync } from "node:fs";
+import { appendFileSync, readdirSync, readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
 const setting = process.env.GUIDUP_TIMELINE;
@@ -34,5 +34,39 @@ export function timelineMark(step: string): void {
     } catch {
       // A measuring aid: never a reason to fail the command.
     }
+  }
+}
+
+/**
+ * With GUIDUP_TIMELINE=FILE on Linux: one mark per thread of this process
+ * with the CPU it has used so far (user and system, from
+ * /proc/self/task/<tid>/stat in clock ticks of 10 ms): which thread the
+ * process's CPU went to (main, worker threads, V8's compiler and garbage
+ * collector helpers, libuv's pool). Nothing otherwise.
+ */
+export function timelineThreadCpu(): void {
+  if (file === undefined) return;
+  let tids: string[];
+  try {
+    tids = readdirSync("/proc/self/task");
+  } catch {
+    return;
+  }
+  const main = String(process.pid);
+  for (const tid of tids) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    // "tid (comm) state ppid …": fields 14 and 15 (utime, stime) counted after the comm.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const user = Number(fields[11]) * 10;
+    const system = Number(fields[12]) * 10;
+    if (user + system === 0) continue;
+    timelineMark(
+      `thread ${tid}${tid === main ? " (main)" : ""}: ${user} ms user, ${system} ms system`,
+    );
   }
 }

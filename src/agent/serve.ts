@@ -24,7 +24,7 @@ import {
   type Response,
   type WireError,
 } from "../protocol/messages.js";
-import { timelineMark } from "../timeline.js";
+import { timelineMark, timelineThreadCpu } from "../timeline.js";
 import { hashMailboxes } from "./hash-op.js";
 import { HashPool } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
@@ -303,6 +303,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     }
   } finally {
     await windUp(await session?.catch(() => undefined), log);
+    timelineThreadCpu();
     await pool.close();
     await (await pairLock?.catch(() => undefined))?.release();
   }
