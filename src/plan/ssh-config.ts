@@ -15,9 +15,9 @@
 // matching (guidup does not run shell commands from a config file).
 
 import fs from "node:fs";
+import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import { createRequire } from "node:module";
 import type SSHConfig from "ssh-config";
 import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
 import { JUMP_HOP_KEYS, type SshHostSpec, type SshJumpHop } from "../host-spec.js";
