@@ -191,7 +191,7 @@ async function hashOneMailbox(
       result.hashedBytes += r.size;
       added++;
     }
-    if (result.hashed === added) timelineMark("agent: first cache written");
+    if (added > 0 && result.hashed === added) timelineMark("agent: first cache written");
     if (added > 0) await writeSha1Cache(files.sha1s, cache, owner, { durable: false });
     tick();
   }

@@ -483,7 +483,7 @@ export class HashPool {
       this.#fallBackToInline([]);
       return;
     }
-    timelineMark(`agent: hash worker ${this.#slots.length + 1} spawned`);
+    timelineMark(`agent: hash worker ${worker.threadId} spawned`);
     const slot: Slot = {
       worker,
       control,
