@@ -21,6 +21,7 @@ import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { IndexReader, UnsupportedVersionError } from "../cyrus/index-file.js";
 import { FileAccessError, GuidupError } from "../errors.js";
 import type { MailboxRef, Requests } from "../protocol/messages.js";
+import { timelineMark } from "../timeline.js";
 import { type HashResult as FileHashResult, HashPool, isHashFailure } from "./hash-pool.js";
 import { type MailboxFiles, mailboxFiles } from "./mailbox-files.js";
 import type { GuidNeed } from "./mailbox-scan.js";
@@ -59,6 +60,8 @@ function poolFor(options: HashOptions): HashPool {
   if (shared?.key === key) return shared.pool;
   void shared?.pool.close();
   const pool = new HashPool({
+    // This agent only hashes: its main thread takes files while the workers boot.
+    hashWhileStarting: true,
     ...(options.maxBytesPerSec ? { maxBytesPerSec: options.maxBytesPerSec } : {}),
     ...(options.lowPriority ? { lowPriority: true } : {}),
     ...(options.workers ? { workers: options.workers } : {}),
@@ -104,7 +107,9 @@ export async function hashMailboxes(
       onProgress(progress());
     }
   };
+  timelineMark("agent: hash op starts");
   await Promise.all(Array.from({ length: MAILBOXES_IN_FLIGHT }, lane));
+  timelineMark("agent: hash op done");
   return result;
 }
 
@@ -186,6 +191,7 @@ async function hashOneMailbox(
       result.hashedBytes += r.size;
       added++;
     }
+    if (added > 0 && result.hashed === added) timelineMark("agent: first cache written");
     if (added > 0) await writeSha1Cache(files.sha1s, cache, owner, { durable: false });
     tick();
   }

@@ -31,6 +31,7 @@ import { availableParallelism } from "node:os";
 import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { threadId as mainThreadId, Worker } from "node:worker_threads";
+import { timelineMark } from "../timeline.js";
 import {
   ABORTED,
   cancelInControl,
@@ -96,6 +97,16 @@ export interface HashPoolOptions {
   inline?: boolean;
   /** Worker module to run instead of the built-in one (tests of the fallback only). */
   workerUrl?: URL;
+  /**
+   * While no worker has started yet, hash what the workers' first batches
+   * left queued on the main thread, one file at a time (as in inline mode:
+   * the event loop gets a turn between reads, the rate limit applies, at
+   * normal priority). The first files of a run then do not wait for a thread
+   * to boot (tens of ms on an idle host, more on a busy one). For `guidup
+   * hash`, whose agent has nothing else to do; off by default, so an
+   * agent serving lock requests never blocks on a read.
+   */
+  hashWhileStarting?: boolean;
 }
 
 export interface HashPoolStats {
@@ -174,6 +185,7 @@ export class HashPool {
   #mode: "threads" | "inline";
   readonly #workers: number;
   readonly #lowPriority: boolean;
+  readonly #hashWhileStarting: boolean;
   readonly #workerUrl: URL | undefined;
   readonly #rate: { state: SharedArrayBuffer; bytesPerSec: number } | undefined;
   readonly #limiter: RateLimiter | undefined;
@@ -204,6 +216,7 @@ export class HashPool {
     if (!Number.isInteger(n) || n < 1) throw new RangeError(`workers must be >= 1, not ${n}`);
     this.#workers = n;
     this.#lowPriority = opts.lowPriority === true;
+    this.#hashWhileStarting = opts.hashWhileStarting === true;
     if (opts.maxBytesPerSec !== undefined) {
       if (!(opts.maxBytesPerSec > 0)) {
         throw new RangeError(`maxBytesPerSec must be > 0, not ${opts.maxBytesPerSec}`);
@@ -391,6 +404,23 @@ export class HashPool {
       }
       return;
     }
+    this.#dispatchToWorkers();
+    if (
+      this.#mode === "threads" &&
+      this.#hashWhileStarting &&
+      this.#inlineRunning === 0 &&
+      this.#queued > 0 &&
+      !this.#slots.some((s) => s.ready)
+    ) {
+      // The workers are still booting and hold their first batches: the
+      // main thread takes the next queued file meanwhile (#runInline
+      // dispatches again when it is done, which takes the next one).
+      const t = this.#takeQueued();
+      if (t !== undefined) this.#runInline(t);
+    }
+  }
+
+  #dispatchToWorkers(): void {
     for (;;) {
       if (this.#queued === 0) return;
       let best: Slot | undefined;
@@ -453,6 +483,7 @@ export class HashPool {
       this.#fallBackToInline([]);
       return;
     }
+    timelineMark(`agent: hash worker ${worker.threadId} spawned`);
     const slot: Slot = {
       worker,
       control,
@@ -464,6 +495,7 @@ export class HashPool {
     worker.unref();
     worker.on("message", (msg: WorkerReply) => {
       if (msg.type === "ready") {
+        timelineMark(`agent: hash worker ${slot.threadId} ready`);
         slot.ready = true;
         return;
       }

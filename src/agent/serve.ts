@@ -9,7 +9,6 @@ import { hostname } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { checkPartitionRoots } from "../cyrus/imapd-conf.js";
-import { discoverMailboxDirs } from "../cyrus/mailbox-list.js";
 import { MailboxNameError, validateMailboxName } from "../cyrus/mailbox-path.js";
 import { ERRORS, type ErrorCode, errorMessage, GuidupError } from "../errors.js";
 import { encodeLine, LineReader } from "../protocol/framing.js";
@@ -25,14 +24,13 @@ import {
   type Response,
   type WireError,
 } from "../protocol/messages.js";
+import { timelineMark, timelineThreadCpu } from "../timeline.js";
 import { hashMailboxes } from "./hash-op.js";
 import { HashPool } from "./hash-pool.js";
 import { mailboxFiles } from "./mailbox-files.js";
-import { PairLock } from "./pair-lock.js";
-import { checkHost } from "./requirements.js";
-import { MailboxSession, scanMailboxFiles } from "./session.js";
+import type { PairLock } from "./pair-lock.js";
+import type { MailboxSession } from "./session.js";
 import { isEntryValidFor, readSha1Cache, Sha1Cache, writeSha1Cache } from "./sha1-cache.js";
-import { verifyMailbox } from "./verify-op.js";
 
 /** Requests may carry a whole sha1 cache (cache-put): allow big lines. */
 const MAX_REQUEST_BYTES = 256 * 1024 * 1024;
@@ -42,8 +40,9 @@ type Handler<K extends Op> = (req: Request<K>, ctx: Context) => Promise<Requests
 interface Context {
   conf: ImapdConf;
   pool: HashPool;
-  session: MailboxSession;
-  pairLock: PairLock;
+  /** The mailbox session and the pair lock are made (and their code loaded) on first use. */
+  session: () => Promise<MailboxSession>;
+  pairLock: () => Promise<PairLock>;
   progress: (p: Record<string, number | string>) => void;
   signal: AbortSignal;
 }
@@ -53,6 +52,7 @@ const handlers: { [K in Op]: Handler<K> } = {
   scan: async (req, { conf }) => {
     const refs = list(req.mailboxes);
     await checkPartitionRoots(conf, partitionsOf(conf, refs));
+    const { scanMailboxFiles } = await import("./session.js");
     return {
       mailboxes: await Promise.all(
         refs.map(async (ref) => {
@@ -70,7 +70,10 @@ const handlers: { [K in Op]: Handler<K> } = {
       ),
     };
   },
-  discover: async (_req, { conf }) => await discoverMailboxDirs(conf),
+  discover: async (_req, { conf }) => {
+    const { discoverMailboxDirs } = await import("../cyrus/mailbox-list.js");
+    return await discoverMailboxDirs(conf);
+  },
   hash: (req, { conf, progress, signal }) =>
     hashMailboxes(
       conf,
@@ -127,26 +130,32 @@ const handlers: { [K in Op]: Handler<K> } = {
     }
     return { removed };
   },
-  prepare: (req, { session }) => session.prepare(req.mailbox, req.stage),
-  lock: (req, { session }) => session.lock(req.mailbox, Number(req.timeoutMs), req.stage),
-  upgrade: (req, { session }) => session.upgrade(req),
-  commit: (_req, { session }) => session.commit(),
-  rollback: (req, { session }) => session.rollback({ ...(req.pairs ? { pairs: true } : {}) }),
+  prepare: async (req, { session }) => (await session()).prepare(req.mailbox, req.stage),
+  lock: async (req, { session }) =>
+    (await session()).lock(req.mailbox, Number(req.timeoutMs), req.stage),
+  upgrade: async (req, { session }) => (await session()).upgrade(req),
+  commit: async (_req, { session }) => (await session()).commit(),
+  rollback: async (req, { session }) =>
+    (await session()).rollback({ ...(req.pairs ? { pairs: true } : {}) }),
   verify: async (req, { conf, pool }) => {
+    const { verifyMailbox } = await import("./verify-op.js");
     const out = [];
     for (const ref of list(req.mailboxes)) {
       out.push(await verifyMailbox(conf, ref, pool, req.sample, req.withPairs === true));
     }
     return { mailboxes: out };
   },
-  status: (req, { session }) => session.status(req.mailbox),
+  status: async (req, { session }) => (await session()).status(req.mailbox),
   "pair-lock": async (req, { conf, pairLock }) => {
     if (typeof req.holder !== "object" || req.holder === null)
       throw new ProtocolRequestError("pair-lock needs a holder");
-    return pairLock.take(conf, req.holder);
+    return (await pairLock()).take(conf, req.holder);
   },
-  check: (req, { conf }) =>
-    checkHost(conf, req.mailboxes === undefined ? [] : confined(conf, list(req.mailboxes))),
+  check: async (req, { conf }) => {
+    const refs = req.mailboxes === undefined ? [] : confined(conf, list(req.mailboxes));
+    const { checkHost } = await import("./requirements.js");
+    return checkHost(conf, refs);
+  },
 };
 
 /** Progress lines at most this often: one per file would flood the channel. */
@@ -222,8 +231,21 @@ const TIMING_LOG = process.env.GUIDUP_AGENT_DEBUG === "1";
 export async function serve(options: ServeOptions): Promise<void> {
   const { input, output, log } = options;
   const pool = new HashPool();
-  const session = new MailboxSession(options.conf, pool);
-  const pairLock = new PairLock();
+  // Loaded on first use: an agent that only hashes (guidup hash) or scans
+  // (plan) starts without the upgrade and lock code, a good part of its
+  // start-up.
+  let session: Promise<MailboxSession> | undefined;
+  let pairLock: Promise<PairLock> | undefined;
+  const parts = {
+    session: () => {
+      session ??= import("./session.js").then((m) => new m.MailboxSession(options.conf, pool));
+      return session;
+    },
+    pairLock: () => {
+      pairLock ??= import("./pair-lock.js").then((m) => new m.PairLock());
+      return pairLock;
+    },
+  };
   const abort = new AbortController();
   const send = (obj: unknown) => output.write(encodeLine(obj));
   const hello: Hello = {
@@ -235,6 +257,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     config: options.configPath,
   };
   send(hello);
+  timelineMark("agent: hello sent");
 
   const reader = new LineReader({ maxLineBytes: MAX_REQUEST_BYTES });
   const queue: string[] = [];
@@ -273,27 +296,37 @@ export async function serve(options: ServeOptions): Promise<void> {
       if (line.trim() === "") continue;
       await handleLine(
         line,
-        { conf: options.conf, pool, session, pairLock, signal: abort.signal, progress: () => {} },
+        { conf: options.conf, pool, ...parts, signal: abort.signal, progress: () => {} },
         send,
         log,
       );
     }
   } finally {
-    if (session.state !== "idle") {
-      log({
-        level: "warn",
-        msg: "input ended with a mailbox in progress: rolling back",
-        mailbox: session.mailbox,
-      });
-      await session
-        .abandon()
-        .catch((err) => log({ level: "error", msg: `rollback failed: ${errorMessage(err)}` }));
-    } else {
-      // A prepared conversion nobody will lock: remove its temporary files.
-      await session.abandon().catch(() => {});
-    }
+    await windUp(await session?.catch(() => undefined), log);
+    timelineThreadCpu();
     await pool.close();
-    await pairLock.release();
+    await (await pairLock?.catch(() => undefined))?.release();
+  }
+}
+
+/** At input end: a locked or upgraded mailbox is rolled back, a prepared one's temporary files removed. */
+async function windUp(
+  session: MailboxSession | undefined,
+  log: (line: LogLine) => void,
+): Promise<void> {
+  if (session === undefined) return;
+  if (session.state !== "idle") {
+    log({
+      level: "warn",
+      msg: "input ended with a mailbox in progress: rolling back",
+      mailbox: session.mailbox,
+    });
+    await session
+      .abandon()
+      .catch((err) => log({ level: "error", msg: `rollback failed: ${errorMessage(err)}` }));
+  } else {
+    // A prepared conversion nobody will lock: remove its temporary files.
+    await session.abandon().catch(() => {});
   }
 }
 
@@ -333,11 +366,13 @@ async function handleLine(
   }
   const ctx: Context = { ...base, progress: (p) => send({ id, progress: p }) };
   const started = Date.now();
+  timelineMark(`agent: ${req.op} request received`);
   try {
     const handler = handlers[req.op] as Handler<Op>;
     const result = await handler(req as never, ctx);
     const response: Response = { id, ok: true, result };
     send(response);
+    timelineMark(`agent: ${req.op} answered`);
     if (TIMING_LOG) log({ level: "debug", msg: "done", op: req.op, ms: Date.now() - started });
   } catch (err) {
     const error = toWireError(err);

@@ -4,6 +4,7 @@
 
 import type { PairSpec } from "../plan/inventory.js";
 import type { Requests } from "../protocol/messages.js";
+import { timelineMark } from "../timeline.js";
 import { AgentClient, type AgentClientOptions } from "../transport/agent-client.js";
 import { connectHost } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
@@ -56,13 +57,30 @@ export async function hashPairSide(
     conns.push(master);
     const conn = side === "master" ? master : await connectHost(pair.replica);
     if (conn !== master) conns.push(conn);
-    const list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    timelineMark("connected");
+    // The agent starts (a process, over SSH a channel too) while the list is
+    // read: neither needs the other until the first request.
+    const agentStarting = AgentClient.start(conn, clientOptions);
+    // Awaited below; until then a failed start must not count as unhandled.
+    agentStarting.catch(() => {});
+    let list: Awaited<ReturnType<typeof listMailboxes>>;
+    try {
+      list = await listMailboxes(pair.mailboxes, master, clientOptions);
+    } catch (err) {
+      await agentStarting.then(
+        (agent) => agent.close(),
+        () => {},
+      );
+      throw err;
+    }
+    timelineMark("mailbox list read");
     // No separate scan: the hash op reads each mailbox's index and cache
     // anyway and skips what is cached, so a scan first would read every
     // mailbox twice (and cost an agent start); for mail of a few kB that
     // was most of the command's time. The ETA is by mailboxes.
     const todo = list.mailboxes;
-    const agent = await AgentClient.start(conn, clientOptions);
+    const agent = await agentStarting;
+    timelineMark("agent said hello");
     const t0 = Date.now();
     const totals: HashTotals = {
       host: conn.host,
@@ -93,6 +111,7 @@ export async function hashPairSide(
                 ...(workers ? { workers } : {}),
               },
               (p) => {
+                if (Object.keys(last).length === 0) timelineMark("first progress");
                 last = p;
                 const bytes = base.hashedBytes + Number(p.bytes ?? 0);
                 const done = base.mailboxes + Number(p.mailboxesDone ?? 0);
@@ -117,6 +136,7 @@ export async function hashPairSide(
           totals.alreadyCached += Number(last.alreadyCached ?? 0);
           break;
         }
+        timelineMark("hash answered");
         totals.mailboxes += r.mailboxes;
         totals.hashed += r.hashed;
         totals.hashedBytes += r.hashedBytes;
@@ -125,6 +145,7 @@ export async function hashPairSide(
       }
     } finally {
       await agent.close();
+      timelineMark("agent closed");
     }
     totals.seconds = (Date.now() - t0) / 1000;
     update(

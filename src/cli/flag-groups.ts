@@ -8,7 +8,6 @@
 
 import { UsageError } from "../errors.js";
 import { loadInventory, type PairSpec } from "../plan/inventory.js";
-import { setHostKeyNotice } from "../transport/ssh.js";
 import { type OptionSpec, parseCommandArgs } from "./args.js";
 import type { Io } from "./io.js";
 import { pairsToRun, withHostKeyPolicy } from "./pairs.js";
@@ -99,6 +98,10 @@ export async function pairsFor(options: PairOptions): Promise<PairSpec[]> {
  * its other lines, then puts the previous sink back.
  */
 export async function withHostKeyNotices<T>(io: Io, body: () => Promise<T>): Promise<T> {
+  // Imported here, not at the top: every command parses its flags through
+  // this file, and ssh2 (which ssh.ts loads) is a good part of a local
+  // run's start-up (guidup hash over local agents needs none of it).
+  const { setHostKeyNotice } = await import("../transport/ssh.js");
   const previous = setHostKeyNotice((line) => io.err(`${line}\n`));
   try {
     return await body();

@@ -7,6 +7,7 @@
 import { type HashSideOptions, type HashTotals, hashPairSide } from "../apply/hash-pair.js";
 import { ExitCode, UsageError } from "../errors.js";
 import type { PairSpec } from "../plan/inventory.js";
+import { timelineMark } from "../timeline.js";
 import { parseMaxRate } from "./args.js";
 import {
   JSON_FLAG,
@@ -102,6 +103,7 @@ export async function run(args: string[], io: Io): Promise<number> {
     return ExitCode.ok;
   }
   const pairs = await pairsFor(options);
+  timelineMark("inventory read");
   let say = io.err;
   const interrupts = installInterrupts(() => say, io, {
     first: (sig) => `${sig}: stopping; the agents save what they hashed (a rerun skips it)…`,

@@ -5,6 +5,7 @@
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ERRORS, ExitCode, errorMessage, GuidupError } from "../errors.js";
+import { timelineMark } from "../timeline.js";
 import { TOOL_VERSION } from "../version.js";
 import { type Io, processIo } from "./io.js";
 
@@ -88,7 +89,9 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return ExitCode.badInput;
   }
   try {
+    timelineMark("main loaded");
     const mod = await command.load();
+    timelineMark(`${name} command loaded`);
     return await mod.run(rest, io);
   } catch (err) {
     if (err instanceof GuidupError) {
@@ -123,6 +126,7 @@ if (isEntryPoint()) {
   });
   main(process.argv.slice(2)).then(
     (code) => {
+      timelineMark("exit");
       process.exitCode = code;
     },
     (err: unknown) => {

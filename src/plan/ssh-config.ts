@@ -15,9 +15,10 @@
 // matching (guidup does not run shell commands from a config file).
 
 import fs from "node:fs";
+import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import SSHConfig from "ssh-config";
+import type SSHConfig from "ssh-config";
 import { ERRORS, type ErrorCode, GuidupError } from "../errors.js";
 import { JUMP_HOP_KEYS, type SshHostSpec, type SshJumpHop } from "../host-spec.js";
 
@@ -53,6 +54,15 @@ function expandHome(p: string): string {
 }
 
 /**
+ * The \`ssh-config\` package, loaded when a configuration is parsed (its CommonJS
+ * build, synchronously): an inventory of local hosts only (guidup hash and
+ * the demo over local agents) does not pay for loading it at start-up.
+ */
+function sshConfigPackage(): typeof SSHConfig {
+  return (createRequire(import.meta.url)("ssh-config") as { default: typeof SSHConfig }).default;
+}
+
+/**
  * Reads the configuration guidup resolves hosts from. `file` undefined: the
  * user's ~/.ssh/config then /etc/ssh/ssh_config, each optional, as ssh does;
  * "none": nothing; a path: that file only, which must exist.
@@ -71,7 +81,7 @@ export function loadSshConfig(file: string | undefined): LoadedSshConfig {
   if (texts.length === 0) return { files: [], config: undefined };
   let config: SSHConfig;
   try {
-    config = SSHConfig.parse(texts.join("\n"));
+    config = sshConfigPackage().parse(texts.join("\n"));
   } catch (err) {
     throw new SshConfigError(
       `cannot parse ssh config ${sources.map((s) => s.file).join(", ")}: ${(err as Error).message}`,

@@ -4,6 +4,7 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "n
 import os, { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { threadId } from "node:worker_threads";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   HashPool,
@@ -227,6 +228,48 @@ describe("HashPool", () => {
     expect(ok(await first).size).toBe(5 * (1 << 20) + 12345);
     // Only `first` was hashed: the aborted ones were never read to the end.
     expect(pool.stats().threads.reduce((n, t) => n + t.files, 0)).toBe(1);
+    await pool.close();
+  });
+
+  it("hashWhileStarting: the main thread hashes what waits while the worker boots, then stops; results unchanged", async () => {
+    // A worker held at its start: it opens a FIFO and loads the real worker
+    // only once the test writes to it. Its first batches wait in its port.
+    const gate = join(dir, "worker-gate");
+    execFileSync("mkfifo", [gate]);
+    const held = join(dir, "held-worker.mjs");
+    const real = new URL("../../dist/src/agent/hash-worker.js", import.meta.url);
+    await writeFile(
+      held,
+      `import { readFileSync } from "node:fs";\nreadFileSync(${JSON.stringify(gate)});\nawait import(${JSON.stringify(real.href)});\n`,
+    );
+    const pool = new HashPool({
+      workers: 1,
+      hashWhileStarting: true,
+      workerUrl: pathToFileURL(held),
+    });
+    const paths = [...files.keys()];
+    // Two files: the worker's two batches of one file each.
+    const toWorker = paths.slice(0, 2).map((p) => pool.hash(p));
+    await new Promise((resolve) => setImmediate(resolve));
+    // The worker is full and not started: these are hashed on the main thread.
+    const onMain = await Promise.all(paths.slice(2, 12).map((p) => pool.hash(p)));
+    for (const r of onMain) expect(ok(r).sha1.toString("hex")).toBe(files.get(r.path));
+    // This thread (vitest may run the file in a worker thread of its own).
+    const main = (st: ReturnType<HashPool["stats"]>) =>
+      st.threads.find((t) => t.threadId === threadId)?.files ?? 0;
+    expect(main(pool.stats())).toBe(10);
+    expect(pool.stats().threads).toHaveLength(1);
+    // Let the worker start: it answers its batches, then takes everything.
+    await writeFile(gate, "go");
+    for (const r of await Promise.all(toWorker))
+      expect(ok(r).sha1.toString("hex")).toBe(files.get(r.path));
+    const later = await Promise.all(paths.slice(12).map((p) => pool.hash(p)));
+    for (const r of later) expect(ok(r).sha1.toString("hex")).toBe(files.get(r.path));
+    const st = pool.stats();
+    expect(st.mode).toBe("threads");
+    expect(main(st)).toBe(10);
+    const worker = st.threads.find((t) => t.threadId !== threadId);
+    expect(worker?.files).toBe(paths.length - 10);
     await pool.close();
   });
 
