@@ -474,7 +474,6 @@ async function runApplyLocked(options: ApplyOptions): Promise<ApplyReport> {
           throttle(state.lockHeldMs?.master);
           holds.add(state.lockHeldMs);
           for (const side of ["master", "replica"] as const) {
-            const held = state.lockHeldMs?.[side];
             const d = state.drift?.[side];
             if (d && state.phase === "done") {
               report.drift.appended += d.appended;
