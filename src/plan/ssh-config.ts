@@ -54,7 +54,7 @@ function expandHome(p: string): string {
 }
 
 /**
- * The \`ssh-config\` package, loaded when a configuration is parsed (its CommonJS
+ * The `ssh-config` package, loaded when a configuration is parsed (its CommonJS
  * build, synchronously): an inventory of local hosts only (guidup hash and
  * the demo over local agents) does not pay for loading it at start-up.
  */
