@@ -9,7 +9,7 @@ import { hostname } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { checkPartitionRoots } from "../cyrus/imapd-conf.js";
-import { discoverMailboxDirs } from "../cyrus/mailbox-list.js";
+import { type Discovery, discoverMailboxDirs } from "../cyrus/mailbox-list.js";
 import { MailboxNameError, validateMailboxName } from "../cyrus/mailbox-path.js";
 import { ERRORS, type ErrorCode, errorMessage, GuidupError } from "../errors.js";
 import { encodeLine, LineReader } from "../protocol/framing.js";
@@ -44,6 +44,8 @@ interface Context {
   pool: HashPool;
   session: MailboxSession;
   pairLock: PairLock;
+  /** What the last paged discover found, kept for its next pages. */
+  discovered: { found?: Discovery };
   progress: (p: Record<string, number | string>) => void;
   signal: AbortSignal;
 }
@@ -70,7 +72,27 @@ const handlers: { [K in Op]: Handler<K> } = {
       ),
     };
   },
-  discover: async (_req, { conf }) => await discoverMailboxDirs(conf),
+  discover: async (req, { conf, discovered }) => {
+    if (req.page === undefined) return await discoverMailboxDirs(conf);
+    const { from, size } = req.page;
+    if (!Number.isInteger(from) || from < 0 || !Number.isInteger(size) || size < 1)
+      throw new ProtocolRequestError(
+        `discover page needs whole numbers from >= 0 and size >= 1, got ${JSON.stringify(req.page)}`,
+      );
+    if (from === 0) discovered.found = await discoverMailboxDirs(conf);
+    const found = discovered.found;
+    if (found === undefined)
+      throw new ProtocolRequestError("discover page asked before the first (from 0)");
+    const end = from + size;
+    const more = end < found.mailboxes.length || end < found.invalid.length;
+    // The last page lets the list go: the walk is not needed again.
+    if (!more) discovered.found = undefined;
+    return {
+      mailboxes: found.mailboxes.slice(from, end),
+      invalid: found.invalid.slice(from, end),
+      more,
+    };
+  },
   hash: (req, { conf, progress, signal }) =>
     hashMailboxes(
       conf,
@@ -224,6 +246,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   const pool = new HashPool();
   const session = new MailboxSession(options.conf, pool);
   const pairLock = new PairLock();
+  const discovered: { found?: Discovery } = {};
   const abort = new AbortController();
   const send = (obj: unknown) => output.write(encodeLine(obj));
   const hello: Hello = {
@@ -273,7 +296,15 @@ export async function serve(options: ServeOptions): Promise<void> {
       if (line.trim() === "") continue;
       await handleLine(
         line,
-        { conf: options.conf, pool, session, pairLock, signal: abort.signal, progress: () => {} },
+        {
+          conf: options.conf,
+          pool,
+          session,
+          pairLock,
+          discovered,
+          signal: abort.signal,
+          progress: () => {},
+        },
         send,
         log,
       );

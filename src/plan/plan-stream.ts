@@ -33,6 +33,7 @@ import { type FileHandle, mkdir, open, readFile, rename, unlink } from "node:fs/
 import { dirname } from "node:path";
 import { FileAccessError, InternalError } from "../errors.js";
 import { fsyncDir, tempPathFor } from "../fsutil/atomic-file.js";
+import { SortedSpill } from "../fsutil/sorted-spill.js";
 import { compareNames, summarize } from "./build.js";
 import { type Line, readLineBatches, readLines } from "./line-reader.js";
 import {
@@ -427,10 +428,15 @@ class V3Stream implements PlanStream {
 /** What the writer needs before the first entry: the header but the summary (counted as entries come). */
 export type PlanWriterHead = Omit<PlanHeader, "format" | "summary">;
 
+export interface PlanWriterOptions {
+  /** Skipped entries per sort run (tests make it small to merge many runs). */
+  skippedRunRecords?: number;
+}
+
 /**
  * Writes a /3 plan entry by entry: planned entries go to a temporary body
- * file as they come (in name order), skipped ones are kept (they are few:
- * the mailboxes the scan could not plan) and sorted; commit writes the
+ * file as they come (in name order), skipped ones to a sorted spill
+ * (fsutil/sorted-spill.ts: any order, held a batch at a time); commit writes the
  * header with the summary counted over the entries, the body and the
  * skipped entries into a temporary file, fsyncs, renames it over `path` and
  * fsyncs the directory. A crash leaves the old file or the new one, and at
@@ -443,19 +449,29 @@ export class PlanWriter {
   #batch: string[] = [];
   #batchSize = 0;
   #prev: string | undefined;
-  readonly #skipped: SkippedMailbox[] = [];
+  readonly #skipped: SortedSpill;
   readonly #counts: PlanSummary;
 
   private constructor(
     readonly path: string,
     readonly head: PlanWriterHead,
+    options: PlanWriterOptions,
   ) {
     this.#bodyPath = tempPathFor(path);
+    this.#skipped = new SortedSpill({
+      pathPrefix: `${this.#bodyPath}.skipped`,
+      compare: compareNames,
+      ...(options.skippedRunRecords ? { runRecords: options.skippedRunRecords } : {}),
+    });
     this.#counts = summarize(0, [], [], 0);
   }
 
-  static async create(path: string, head: PlanWriterHead): Promise<PlanWriter> {
-    const w = new PlanWriter(path, head);
+  static async create(
+    path: string,
+    head: PlanWriterHead,
+    options: PlanWriterOptions = {},
+  ): Promise<PlanWriter> {
+    const w = new PlanWriter(path, head, options);
     try {
       await mkdir(dirname(path), { recursive: true });
       w.#body = await open(w.#bodyPath, "wx", 0o600);
@@ -493,14 +509,19 @@ export class PlanWriter {
     if (this.#batchSize >= 1 << 20) await this.#flush();
   }
 
-  /** Adds a skipped entry (any order; sorted at commit). */
-  skip(s: SkippedMailbox): void {
+  /**
+   * Adds a skipped entry (any order; sorted at commit). Entries go to a
+   * sorted spill next to the plan, not kept: a list of a million names
+   * the scan could not plan (a replica not yet seeded, say) costs the
+   * writer one sort batch.
+   */
+  async skip(s: SkippedMailbox): Promise<void> {
     const problems = schemaDefProblems("plan", "skippedMailbox", s);
     if (problems.length > 0)
       throw new InternalError(
         `refusing to write an invalid skipped entry ${JSON.stringify(s.name)}: ${problems[0]?.message}`,
       );
-    this.#skipped.push(s);
+    await this.#skipped.add([s.name, formatSkipped(s)]);
     this.#counts.skipped++;
     this.#counts.bySkipReason[s.reason] = (this.#counts.bySkipReason[s.reason] ?? 0) + 1;
   }
@@ -523,12 +544,6 @@ export class PlanWriter {
       "summary" in totals
         ? totals.summary
         : { ...this.#counts, mailboxes: totals.mailboxes, upToDate: totals.upToDate };
-    this.#skipped.sort((a, b) => compareNames(a.name, b.name));
-    for (let i = 1; i < this.#skipped.length; i++)
-      if (
-        (this.#skipped[i - 1] as SkippedMailbox).name === (this.#skipped[i] as SkippedMailbox).name
-      )
-        throw new InternalError(`skipped entry ${this.#skipped[i]?.name} twice`);
     const header: PlanHeader = { format: PLAN_FORMAT, ...this.head, summary };
     try {
       checkPlanValue({ ...header, mailboxes: [], skipped: [] });
@@ -553,15 +568,13 @@ export class PlanWriter {
           summary.toApply === 0 && this.#prev === undefined ? "mailboxes: []\n" : "mailboxes:\n",
         );
         await copyFile(this.#bodyPath, out);
-        const tail: string[] = [this.#skipped.length === 0 ? "skipped: []\n" : "skipped:\n"];
-        for (const s of this.#skipped) tail.push(`${formatSkipped(s)}\n`);
-        tail.push(`${END_LINE}\n`);
-        await writeAll(out, tail.join(""));
+        await writeAll(out, this.#skipped.count === 0 ? "skipped: []\n" : "skipped:\n");
+        await this.#writeSkipped(out);
+        await writeAll(out, `${END_LINE}\n`);
         await out.sync();
       } finally {
         await out.close();
       }
-      await this.#checkDisjoint();
       await rename(tmp, this.path);
       await fsyncDir(dir);
     } catch (err) {
@@ -570,34 +583,57 @@ export class PlanWriter {
       throw new FileAccessError(`cannot write plan ${this.path}: ${(err as Error).message}`);
     } finally {
       await unlink(this.#bodyPath).catch(() => {});
+      await this.#skipped.discard();
     }
     return summary;
   }
 
-  /** No name both planned and skipped: the body's names walked against the sorted skipped list. */
-  async #checkDisjoint(): Promise<void> {
-    if (this.#skipped.length === 0 || this.#prev === undefined) return;
-    let i = 0;
-    for await (const line of readLines(this.#bodyPath)) {
-      const m = NAME_AT_START.exec(line.text);
-      const name = JSON.parse(m?.[1] ?? '""') as string;
-      while (
-        i < this.#skipped.length &&
-        compareNames((this.#skipped[i] as SkippedMailbox).name, name) < 0
-      )
-        i++;
-      if (i >= this.#skipped.length) return;
-      if ((this.#skipped[i] as SkippedMailbox).name === name)
-        throw new InternalError(`mailbox ${JSON.stringify(name)} is both planned and skipped`);
+  /**
+   * The skipped entries in name order, each name once and none also
+   * planned (the body's names walked alongside, both sorted), a slice at a
+   * time.
+   */
+  async #writeSkipped(out: FileHandle): Promise<void> {
+    const planned = this.#prev === undefined ? undefined : readLines(this.#bodyPath);
+    let p = await planned?.next();
+    let plannedName = p && !p.done ? bodyName(p.value.text) : undefined;
+    let last: string | undefined;
+    let text = "";
+    try {
+      for await (const [name, line] of this.#skipped.sorted()) {
+        const skipped = name as string;
+        if (skipped === last) throw new InternalError(`skipped entry ${skipped} twice`);
+        last = skipped;
+        while (planned && plannedName !== undefined && compareNames(plannedName, skipped) < 0) {
+          p = await planned.next();
+          plannedName = p.done ? undefined : bodyName(p.value.text);
+        }
+        if (plannedName === skipped)
+          throw new InternalError(`mailbox ${JSON.stringify(skipped)} is both planned and skipped`);
+        text += `${line}\n`;
+        if (text.length >= 1 << 20) {
+          await writeAll(out, text);
+          text = "";
+        }
+      }
+      await writeAll(out, text);
+    } finally {
+      await planned?.return(undefined);
     }
   }
 
   /** Drops what was written (an error before commit). */
   async abort(): Promise<void> {
+    await this.#skipped.discard();
     await this.#body?.close().catch(() => {});
     this.#body = undefined;
     await unlink(this.#bodyPath).catch(() => {});
   }
+}
+
+/** The name of a body line (a planned entry the writer wrote). */
+function bodyName(line: string): string {
+  return JSON.parse(NAME_AT_START.exec(line)?.[1] ?? '""') as string;
 }
 
 async function writeAll(file: FileHandle, text: string): Promise<void> {

@@ -82,7 +82,7 @@ describe("guidup-plan/3", () => {
     const { format: _f, summary: _s, mailboxes, skipped, ...head } = plan;
     const writer = await PlanWriter.create(file, head);
     for (const m of mailboxes) await writer.add(m);
-    for (const s of [...skipped].reverse()) writer.skip(s);
+    for (const s of [...skipped].reverse()) await writer.skip(s);
     const summary = await writer.commit({ mailboxes: 20, upToDate: 6 });
     expect(summary).toMatchObject({ mailboxes: 20, toApply: 9, skipped: 5, upToDate: 6 });
     const back = await readPlan(file);
