@@ -112,13 +112,7 @@ describe("MailboxListing", () => {
   });
 
   it("a dump list out of order with repeated lines: sorted, identical repeats dropped, first invalid line kept", async () => {
-    const names = [
-      "user.zoe",
-      "user.amy",
-      "user.bob.Trash",
-      "user.bob",
-      "user.amy.Sent",
-    ];
+    const names = ["user.zoe", "user.amy", "user.bob.Trash", "user.bob", "user.amy.Sent"];
     const lines: string[] = [];
     for (let round = 0; round < 3; round++)
       for (const n of round === 1 ? [...names].reverse() : names)
