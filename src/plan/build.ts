@@ -76,10 +76,13 @@ export function buildPlan(input: BuildPlanInput): Plan {
 /**
  * Names scanned (per side) and turned into entries at a time by
  * writePlanStreaming. Two windows are held (one written while the next is
- * scanned): 5,000 keeps the controller's scans to the 10,000 a window of
- * 10,000 held before the windows overlapped.
+ * scanned). 1,600 is two rounds of the scanning agents (4 per side, 200
+ * names a request), so no agent waits at a window's end for a lone last
+ * batch; and a window's scans now die young: with 5,000 they lived long
+ * enough to be promoted to V8's old space and die there (at 100,000
+ * mailboxes, plan peak RSS 166–176 → 163 MiB, the same plan).
  */
-export const PLAN_WINDOW = 5_000;
+export const PLAN_WINDOW = 1_600;
 
 /** A list already in compareNames order, names unique, read once (mailbox-listing.ts). */
 export interface SortedMailboxes {

@@ -60,8 +60,14 @@ const ENTRY_PREFIX = "  - ";
 
 // --- one entry, one line -------------------------------------------------------
 
+/** Printable ASCII without `"` or `\\`: JSON writes it as it is, and YAML wants nothing escaped. */
+const PLAIN_STRING = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
 /** A string as JSON writes it, with what YAML wants escaped that JSON leaves raw. */
 function quoted(value: string): string {
+  // Names, digests and keys almost always are plain: no JSON.stringify and
+  // no regular expression replace per string (a plan entry has ~50 of them).
+  if (PLAIN_STRING.test(value)) return `"${value}"`;
   return JSON.stringify(value).replace(
     /[\u007f-\u009f\u2028\u2029\ufeff]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
@@ -70,7 +76,12 @@ function quoted(value: string): string {
 
 type Flow = string | number | boolean | readonly Flow[] | { [key: string]: Flow | undefined };
 
-/** "{ "k": v, … }" in the object's key order, undefined values left out. */
+/**
+ * "{ "k": v, … }" in the object's key order, undefined values left out.
+ * Built by appending to one string (no parts arrays, no Object.entries):
+ * the controller formats an entry per planned mailbox, and this was most
+ * of what plan allocated.
+ */
 function flow(value: Flow): string {
   if (typeof value === "string") return quoted(value);
   if (typeof value === "number") {
@@ -78,11 +89,19 @@ function flow(value: Flow): string {
     return String(value);
   }
   if (typeof value === "boolean") return String(value);
-  if (Array.isArray(value)) return `[${value.map(flow).join(", ")}]`;
-  const parts: string[] = [];
-  for (const [k, v] of Object.entries(value))
-    if (v !== undefined) parts.push(`${quoted(k)}: ${flow(v)}`);
-  return parts.length === 0 ? "{}" : `{ ${parts.join(", ")} }`;
+  if (Array.isArray(value)) {
+    let out = "[";
+    for (let i = 0; i < value.length; i++) out += (i === 0 ? "" : ", ") + flow(value[i] as Flow);
+    return `${out}]`;
+  }
+  let out = "";
+  const object = value as { [key: string]: Flow | undefined };
+  for (const k of Object.keys(object)) {
+    const v = object[k];
+    if (v === undefined) continue;
+    out += `${out === "" ? "{ " : ", "}${quoted(k)}: ${flow(v)}`;
+  }
+  return out === "" ? "{}" : `${out} }`;
 }
 
 function ordered<T extends object>(value: T, keys: readonly (keyof T & string)[]): Flow {
@@ -428,6 +447,9 @@ class V3Stream implements PlanStream {
 /** What the writer needs before the first entry: the header but the summary (counted as entries come). */
 export type PlanWriterHead = Omit<PlanHeader, "format" | "summary">;
 
+/** Planned entries' bytes gathered per write of the body. */
+const BODY_BATCH_BYTES = 1 << 20;
+
 export interface PlanWriterOptions {
   /** Skipped entries per sort run (tests make it small to merge many runs). */
   skippedRunRecords?: number;
@@ -446,7 +468,14 @@ export interface PlanWriterOptions {
 export class PlanWriter {
   #body: FileHandle | undefined;
   readonly #bodyPath: string;
-  #batch: string[] = [];
+  /**
+   * Entry lines encoded as they come, written when full. Not an array of
+   * the lines: a formatted line is a tree of string pieces (~5 KB for a
+   * 540-byte line) until flattened, and a megabyte of such lines outlived
+   * the young generation: most of what plan's controller promoted to the
+   * old space, to die there.
+   */
+  readonly #batch = Buffer.allocUnsafe(BODY_BATCH_BYTES);
   #batchSize = 0;
   #prev: string | undefined;
   readonly #skipped: SortedSpill;
@@ -504,9 +533,10 @@ export class PlanWriter {
       c.bytesToHash[side] += one.bytesToHash[side];
     }
     const line = `${formatEntry(m)}\n`;
-    this.#batch.push(line);
-    this.#batchSize += line.length;
-    if (this.#batchSize >= 1 << 20) await this.#flush();
+    const bytes = Buffer.byteLength(line);
+    if (this.#batchSize + bytes > this.#batch.length) await this.#flush();
+    if (bytes > this.#batch.length) await writeAll(this.#body as FileHandle, line);
+    else this.#batchSize += this.#batch.write(line, this.#batchSize, "utf8");
   }
 
   /**
@@ -527,9 +557,8 @@ export class PlanWriter {
   }
 
   async #flush(): Promise<void> {
-    if (this.#batch.length === 0) return;
-    await writeAll(this.#body as FileHandle, this.#batch.join(""));
-    this.#batch = [];
+    if (this.#batchSize === 0) return;
+    await writeBytes(this.#body as FileHandle, this.#batch.subarray(0, this.#batchSize));
     this.#batchSize = 0;
   }
 
@@ -637,7 +666,10 @@ function bodyName(line: string): string {
 }
 
 async function writeAll(file: FileHandle, text: string): Promise<void> {
-  const data = Buffer.from(text, "utf8");
+  await writeBytes(file, Buffer.from(text, "utf8"));
+}
+
+async function writeBytes(file: FileHandle, data: Buffer): Promise<void> {
   for (let done = 0; done < data.length; ) {
     const { bytesWritten } = await file.write(data, done, data.length - done);
     done += bytesWritten;
