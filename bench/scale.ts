@@ -279,7 +279,7 @@ async function main(): Promise<void> {
       const last = rows.at(-1);
       if (first && last && first !== last)
         log(
-          `${command}: peak RSS ${last.size} / ${first.size} (baseline, this run) = ${(last.maxRssBytes / first.maxRssBytes).toFixed(2)}× for ${(Number(last.size) / Number(first.size)).toFixed(0)}× the mailboxes`,
+          `${command}: peak RSS ${rows.map((f) => `${(f.maxRssBytes / MiB).toFixed(0)} MiB at ${f.size}`).join(", ")}; ${last.size} / ${first.size} (baseline, this run) = ${(last.maxRssBytes / first.maxRssBytes).toFixed(2)}× for ${(Number(last.size) / Number(first.size)).toFixed(0)}× the mailboxes`,
         );
     }
     const base = all.find((f) => f.command === "status" && f.size === String(sizes[0]));

@@ -24,10 +24,7 @@ import { readLineBatches } from "../plan/line-reader.js";
 import type { MailboxRef } from "../protocol/messages.js";
 import { AgentClient, type AgentClientOptions } from "../transport/agent-client.js";
 import type { HostConnection } from "../transport/types.js";
-import type { MailboxSource } from "./scan-pair.js";
-
-/** Mailboxes (and invalid entries) per discover page: ~50 bytes each on the wire. */
-export const DISCOVER_PAGE = 10_000;
+import { DISCOVER_PAGE, type MailboxSource } from "./scan-pair.js";
 
 export interface ListingOptions {
   /** Read a list even when most lines are not names (--skip-sanity-checks). */
