@@ -18,19 +18,22 @@
 // the same commands at 10k in this run (ratios), as the house rules ask.
 //
 // `plan` runs twice per size: the list from the generator's file, and from
-// the master's discovery (pages from its agent). --plan-only measures plan
-// alone (no show/apply/status, no 1M shape): the run for bigger real sizes.
+// the master's discovery (pages from its agent); and once over a list of
+// --grow names (reversed) on the smallest real pair, every name beyond it
+// scanned missing and skipped: plan's controller at a million listed
+// mailboxes. --plan-only measures plan alone (no show/apply/status, no 1M
+// plan shape).
 //
 // Run: `node dist/bench/scale.js [--sizes 10000,100000] [--grow 1000000]
 // [--batch 2000] [--dir D] [--keep] [--plan-only]`.
 
 import { spawn } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { mkdtemp, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { generate } from "./plan.js";
+import { generate, mailboxName } from "./plan.js";
 import { goalLine, machineLine } from "./report.js";
 import { growPlan } from "./scale-gen.js";
 
@@ -167,6 +170,55 @@ async function realSize(
   return { root, plan, figures, perSide };
 }
 
+/**
+ * `plan` of the real pair at `root` (the generator's first `real` names)
+ * through a list of `n` names, written in reverse order: every name beyond
+ * the real ones is scanned on both sides, found missing and skipped. The
+ * controller sorts the whole list, reads it a window at a time and spills
+ * n - real skipped entries: plan's memory at n listed mailboxes, with n
+ * real scans' worth of agent work, on a spool that fits.
+ */
+async function planListShape(root: string, real: number, n: number, log: (s: string) => void) {
+  const list = join(root, `list-${n}.txt`);
+  const fd = openSync(list, "w");
+  try {
+    for (let i = n - 1; i >= 0; ) {
+      let chunk = "";
+      for (let k = 0; k < 10_000 && i >= 0; k++, i--) chunk += `${mailboxName(i)}\n`;
+      writeSync(fd, chunk);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  const inv = join(root, `inventory-${n}.yaml`);
+  writeFileSync(inv, inventory(root, list));
+  const plan = join(root, `plan-${n}.yaml`);
+  const size = `${n / 1_000_000}M list`;
+  const f = await run(size, `plan (${real / 1000}k real)`, [
+    "plan",
+    "--inventory",
+    inv,
+    "--out",
+    plan,
+    "--skip-sanity-checks",
+  ]);
+  log(
+    line(
+      f,
+      `  ${f.out
+        .trim()
+        .split("\n")
+        .at(-1)
+        ?.replace(
+          /^.*: pair scale, /,
+          "",
+        )}, plan file ${((await stat(plan)).size / MiB).toFixed(0)} MiB`,
+    ),
+  );
+  rmSync(plan, { force: true });
+  return f;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -197,6 +249,7 @@ async function main(): Promise<void> {
       perSide.push(r.perSide);
       if (small === undefined) small = r;
     }
+    if (grow > 0 && small) all.push(await planListShape(small.root, sizes[0] as number, grow, log));
     if (grow > 0 && small && !values["plan-only"]) {
       const t = performance.now();
       const big = await growPlan(small.plan, join(small.root, "plan-1m.yaml"), grow);

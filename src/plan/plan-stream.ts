@@ -551,7 +551,10 @@ export class PlanWriter {
       throw new InternalError(
         `refusing to write an invalid skipped entry ${JSON.stringify(s.name)}: ${problems[0]?.message}`,
       );
-    await this.#skipped.add([s.name, formatSkipped(s)]);
+    // The fields, formatted at commit: a formatted line is a tree of string
+    // pieces many times its size until written, and a sort batch holds
+    // 20,000 of them.
+    await this.#skipped.add([s.name, s.reason, s.detail]);
     this.#counts.skipped++;
     this.#counts.bySkipReason[s.reason] = (this.#counts.bySkipReason[s.reason] ?? 0) + 1;
   }
@@ -629,7 +632,7 @@ export class PlanWriter {
     let last: string | undefined;
     let text = "";
     try {
-      for await (const [name, line] of this.#skipped.sorted()) {
+      for await (const [name, reason, detail] of this.#skipped.sorted()) {
         const skipped = name as string;
         if (skipped === last) throw new InternalError(`skipped entry ${skipped} twice`);
         last = skipped;
@@ -639,7 +642,7 @@ export class PlanWriter {
         }
         if (plannedName === skipped)
           throw new InternalError(`mailbox ${JSON.stringify(skipped)} is both planned and skipped`);
-        text += `${line}\n`;
+        text += `${formatSkipped({ name: skipped, reason: reason as SkippedMailbox["reason"], detail: detail as string })}\n`;
         if (text.length >= 1 << 20) {
           await writeAll(out, text);
           text = "";
