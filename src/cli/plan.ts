@@ -252,7 +252,7 @@ async function planListed(
     const counts = await writePlanStreaming(
       {
         target,
-        mailboxes: { inOrder: list.mailboxes(), count: list.count },
+        mailboxes: { inOrder: list.mailboxes() },
         excluded: list.excluded(),
         invalid: list.invalid(),
         scan: async (window) => {

@@ -87,7 +87,6 @@ export const PLAN_WINDOW = 1_600;
 /** A list already in compareNames order, names unique, read once (mailbox-listing.ts). */
 export interface SortedMailboxes {
   inOrder: AsyncIterable<MailboxRef>;
-  count: number;
 }
 
 type Skips =
