@@ -122,7 +122,7 @@ function imapdConf(root: string): string {
 }
 
 /** user.<a..z><base36 i> and every second one its .Sent: 26 hash buckets, nested dirs. */
-function mailboxName(i: number): string {
+export function mailboxName(i: number): string {
   const user = `${String.fromCharCode(97 + ((i >> 1) % 26))}${(i >> 1).toString(36)}`;
   return i % 2 === 0 ? `user.${user}` : `user.${user}.Sent`;
 }

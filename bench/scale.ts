@@ -20,16 +20,23 @@
 // to first mailbox and to exit, the plan as guidup wrote it against the
 // same plan without its bodySha256 (every entry checked first), alternating.
 //
+// `plan` runs twice per size: the list from the generator's file, and from
+// the master's discovery (pages from its agent); and once over a list of
+// --grow names (reversed) on the smallest real pair, every name beyond it
+// scanned missing and skipped: plan's controller at a million listed
+// mailboxes. --plan-only measures plan alone (no show/apply/status, no 1M
+// plan shape).
+//
 // Run: `node dist/bench/scale.js [--sizes 10000,100000] [--grow 1000000]
-// [--batch 2000] [--first-repeat 2] [--dir D] [--keep]`.
+// [--batch 2000] [--first-repeat 2] [--dir D] [--keep] [--plan-only]`.
 
 import { spawn } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { mkdtemp, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { generate } from "./plan.js";
+import { generate, mailboxName } from "./plan.js";
 import { goalLine, machineLine } from "./report.js";
 import { firstApplies } from "./scale-first-apply.js";
 import { growPlan } from "./scale-gen.js";
@@ -94,7 +101,8 @@ function run(size: string, label: string, args: string[], okCodes = [0]): Promis
   });
 }
 
-function inventory(root: string, list: string): string {
+/** The pair's inventory, its list from the generator's file or from the master's discovery. */
+function inventory(root: string, list: string | "discover"): string {
   const host = (side: string) =>
     [
       `    ${side}:`,
@@ -102,14 +110,22 @@ function inventory(root: string, list: string): string {
       `      config: ${JSON.stringify(join(root, side, "imapd.conf"))}`,
       `      name: ${side}`,
     ].join("\n");
-  return `pairs:\n  - name: scale\n    mailboxes: { file: ${JSON.stringify(list)} }\n${host("master")}\n${host("replica")}\n`;
+  const mailboxes =
+    list === "discover" ? "{ discover: true }" : `{ file: ${JSON.stringify(list)} }`;
+  return `pairs:\n  - name: scale\n    mailboxes: ${mailboxes}\n${host("master")}\n${host("replica")}\n`;
 }
 
 function line(f: Figures, extra = ""): string {
   return `  ${f.size.padStart(9)}  ${f.command.padEnd(22)} ${(f.ms / 1000).toFixed(2).padStart(8)} s  peak RSS ${(f.maxRssBytes / MiB).toFixed(0).padStart(4)} MiB  CPU ${(f.cpuMs / 1000).toFixed(2).padStart(7)} s${extra}`;
 }
 
-async function realSize(parent: string, n: number, batch: number, log: (s: string) => void) {
+async function realSize(
+  parent: string,
+  n: number,
+  batch: number,
+  planOnly: boolean,
+  log: (s: string) => void,
+) {
   const root = join(parent, `real-${n}`);
   mkdirSync(root, { recursive: true });
   let t = performance.now();
@@ -129,6 +145,19 @@ async function realSize(parent: string, n: number, batch: number, log: (s: strin
       `  ${Math.round(perSide)} mailboxes/s per side, controller CPU ${((p.cpuMs * 1000) / n).toFixed(0)} µs/mailbox, plan file ${((await stat(plan)).size / MiB).toFixed(0)} MiB`,
     ),
   );
+  // The same pair listed by the master's discovery (pages from the agent).
+  const discoverInv = join(root, "inventory-discover.yaml");
+  writeFileSync(discoverInv, inventory(root, "discover"));
+  const d = await run(size, "plan (discover)", [
+    "plan",
+    "--inventory",
+    discoverInv,
+    "--out",
+    join(root, "plan-discover.yaml"),
+  ]);
+  figures.push(d);
+  log(line(d, `  ${Math.round(n / (d.ms / 1000))} mailboxes/s per side`));
+  if (planOnly) return { root, plan, figures, perSide };
   figures.push(await run(size, "show --summary", ["show", plan, "--summary"]));
   log(line(figures.at(-1) as Figures));
   t = performance.now();
@@ -145,6 +174,55 @@ async function realSize(parent: string, n: number, batch: number, log: (s: strin
   return { root, plan, figures, perSide };
 }
 
+/**
+ * `plan` of the real pair at `root` (the generator's first `real` names)
+ * through a list of `n` names, written in reverse order: every name beyond
+ * the real ones is scanned on both sides, found missing and skipped. The
+ * controller sorts the whole list, reads it a window at a time and spills
+ * n - real skipped entries: plan's memory at n listed mailboxes, with n
+ * real scans' worth of agent work, on a spool that fits.
+ */
+async function planListShape(root: string, real: number, n: number, log: (s: string) => void) {
+  const list = join(root, `list-${n}.txt`);
+  const fd = openSync(list, "w");
+  try {
+    for (let i = n - 1; i >= 0; ) {
+      let chunk = "";
+      for (let k = 0; k < 10_000 && i >= 0; k++, i--) chunk += `${mailboxName(i)}\n`;
+      writeSync(fd, chunk);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  const inv = join(root, `inventory-${n}.yaml`);
+  writeFileSync(inv, inventory(root, list));
+  const plan = join(root, `plan-${n}.yaml`);
+  const size = `${n / 1_000_000}M list`;
+  const f = await run(size, `plan (${real / 1000}k real)`, [
+    "plan",
+    "--inventory",
+    inv,
+    "--out",
+    plan,
+    "--skip-sanity-checks",
+  ]);
+  log(
+    line(
+      f,
+      `  ${f.out
+        .trim()
+        .split("\n")
+        .at(-1)
+        ?.replace(
+          /^.*: pair scale, /,
+          "",
+        )}, plan file ${((await stat(plan)).size / MiB).toFixed(0)} MiB`,
+    ),
+  );
+  rmSync(plan, { force: true });
+  return f;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -154,6 +232,7 @@ async function main(): Promise<void> {
       "first-repeat": { type: "string", default: "2" },
       dir: { type: "string" },
       keep: { type: "boolean" },
+      "plan-only": { type: "boolean" },
     },
   });
   const log = (s: string) => console.log(s);
@@ -171,12 +250,13 @@ async function main(): Promise<void> {
   let firstGoals: string[] = [];
   try {
     for (const n of sizes) {
-      const r = await realSize(parent, n, batch, log);
+      const r = await realSize(parent, n, batch, values["plan-only"] === true, log);
       all.push(...r.figures);
       perSide.push(r.perSide);
       if (small === undefined) small = r;
     }
-    if (grow > 0 && small) {
+    if (grow > 0 && small) all.push(await planListShape(small.root, sizes[0] as number, grow, log));
+    if (grow > 0 && small && !values["plan-only"]) {
       const t = performance.now();
       const big = await growPlan(small.plan, join(small.root, "plan-1m.yaml"), grow);
       const size = `${grow / 1_000_000}M shape`;
@@ -255,6 +335,18 @@ async function main(): Promise<void> {
         }),
       );
     });
+    // Flat memory: plan's peak RSS at the largest size against the smallest,
+    // the baseline measured in this run (the list is sorted through files
+    // and read a window at a time, so nothing held grows with N).
+    for (const command of ["plan", "plan (discover)"]) {
+      const rows = all.filter((f) => f.command === command);
+      const first = rows[0];
+      const last = rows.at(-1);
+      if (first && last && first !== last)
+        log(
+          `${command}: peak RSS ${rows.map((f) => `${(f.maxRssBytes / MiB).toFixed(0)} MiB at ${f.size}`).join(", ")}; ${last.size} / ${first.size} (baseline, this run) = ${(last.maxRssBytes / first.maxRssBytes).toFixed(2)}× for ${(Number(last.size) / Number(first.size)).toFixed(0)}× the mailboxes`,
+        );
+    }
     const base = all.find((f) => f.command === "status" && f.size === String(sizes[0]));
     const top = all.filter((f) => f.command === "status").at(-1);
     if (base && top && top !== base)

@@ -9,6 +9,7 @@ import { hostname } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import type { ImapdConf } from "../cyrus/imapd-conf.js";
 import { checkPartitionRoots } from "../cyrus/imapd-conf.js";
+import type { Discovery } from "../cyrus/mailbox-list.js";
 import { MailboxNameError, validateMailboxName } from "../cyrus/mailbox-path.js";
 import { ERRORS, type ErrorCode, errorMessage, GuidupError } from "../errors.js";
 import { encodeLine, LineReader } from "../protocol/framing.js";
@@ -43,6 +44,8 @@ interface Context {
   /** The mailbox session and the pair lock are made (and their code loaded) on first use. */
   session: () => Promise<MailboxSession>;
   pairLock: () => Promise<PairLock>;
+  /** What the last paged discover found, kept for its next pages. */
+  discovered: { found?: Discovery };
   progress: (p: Record<string, number | string>) => void;
   signal: AbortSignal;
 }
@@ -70,9 +73,27 @@ const handlers: { [K in Op]: Handler<K> } = {
       ),
     };
   },
-  discover: async (_req, { conf }) => {
+  discover: async (req, { conf, discovered }) => {
     const { discoverMailboxDirs } = await import("../cyrus/mailbox-list.js");
-    return await discoverMailboxDirs(conf);
+    if (req.page === undefined) return await discoverMailboxDirs(conf);
+    const { from, size } = req.page;
+    if (!Number.isInteger(from) || from < 0 || !Number.isInteger(size) || size < 1)
+      throw new ProtocolRequestError(
+        `discover page needs whole numbers from >= 0 and size >= 1, got ${JSON.stringify(req.page)}`,
+      );
+    if (from === 0) discovered.found = await discoverMailboxDirs(conf);
+    const found = discovered.found;
+    if (found === undefined)
+      throw new ProtocolRequestError("discover page asked before the first (from 0)");
+    const end = from + size;
+    const more = end < found.mailboxes.length || end < found.invalid.length;
+    // The last page lets the list go: the walk is not needed again.
+    if (!more) discovered.found = undefined;
+    return {
+      mailboxes: found.mailboxes.slice(from, end),
+      invalid: found.invalid.slice(from, end),
+      more,
+    };
   },
   hash: (req, { conf, progress, signal }) =>
     hashMailboxes(
@@ -246,6 +267,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       return pairLock;
     },
   };
+  const discovered: { found?: Discovery } = {};
   const abort = new AbortController();
   const send = (obj: unknown) => output.write(encodeLine(obj));
   const hello: Hello = {
@@ -296,7 +318,14 @@ export async function serve(options: ServeOptions): Promise<void> {
       if (line.trim() === "") continue;
       await handleLine(
         line,
-        { conf: options.conf, pool, ...parts, signal: abort.signal, progress: () => {} },
+        {
+          conf: options.conf,
+          pool,
+          ...parts,
+          discovered,
+          signal: abort.signal,
+          progress: () => {},
+        },
         send,
         log,
       );

@@ -13,6 +13,9 @@ import type { HostConnection } from "../transport/types.js";
 /** Where the mailbox list comes from (inventory `mailboxes:`). */
 export type MailboxSource = { command: string } | { file: string } | { discover: true };
 
+/** Mailboxes (and invalid entries) per discover page: ~50 bytes each on the wire. */
+export const DISCOVER_PAGE = 10_000;
+
 /** Names per scan request: small enough for steady progress, big enough to amortise round trips. */
 export const SCAN_BATCH = 200;
 /** Agents per host while scanning (each is one SSH channel). */
@@ -55,15 +58,19 @@ export async function listMailboxes(
   if ("discover" in source) {
     const agent = await AgentClient.start(master, clientOptions);
     try {
-      const { mailboxes, invalid } = await agent.request("discover", {});
-      return {
-        mailboxes,
-        excluded: [],
-        invalid: (invalid ?? []).map((i) => ({
-          name: i.name,
-          reason: `${agent.host}: ${i.reason}`,
-        })),
-      };
+      // In pages: one reply of a million names would be ~50 MB on one
+      // line, near the framing's cap (plan itself never holds the list:
+      // mailbox-listing.ts).
+      const mailboxes: MailboxRef[] = [];
+      const invalid: { name: string; reason: string }[] = [];
+      for (let from = 0; ; from += DISCOVER_PAGE) {
+        const page = await agent.request("discover", { page: { from, size: DISCOVER_PAGE } });
+        mailboxes.push(...page.mailboxes);
+        for (const i of page.invalid ?? [])
+          invalid.push({ name: i.name, reason: `${agent.host}: ${i.reason}` });
+        if (page.more !== true) break;
+      }
+      return { mailboxes, excluded: [], invalid };
     } finally {
       await agent.close();
     }

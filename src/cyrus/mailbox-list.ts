@@ -89,12 +89,7 @@ function describeMbtype(mbtype: number): string {
   return `mbtype ${mbtype} (${parts.join("; ")})`;
 }
 
-interface ParsedLine {
-  name: string;
-  partition?: string;
-  excludedReason?: string;
-  line: number;
-}
+type ParsedLine = ParsedListEntry;
 
 /**
  * One `ctl_mboxlist -d` line of any 2.3 format, parsed the way 2.3.16's own
@@ -132,97 +127,156 @@ function parseDumpLine(text: string, source: string, line: number): ParsedLine {
  */
 const LIST_NAME_POLICY = { virtDomains: "userid" } as const;
 
+/** One line of a mailbox list as parsed: a name, or why it is not one. */
+export type ListLine =
+  | { kind: "entry"; entry: ParsedListEntry }
+  | { kind: "invalid"; invalid: InvalidMailbox }
+  | { kind: "ignored" };
+
+/** A list line naming a mailbox (local, or excluded with the reason). */
+export interface ParsedListEntry {
+  name: string;
+  partition?: string;
+  excludedReason?: string;
+  line: number;
+}
+
 /**
- * Parses a mailbox list: either `ctl_mboxlist -d` output (lines containing a
- * TAB) or one internal name per line. A line is taken exactly as written:
- * only its terminator (LF or CRLF) is removed, so `user.bob.trail ` keeps its
- * space. Empty and whitespace-only lines and plain lines starting with `#`
- * are skipped. A file must be one format or the other.
- * Entries with a non-zero mbtype are returned in `excluded`, names Cyrus
- * would not accept in `invalid` (each with its line and reason). A list
- * whose lines mostly are not mailbox names is refused as "not a mailbox list
- * in a known format" unless `acceptSuspicious`. Identical duplicates are
- * dropped; the same name with two different partitions or types is an
- * error, since one of them must be wrong.
+ * A mailbox list read line by line (the file need not be held): each line
+ * is classified as it comes, and `check()` at the end refuses a list that
+ * is not one (suspicious, mixed formats, malformed dump lines) with the same
+ * errors whether it was held whole or streamed. Lines: either `ctl_mboxlist
+ * -d` output (lines containing a TAB) or one internal name per line, taken
+ * exactly as written (only the terminator, LF or CRLF, is removed, so
+ * `user.bob.trail ` keeps its space). Empty and whitespace-only lines and
+ * plain lines starting with `#` are skipped. A file must be one format or
+ * the other.
+ */
+export class MailboxListLines {
+  #good = 0;
+  #invalid = 0;
+  #firstInvalid: string | undefined;
+  #malformed = 0;
+  readonly #malformedShown: string[] = [];
+  #dumpFormat: boolean | undefined;
+  #mixedAt: number | undefined;
+
+  constructor(
+    readonly source: string,
+    readonly options: ParseListOptions = {},
+  ) {}
+
+  /** Classifies line `lineNo` (1-based), its terminator already removed but a CR. */
+  line(text: string, lineNo: number): ListLine {
+    const raw = text.endsWith("\r") ? text.slice(0, -1) : text;
+    if (raw.trim() === "") return { kind: "ignored" };
+    const isDump = raw.includes("\t");
+    if (!isDump && raw.startsWith("#")) return { kind: "ignored" };
+    if (this.#dumpFormat === undefined) this.#dumpFormat = isDump;
+    if (this.#dumpFormat !== isDump) this.#mixedAt ??= lineNo;
+    let entry: ParsedLine;
+    try {
+      entry = isDump ? parseDumpLine(raw, this.source, lineNo) : { name: raw, line: lineNo };
+    } catch (err) {
+      if (!(err instanceof CyrusFormatError)) throw err;
+      this.#malformed++;
+      if (this.#malformedShown.length < 3) this.#malformedShown.push(err.message);
+      return { kind: "ignored" };
+    }
+    try {
+      validateMailboxName(entry.name, LIST_NAME_POLICY);
+    } catch (err) {
+      if (!(err instanceof MailboxNameError)) throw err;
+      const reason = `${this.source}:${lineNo}: ${err.message}`;
+      this.#invalid++;
+      this.#firstInvalid ??= reason;
+      return { kind: "invalid", invalid: { name: entry.name, reason } };
+    }
+    this.#good++;
+    return { kind: "entry", entry };
+  }
+
+  /**
+   * After the last line: a list whose lines mostly are not mailbox names is
+   * refused as "not a mailbox list in a known format" unless
+   * `acceptSuspicious`; mixed formats and malformed dump lines always are.
+   */
+  check(): void {
+    const source = this.source;
+    const bad = this.#malformed + this.#invalid;
+    const parsed = this.#good;
+    const suspicious =
+      bad > 0 && (parsed === 0 || (bad > parsed && bad >= SUSPICIOUS_MIN_BAD_LINES));
+    if (suspicious && !this.options.acceptSuspicious) {
+      const first = this.#malformedShown[0] ?? this.#firstInvalid ?? "";
+      throw new CyrusFormatError(
+        `${source}: not a mailbox list in a known format (ctl_mboxlist -d output or one mailbox name per line): ${bad} of ${bad + parsed} lines are neither, the first: ${first.startsWith(`${source}:`) ? `line ${first.slice(source.length + 1)}` : first}`,
+        { source },
+      );
+    }
+    if (this.#mixedAt !== undefined) {
+      throw new CyrusFormatError(
+        `${source}:${this.#mixedAt}: mixes ctl_mboxlist -d lines and plain mailbox names`,
+        { source, line: this.#mixedAt },
+      );
+    }
+    if (this.#malformed > 0) {
+      throw new CyrusFormatError(
+        `${this.#malformedShown.join("; ")}${this.#malformed > 3 ? `; and ${this.#malformed - 3} more` : ""}`,
+        { source },
+      );
+    }
+  }
+}
+
+/** The error for a name listed twice with different entries (`first` came earlier). */
+export function conflictingEntryError(
+  source: string,
+  first: ParsedListEntry,
+  again: ParsedListEntry,
+): CyrusFormatError {
+  return new CyrusFormatError(
+    `${source}:${again.line}: mailbox ${again.name} listed again with a different entry (first at line ${first.line})`,
+    { source, line: again.line, name: again.name },
+  );
+}
+
+/** Whether two entries of one name say the same (identical duplicates are dropped). */
+export function sameListEntry(a: ParsedListEntry, b: ParsedListEntry): boolean {
+  return a.partition === b.partition && a.excludedReason === b.excludedReason;
+}
+
+/**
+ * Parses a mailbox list held whole (MailboxListLines says which lines are
+ * names). Entries with a non-zero mbtype are returned in `excluded`, names
+ * Cyrus would not accept in `invalid` (each with its line and reason).
+ * Identical duplicates are dropped; the same name with two different
+ * partitions or types is an error, since one of them must be wrong.
  */
 export function parseMailboxList(
   text: string,
   source: string,
   options: ParseListOptions = {},
 ): MailboxList {
-  const parsed: ParsedLine[] = [];
-  const malformed: CyrusFormatError[] = [];
-  const invalid: (InvalidMailbox & { line: number })[] = [];
-  let dumpFormat: boolean | undefined;
-  let mixedAt: number | undefined;
+  const lines = new MailboxListLines(source, options);
+  const parsed: ParsedListEntry[] = [];
+  const invalid: InvalidMailbox[] = [];
   const rawLines = text.split("\n");
   for (let i = 0; i < rawLines.length; i++) {
-    const lineNo = i + 1;
-    const raw = (rawLines[i] ?? "").replace(/\r$/, "");
-    if (raw.trim() === "") continue;
-    const isDump = raw.includes("\t");
-    if (!isDump && raw.startsWith("#")) continue;
-    if (dumpFormat === undefined) dumpFormat = isDump;
-    if (dumpFormat !== isDump) mixedAt ??= lineNo;
-    let entry: ParsedLine;
-    try {
-      entry = isDump ? parseDumpLine(raw, source, lineNo) : { name: raw, line: lineNo };
-    } catch (err) {
-      if (!(err instanceof CyrusFormatError)) throw err;
-      malformed.push(err);
-      continue;
-    }
-    try {
-      validateMailboxName(entry.name, LIST_NAME_POLICY);
-    } catch (err) {
-      if (!(err instanceof MailboxNameError)) throw err;
-      invalid.push({
-        name: entry.name,
-        line: lineNo,
-        reason: `${source}:${lineNo}: ${err.message}`,
-      });
-      continue;
-    }
-    parsed.push(entry);
+    const got = lines.line(rawLines[i] ?? "", i + 1);
+    if (got.kind === "entry") parsed.push(got.entry);
+    else if (got.kind === "invalid") invalid.push(got.invalid);
   }
+  lines.check();
 
-  const bad = malformed.length + invalid.length;
-  const suspicious =
-    bad > 0 && (parsed.length === 0 || (bad > parsed.length && bad >= SUSPICIOUS_MIN_BAD_LINES));
-  if (suspicious && !options.acceptSuspicious) {
-    const first = malformed[0]?.message ?? invalid[0]?.reason ?? "";
-    throw new CyrusFormatError(
-      `${source}: not a mailbox list in a known format (ctl_mboxlist -d output or one mailbox name per line): ${bad} of ${bad + parsed.length} lines are neither, the first: ${first.startsWith(`${source}:`) ? `line ${first.slice(source.length + 1)}` : first}`,
-      { source },
-    );
-  }
-  if (mixedAt !== undefined) {
-    throw new CyrusFormatError(
-      `${source}:${mixedAt}: mixes ctl_mboxlist -d lines and plain mailbox names`,
-      { source, line: mixedAt },
-    );
-  }
-  if (malformed.length > 0) {
-    const shown = malformed.slice(0, 3).map((e) => e.message);
-    throw new CyrusFormatError(
-      `${shown.join("; ")}${malformed.length > 3 ? `; and ${malformed.length - 3} more` : ""}`,
-      { source },
-    );
-  }
-
-  const byName = new Map<string, ParsedLine>();
+  const byName = new Map<string, ParsedListEntry>();
   for (const entry of parsed) {
     const earlier = byName.get(entry.name);
     if (earlier === undefined) {
       byName.set(entry.name, entry);
       continue;
     }
-    if (earlier.partition !== entry.partition || earlier.excludedReason !== entry.excludedReason) {
-      throw new CyrusFormatError(
-        `${source}:${entry.line}: mailbox ${entry.name} listed again with a different entry (first at line ${earlier.line})`,
-        { source, line: entry.line, name: entry.name },
-      );
-    }
+    if (!sameListEntry(earlier, entry)) throw conflictingEntryError(source, earlier, entry);
   }
 
   const mailboxes: MailboxListEntry[] = [];

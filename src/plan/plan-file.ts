@@ -344,7 +344,7 @@ export async function writePlan(path: string, plan: Plan): Promise<void> {
   const writer = await PlanWriter.create(path, head);
   try {
     for (const m of mailboxes) await writer.add(m);
-    for (const s of skipped) writer.skip(s);
+    for (const s of skipped) await writer.skip(s);
   } catch (err) {
     await writer.abort();
     throw err;

@@ -40,6 +40,7 @@ import { dirname } from "node:path";
 import { Worker } from "node:worker_threads";
 import { FileAccessError, InternalError } from "../errors.js";
 import { fsyncDir, tempPathFor } from "../fsutil/atomic-file.js";
+import { SortedSpill } from "../fsutil/sorted-spill.js";
 import { compareNames, summarize } from "./build.js";
 import { type Line, readLineBatches, readLines } from "./line-reader.js";
 import {
@@ -66,8 +67,14 @@ const ENTRY_PREFIX = "  - ";
 
 // --- one entry, one line -------------------------------------------------------
 
+/** Printable ASCII without `"` or `\\`: JSON writes it as it is, and YAML wants nothing escaped. */
+const PLAIN_STRING = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
 /** A string as JSON writes it, with what YAML wants escaped that JSON leaves raw. */
 function quoted(value: string): string {
+  // Names, digests and keys almost always are plain: no JSON.stringify and
+  // no regular expression replace per string (a plan entry has ~50 of them).
+  if (PLAIN_STRING.test(value)) return `"${value}"`;
   return JSON.stringify(value).replace(
     /[\u007f-\u009f\u2028\u2029\ufeff]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
@@ -76,7 +83,12 @@ function quoted(value: string): string {
 
 type Flow = string | number | boolean | readonly Flow[] | { [key: string]: Flow | undefined };
 
-/** "{ "k": v, … }" in the object's key order, undefined values left out. */
+/**
+ * "{ "k": v, … }" in the object's key order, undefined values left out.
+ * Built by appending to one string (no parts arrays, no Object.entries):
+ * the controller formats an entry per planned mailbox, and this was most
+ * of what plan allocated.
+ */
 function flow(value: Flow): string {
   if (typeof value === "string") return quoted(value);
   if (typeof value === "number") {
@@ -84,11 +96,19 @@ function flow(value: Flow): string {
     return String(value);
   }
   if (typeof value === "boolean") return String(value);
-  if (Array.isArray(value)) return `[${value.map(flow).join(", ")}]`;
-  const parts: string[] = [];
-  for (const [k, v] of Object.entries(value))
-    if (v !== undefined) parts.push(`${quoted(k)}: ${flow(v)}`);
-  return parts.length === 0 ? "{}" : `{ ${parts.join(", ")} }`;
+  if (Array.isArray(value)) {
+    let out = "[";
+    for (let i = 0; i < value.length; i++) out += (i === 0 ? "" : ", ") + flow(value[i] as Flow);
+    return `${out}]`;
+  }
+  let out = "";
+  const object = value as { [key: string]: Flow | undefined };
+  for (const k of Object.keys(object)) {
+    const v = object[k];
+    if (v === undefined) continue;
+    out += `${out === "" ? "{ " : ", "}${quoted(k)}: ${flow(v)}`;
+  }
+  return out === "" ? "{}" : `${out} }`;
 }
 
 function ordered<T extends object>(value: T, keys: readonly (keyof T & string)[]): Flow {
@@ -487,10 +507,18 @@ class V3Stream implements PlanStream {
 /** What the writer needs before the first entry: the header but the summary (counted as entries come) and the body's digest. */
 export type PlanWriterHead = Omit<PlanHeader, "format" | "summary" | "bodySha256">;
 
+/** Planned entries' bytes gathered per write of the body. */
+const BODY_BATCH_BYTES = 1 << 20;
+
+export interface PlanWriterOptions {
+  /** Skipped entries per sort run (tests make it small to merge many runs). */
+  skippedRunRecords?: number;
+}
+
 /**
  * Writes a /3 plan entry by entry: planned entries go to a temporary body
- * file as they come (in name order), skipped ones are kept (they are few:
- * the mailboxes the scan could not plan) and sorted; commit writes the
+ * file as they come (in name order), skipped ones to a sorted spill
+ * (fsutil/sorted-spill.ts: any order, held a batch at a time); commit writes the
  * header with the summary counted over the entries, the body and the
  * skipped entries into a temporary file, fsyncs, renames it over `path` and
  * fsyncs the directory. A crash leaves the old file or the new one, and at
@@ -500,10 +528,17 @@ export type PlanWriterHead = Omit<PlanHeader, "format" | "summary" | "bodySha256
 export class PlanWriter {
   #body: FileHandle | undefined;
   readonly #bodyPath: string;
-  #batch: string[] = [];
+  /**
+   * Entry lines encoded as they come, written when full. Not an array of
+   * the lines: a formatted line is a tree of string pieces (~5 KB for a
+   * 540-byte line) until flattened, and a megabyte of such lines outlived
+   * the young generation: most of what plan's controller promoted to the
+   * old space, to die there.
+   */
+  readonly #batch = Buffer.allocUnsafe(BODY_BATCH_BYTES);
   #batchSize = 0;
   #prev: string | undefined;
-  readonly #skipped: SkippedMailbox[] = [];
+  readonly #skipped: SortedSpill;
   readonly #counts: PlanSummary;
   /** The header's bodySha256: of every byte written after the "mailboxes:" line. */
   readonly #bodyDigest: Hash = createHash("sha256");
@@ -512,16 +547,26 @@ export class PlanWriter {
   private constructor(
     readonly path: string,
     head: PlanWriterHead,
+    options: PlanWriterOptions,
   ) {
     this.#bodyPath = tempPathFor(path);
+    this.#skipped = new SortedSpill({
+      pathPrefix: `${this.#bodyPath}.skipped`,
+      compare: compareNames,
+      ...(options.skippedRunRecords ? { runRecords: options.skippedRunRecords } : {}),
+    });
     this.#counts = summarize(0, [], [], 0);
     // A header read from another plan carries that plan's digest: never copied.
     const { bodySha256: _, ...own } = head as PlanWriterHead & { bodySha256?: string };
     this.head = own;
   }
 
-  static async create(path: string, head: PlanWriterHead): Promise<PlanWriter> {
-    const w = new PlanWriter(path, head);
+  static async create(
+    path: string,
+    head: PlanWriterHead,
+    options: PlanWriterOptions = {},
+  ): Promise<PlanWriter> {
+    const w = new PlanWriter(path, head, options);
     try {
       await mkdir(dirname(path), { recursive: true });
       w.#body = await open(w.#bodyPath, "wx", 0o600);
@@ -554,29 +599,41 @@ export class PlanWriter {
       c.bytesToHash[side] += one.bytesToHash[side];
     }
     const line = `${formatEntry(m)}\n`;
-    this.#batch.push(line);
-    this.#batchSize += line.length;
-    if (this.#batchSize >= 1 << 20) await this.#flush();
+    const bytes = Buffer.byteLength(line);
+    if (this.#batchSize + bytes > this.#batch.length) await this.#flush();
+    if (bytes > this.#batch.length) {
+      // A line longer than the whole batch is written on its own.
+      const data = Buffer.from(line, "utf8");
+      this.#bodyDigest.update(data);
+      await writeBytes(this.#body as FileHandle, data);
+    } else this.#batchSize += this.#batch.write(line, this.#batchSize, "utf8");
   }
 
-  /** Adds a skipped entry (any order; sorted at commit). */
-  skip(s: SkippedMailbox): void {
+  /**
+   * Adds a skipped entry (any order; sorted at commit). Entries go to a
+   * sorted spill next to the plan, not kept: a list of a million names
+   * the scan could not plan (a replica not yet seeded, say) costs the
+   * writer one sort batch.
+   */
+  async skip(s: SkippedMailbox): Promise<void> {
     const problems = schemaDefProblems("plan", "skippedMailbox", s);
     if (problems.length > 0)
       throw new InternalError(
         `refusing to write an invalid skipped entry ${JSON.stringify(s.name)}: ${problems[0]?.message}`,
       );
-    this.#skipped.push(s);
+    // The fields, formatted at commit: a formatted line is a tree of string
+    // pieces many times its size until written, and a sort batch holds
+    // 20,000 of them.
+    await this.#skipped.add([s.name, s.reason, s.detail]);
     this.#counts.skipped++;
     this.#counts.bySkipReason[s.reason] = (this.#counts.bySkipReason[s.reason] ?? 0) + 1;
   }
 
   async #flush(): Promise<void> {
-    if (this.#batch.length === 0) return;
-    const data = Buffer.from(this.#batch.join(""), "utf8");
+    if (this.#batchSize === 0) return;
+    const data = this.#batch.subarray(0, this.#batchSize);
     this.#bodyDigest.update(data);
-    await writeAll(this.#body as FileHandle, data);
-    this.#batch = [];
+    await writeBytes(this.#body as FileHandle, data);
     this.#batchSize = 0;
   }
 
@@ -591,12 +648,6 @@ export class PlanWriter {
       "summary" in totals
         ? totals.summary
         : { ...this.#counts, mailboxes: totals.mailboxes, upToDate: totals.upToDate };
-    this.#skipped.sort((a, b) => compareNames(a.name, b.name));
-    for (let i = 1; i < this.#skipped.length; i++)
-      if (
-        (this.#skipped[i - 1] as SkippedMailbox).name === (this.#skipped[i] as SkippedMailbox).name
-      )
-        throw new InternalError(`skipped entry ${this.#skipped[i]?.name} twice`);
     const header: PlanHeader = { format: PLAN_FORMAT, ...this.head, summary };
     try {
       checkPlanValue({ ...header, mailboxes: [], skipped: [] });
@@ -607,18 +658,31 @@ export class PlanWriter {
       throw err;
     }
     const tmp = tempPathFor(this.path);
+    const tailPath = `${this.#bodyPath}.tail`;
     const dir = dirname(this.path);
     try {
       await this.#flush();
       const body = this.#body as FileHandle;
       await body.close();
       this.#body = undefined;
-      const tail: string[] = [this.#skipped.length === 0 ? "skipped: []\n" : "skipped:\n"];
-      for (const s of this.#skipped) tail.push(`${formatSkipped(s)}\n`);
-      tail.push(`${END_LINE}\n`);
-      const tailData = Buffer.from(tail.join(""), "utf8");
-      // The body's digest, of the flushed entries and the tail.
-      const bodySha256 = this.#bodyDigest.update(tailData).digest("hex");
+      // The skipped entries and the end line go to a file of their own
+      // first (merged from the spill, checked against the planned names):
+      // the header, written before them, carries the digest of the whole
+      // body, the flushed entries and this tail.
+      const tailFile = await open(tailPath, "wx", 0o600);
+      try {
+        const toTail = async (text: string) => {
+          const data = Buffer.from(text, "utf8");
+          this.#bodyDigest.update(data);
+          await writeBytes(tailFile, data);
+        };
+        await toTail(this.#skipped.count === 0 ? "skipped: []\n" : "skipped:\n");
+        await this.#writeSkipped(toTail);
+        await toTail(`${END_LINE}\n`);
+      } finally {
+        await tailFile.close();
+      }
+      const bodySha256 = this.#bodyDigest.digest("hex");
       const out = await open(tmp, "wx", 0o644);
       try {
         await writeAll(out, planHeaderText({ ...header, bodySha256 }));
@@ -627,12 +691,11 @@ export class PlanWriter {
           summary.toApply === 0 && this.#prev === undefined ? "mailboxes: []\n" : "mailboxes:\n",
         );
         await copyFile(this.#bodyPath, out);
-        await writeAll(out, tailData);
+        await copyFile(tailPath, out);
         await out.sync();
       } finally {
         await out.close();
       }
-      await this.#checkDisjoint();
       await rename(tmp, this.path);
       await fsyncDir(dir);
     } catch (err) {
@@ -641,38 +704,65 @@ export class PlanWriter {
       throw new FileAccessError(`cannot write plan ${this.path}: ${(err as Error).message}`);
     } finally {
       await unlink(this.#bodyPath).catch(() => {});
+      await unlink(tailPath).catch(() => {});
+      await this.#skipped.discard();
     }
     return summary;
   }
 
-  /** No name both planned and skipped: the body's names walked against the sorted skipped list. */
-  async #checkDisjoint(): Promise<void> {
-    if (this.#skipped.length === 0 || this.#prev === undefined) return;
-    let i = 0;
-    for await (const line of readLines(this.#bodyPath)) {
-      const m = NAME_AT_START.exec(line.text);
-      const name = JSON.parse(m?.[1] ?? '""') as string;
-      while (
-        i < this.#skipped.length &&
-        compareNames((this.#skipped[i] as SkippedMailbox).name, name) < 0
-      )
-        i++;
-      if (i >= this.#skipped.length) return;
-      if ((this.#skipped[i] as SkippedMailbox).name === name)
-        throw new InternalError(`mailbox ${JSON.stringify(name)} is both planned and skipped`);
+  /**
+   * The skipped entries in name order, each name once and none also
+   * planned (the body's names walked alongside, both sorted), a slice at a
+   * time.
+   */
+  async #writeSkipped(write: (text: string) => Promise<void>): Promise<void> {
+    const planned = this.#prev === undefined ? undefined : readLines(this.#bodyPath);
+    let p = await planned?.next();
+    let plannedName = p && !p.done ? bodyName(p.value.text) : undefined;
+    let last: string | undefined;
+    let text = "";
+    try {
+      for await (const [name, reason, detail] of this.#skipped.sorted()) {
+        const skipped = name as string;
+        if (skipped === last) throw new InternalError(`skipped entry ${skipped} twice`);
+        last = skipped;
+        while (planned && plannedName !== undefined && compareNames(plannedName, skipped) < 0) {
+          p = await planned.next();
+          plannedName = p.done ? undefined : bodyName(p.value.text);
+        }
+        if (plannedName === skipped)
+          throw new InternalError(`mailbox ${JSON.stringify(skipped)} is both planned and skipped`);
+        text += `${formatSkipped({ name: skipped, reason: reason as SkippedMailbox["reason"], detail: detail as string })}\n`;
+        if (text.length >= 1 << 20) {
+          await write(text);
+          text = "";
+        }
+      }
+      await write(text);
+    } finally {
+      await planned?.return(undefined);
     }
   }
 
   /** Drops what was written (an error before commit). */
   async abort(): Promise<void> {
+    await this.#skipped.discard();
     await this.#body?.close().catch(() => {});
     this.#body = undefined;
     await unlink(this.#bodyPath).catch(() => {});
   }
 }
 
-async function writeAll(file: FileHandle, text: string | Buffer): Promise<void> {
-  const data = typeof text === "string" ? Buffer.from(text, "utf8") : text;
+/** The name of a body line (a planned entry the writer wrote). */
+function bodyName(line: string): string {
+  return JSON.parse(NAME_AT_START.exec(line)?.[1] ?? '""') as string;
+}
+
+async function writeAll(file: FileHandle, text: string): Promise<void> {
+  await writeBytes(file, Buffer.from(text, "utf8"));
+}
+
+async function writeBytes(file: FileHandle, data: Buffer): Promise<void> {
   for (let done = 0; done < data.length; ) {
     const { bytesWritten } = await file.write(data, done, data.length - done);
     done += bytesWritten;

@@ -190,11 +190,22 @@ export interface HostCheck {
 export type Requests = {
   scan: { args: { mailboxes: MailboxRef[] }; result: { mailboxes: MailboxScan[] } };
   discover: {
-    args: Record<string, never>;
+    /**
+     * Without `page`, the whole discovery in one reply (one line: at a
+     * million mailboxes ~50 MB, near the framing's cap). With `page`, the
+     * agent keeps what it found (walked afresh when `from` is 0) and answers
+     * `size` mailboxes and `size` invalid entries from `from` on, with
+     * `more` while either list goes on: the controller never holds the
+     * whole list. An agent that predates paging ignores `page` and answers
+     * everything, without `more`.
+     */
+    args: { page?: { from: number; size: number } };
     result: {
       mailboxes: MailboxRef[];
       /** Directories with a cyrus.header that are no valid mailbox's (name or path, and why). */
       invalid?: { name: string; reason: string }[];
+      /** Paged: another page follows (ask with from + size). */
+      more?: boolean;
     };
   };
   hash: {

@@ -292,6 +292,27 @@ describe("guidup serve over stdio", () => {
     expect(final).toEqual(before);
   });
 
+  it("discover in pages: the whole list page by page, `more` until the last; a page before the first or a bad size is a protocol error", async () => {
+    const { agent } = await setup();
+    const whole = await agent.call("discover", {});
+    expect(whole.more).toBeUndefined();
+    expect((await agent.fail("discover", { page: { from: 3, size: 3 } })).code).toBe("protocol");
+    const names: string[] = [];
+    const mores: boolean[] = [];
+    for (let from = 0; ; from += 3) {
+      const page = await agent.call("discover", { page: { from, size: 3 } });
+      expect(page.mailboxes.length).toBeLessThanOrEqual(3);
+      names.push(...page.mailboxes.map((m) => m.name));
+      mores.push(page.more === true);
+      if (!page.more) break;
+    }
+    expect(names).toEqual(whole.mailboxes.map((m) => m.name));
+    expect(mores).toEqual([true, true, false]);
+    // The last page let the list go: a later page must start again from 0.
+    expect((await agent.fail("discover", { page: { from: 3, size: 3 } })).code).toBe("protocol");
+    expect((await agent.fail("discover", { page: { from: 0, size: 0 } })).code).toBe("protocol");
+  });
+
   it("answers malformed JSON, a missing id and an unknown op with error lines and keeps serving", async () => {
     const { agent } = await setup();
     agent.sendRaw("{this is not json");

@@ -246,6 +246,32 @@ describe("plans of generated 2.3 spools", () => {
     expect(expected.mailboxes.length).toBeGreaterThan(0);
   });
 
+  it("a list out of order, with lines repeated, gives the sorted list's plan byte for byte", async () => {
+    const sorted = await plan(pair, inventory);
+    const lines = (await readFile(pair.mailboxList, "utf8")).split("\n").filter((l) => l !== "");
+    // Reversed halves interleaved, and every fifth line again at the end.
+    const half = Math.ceil(lines.length / 2);
+    const shuffled = lines
+      .slice(0, half)
+      .reverse()
+      .flatMap((l, i) => [
+        l,
+        ...(lines[half + i] !== undefined ? [lines[half + i] as string] : []),
+      ]);
+    shuffled.push(...lines.filter((_, i) => i % 5 === 0));
+    expect(shuffled).not.toEqual(lines);
+    const list = path.join(pair.dir, "shuffled.dump");
+    await writeFile(list, `${shuffled.join("\n")}\n`);
+    const fromShuffled = await plan(
+      pair,
+      await writeInventory(pair, { transport: "local" }, { mailboxes: { file: list } }),
+    );
+    expect(await planTextWithoutIdAndTime(fromShuffled.file)).toBe(
+      await planTextWithoutIdAndTime(sorted.file),
+    );
+    expect(fromShuffled.plan.summary.mailboxes).toBe(60);
+  });
+
   it("a failing list command is one clear line, exit 2, no plan", async () => {
     const inv = await writeInventory(
       pair,

@@ -4,7 +4,7 @@
 // reading the header alone.
 
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -86,7 +86,7 @@ describe("guidup-plan/3", () => {
     const { format: _f, summary: _s, mailboxes, skipped, ...head } = plan;
     const writer = await PlanWriter.create(file, head);
     for (const m of mailboxes) await writer.add(m);
-    for (const s of [...skipped].reverse()) writer.skip(s);
+    for (const s of [...skipped].reverse()) await writer.skip(s);
     const summary = await writer.commit({ mailboxes: 20, upToDate: 6 });
     expect(summary).toMatchObject({ mailboxes: 20, toApply: 9, skipped: 5, upToDate: 6 });
     const back = await readPlan(file);
@@ -95,6 +95,58 @@ describe("guidup-plan/3", () => {
     expect(back.summary.records.master).toBe(
       mailboxes.reduce((n, m) => n + m.master.index.records + (m.master.expunge?.records ?? 0), 0),
     );
+  });
+
+  it("spills skipped entries over many sort runs: any order in, the file writePlan writes out, no run file left", async () => {
+    const plan = makePlan(12, { skipped: 40 });
+    const expected = join(dir, "spill-expected.yaml");
+    await writePlan(expected, plan);
+    const file = join(dir, "spill.yaml");
+    const { format: _f, summary, mailboxes, skipped, ...head } = plan;
+    const writer = await PlanWriter.create(file, head, { skippedRunRecords: 3 });
+    // Interleaved with the planned entries, as a scan's skips come, and shuffled.
+    const shuffled = skipped.map((s, i) => skipped[(i * 17) % skipped.length] as typeof s);
+    expect(new Set(shuffled.map((s) => s.name)).size).toBe(40);
+    for (const [i, m] of mailboxes.entries()) {
+      await writer.add(m);
+      for (const s of shuffled.slice(i * 3, i * 3 + 3)) await writer.skip(s);
+    }
+    for (const s of shuffled.slice(36)) await writer.skip(s);
+    expect((await readdir(dir)).filter((f) => f.includes(".skipped.run-")).length).toBe(13);
+    await writer.commit({ summary });
+    expect(await readFile(file, "utf8")).toBe(await readFile(expected, "utf8"));
+    expect((await readdir(dir)).filter((f) => f.startsWith(".spill.yaml"))).toEqual([]);
+  });
+
+  it("refuses a skipped name twice or also planned, across sort runs: a bug of the caller, nothing written", async () => {
+    const plan = makePlan(6, { skipped: 8 });
+    const { format: _f, summary, mailboxes, skipped, ...head } = plan;
+    const cases: [string, (w: PlanWriter) => Promise<void>, RegExp][] = [
+      [
+        "twice",
+        (w) => w.skip(skipped[2] as (typeof skipped)[number]),
+        /skipped entry user\.s000002 twice/,
+      ],
+      [
+        "planned",
+        (w) =>
+          w.skip({
+            name: (mailboxes[4] as (typeof mailboxes)[number]).name,
+            reason: "corrupt",
+            detail: "x",
+          }),
+        /mailbox "user\.u000004" is both planned and skipped/,
+      ],
+    ];
+    for (const [label, extra, message] of cases) {
+      const file = join(dir, `bad-skip-${label}.yaml`);
+      const writer = await PlanWriter.create(file, head, { skippedRunRecords: 2 });
+      for (const m of mailboxes) await writer.add(m);
+      for (const s of skipped) await writer.skip(s);
+      await extra(writer);
+      await expect(writer.commit({ summary }), label).rejects.toThrow(message);
+      expect((await readdir(dir)).filter((f) => f.includes(`bad-skip-${label}`))).toEqual([]);
+    }
   });
 
   it("refuses entries out of order: a bug of the writer's caller", async () => {

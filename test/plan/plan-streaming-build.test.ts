@@ -137,7 +137,7 @@ describe("writePlanStreaming", () => {
         },
         skip: (e: Parameters<PlanWriter["skip"]>[0]) => {
           if (sorted.includes(e.name)) askedWhenWritten.push({ window: windowOf(e.name), asked });
-          writer.skip(e);
+          return writer.skip(e);
         },
       } as unknown as PlanWriter;
       try {
