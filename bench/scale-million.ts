@@ -4,12 +4,15 @@
 // (bench/scale.ts measures the "1M shape").
 //
 // The spool is bench/linked-spool.ts's: every mailbox its own directory and
-// name, its identical files hard links to one inode per kind and side, on
-// /dev/shm (2 × 1M mailboxes as separate files would take ~24 GiB of tmpfs
+// name, its identical files hard links to one inode per kind and side, on a
+// tmpfs (2 × 1M mailboxes as separate files would take ~24 GiB of tmpfs
 // pages, and ext4 here costs 0.1-0.6 ms a file). The first --batch mailboxes
 // in plan order have their own header and index, so the apply batch locks
 // as on a real spool; after apply the shared index's link count says whether
-// apply touched any other.
+// apply touched any other. tmpfs counts each hard link against its inode
+// limit: 1M per side needs ~9M, more than /dev/shm allows here (3.08M), so
+// give it a tmpfs of its own (`mount -t tmpfs -o size=8g,nr_inodes=10m
+// guidup-million /mnt/guidup-million`, then --dir /mnt/guidup-million).
 //
 // Each command runs as its own process with bench/rss-probe.ts loaded (its
 // own peak RSS and CPU, not its agents'), plan through the local transport
@@ -27,7 +30,7 @@
 // [--dir /dev/shm] [--rss-limit MiB] [--keep]`; try --mailboxes 10000 first.
 
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { join } from "node:path";
@@ -189,6 +192,15 @@ async function main(): Promise<void> {
   if (m0.available - needMiB < 8192)
     throw new Error(
       `not enough memory: ${m0.available.toFixed(0)} MiB available, the spool needs ~${needMiB.toFixed(0)} MiB and 8 GiB must stay free for others`,
+    );
+  // tmpfs counts every hard link against its inode limit (nr_inodes; on this
+  // machine /dev/shm allows 3.08M): a directory and three links a mailbox
+  // and side, plus the hash and user directories.
+  const inodes = n * 2 * 4 + n + 1000;
+  const fs = statfsSync(values.dir);
+  if (fs.ffree < inodes)
+    throw new Error(
+      `${values.dir}: ${fs.ffree} free inodes, the spool needs ~${inodes} (tmpfs counts each hard link): mount a tmpfs of your own, e.g. \`mount -t tmpfs -o size=8g,nr_inodes=10m guidup-million /mnt/guidup-million\`, and pass --dir /mnt/guidup-million`,
     );
   const parent = await mkdtemp(join(values.dir, "guidup-million-"));
   log(
