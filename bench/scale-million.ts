@@ -71,6 +71,18 @@ function meminfo(): { available: number; shmem: number; slab: number; used: numb
   };
 }
 
+/** Child processes of `pid` (its agents), from /proc; 0 when unknown. */
+function childCount(pid: number): number {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean).length;
+  } catch {
+    return 0;
+  }
+}
+
 function rssMiB(pid: number): number {
   try {
     const m = /^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -82,7 +94,19 @@ function rssMiB(pid: number): number {
 
 class Stopped extends Error {}
 
-function run(label: string, args: string[], rssLimitMiB: number, okCodes = [0]): Promise<Figures> {
+/**
+ * Runs one guidup command. With `trace`, logs the controller's RSS every
+ * `trace` seconds and each change in how many child processes it has (plan:
+ * one agent while the master discovers, then the scan's) — where the time and the
+ * memory go, as plan prints no timeline.
+ */
+function run(
+  label: string,
+  args: string[],
+  rssLimitMiB: number,
+  okCodes = [0],
+  trace?: { everySec: number; log: (s: string) => void },
+): Promise<Figures> {
   return new Promise((resolve, reject) => {
     const start = performance.now();
     const child = spawn(process.execPath, ["--import", PROBE, MAIN, ...args], {
@@ -93,9 +117,23 @@ function run(label: string, args: string[], rssLimitMiB: number, okCodes = [0]):
     let err = "";
     let stopped: string | undefined;
     let peakSeen = 0;
+    let agents = -1;
+    let ticks = 0;
     const watchdog = setInterval(() => {
       const rss = rssMiB(child.pid ?? 0);
       peakSeen = Math.max(peakSeen, rss);
+      if (trace) {
+        ticks++;
+        const now = childCount(child.pid ?? 0);
+        const at = `${((performance.now() - start) / 1000).toFixed(0).padStart(5)} s`;
+        if (now !== agents)
+          trace.log(`      ${at}: ${now} child process(es), controller RSS ${rss.toFixed(0)} MiB`);
+        else if (ticks % trace.everySec === 0)
+          trace.log(
+            `      ${at}: controller RSS ${rss.toFixed(0)} MiB (peak so far ${peakSeen.toFixed(0)})`,
+          );
+        agents = now;
+      }
       const available = meminfo().available;
       if (stopped === undefined && (rss > rssLimitMiB || available < MIN_AVAILABLE_MIB)) {
         stopped = `stopped after ${((performance.now() - start) / 1000).toFixed(1)} s: RSS ${rss.toFixed(0)} MiB (limit ${rssLimitMiB}), machine available ${available.toFixed(0)} MiB`;
@@ -222,7 +260,10 @@ async function main(): Promise<void> {
     writeFileSync(inv, inventory(parent));
     const plan = join(parent, "plan.yaml");
 
-    const p = await run("plan", ["plan", "--inventory", inv, "--out", plan], rssLimit);
+    const p = await run("plan", ["plan", "--inventory", inv, "--out", plan], rssLimit, [0], {
+      everySec: 30,
+      log,
+    });
     all.push(p);
     const perSide = n / (p.ms / 1000);
     log(
@@ -320,4 +361,11 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+try {
+  await main();
+} catch (err) {
+  // A refusal (memory, inodes, arguments) or a command that failed: one
+  // message, no stack.
+  console.error(`scale-million: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+}
