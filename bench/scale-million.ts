@@ -12,7 +12,8 @@
 // apply touched any other. tmpfs counts each hard link against its inode
 // limit: 1M per side needs ~9M, more than /dev/shm allows here (3.08M), so
 // give it a tmpfs of its own (`mount -t tmpfs -o size=8g,nr_inodes=10m
-// guidup-million /mnt/guidup-million`, then --dir /mnt/guidup-million).
+// guidup-million /mnt/guidup-million`, then --dir /mnt/guidup-million, or
+// GUIDUP_BENCH_MILLION_DIR=/mnt/guidup-million for `npm run bench`).
 //
 // Each command runs as its own process with bench/rss-probe.ts loaded (its
 // own peak RSS and CPU, not its agents'), plan through the local transport
@@ -211,7 +212,8 @@ async function main(): Promise<void> {
     options: {
       mailboxes: { type: "string", default: "1000000" },
       batch: { type: "string", default: "2000" },
-      dir: { type: "string", default: "/dev/shm" },
+      // npm run bench passes no options: the directory may come from the environment.
+      dir: { type: "string", default: process.env.GUIDUP_BENCH_MILLION_DIR ?? "/dev/shm" },
       "rss-limit": { type: "string", default: "2048" },
       keep: { type: "boolean" },
     },
