@@ -226,9 +226,10 @@ async function main(): Promise<void> {
   const log = (s: string) => console.log(s);
   log(machineLine());
   const m0 = meminfo();
-  // ~1.3 KiB of dentries and inodes a linked mailbox and side (slab, 10k here),
-  // and two 4 KiB tmpfs pages for each one with its own header and index.
-  const needMiB = (n * 2 * 1.5) / 1024 + (batch * 2 * 2 * 4) / 1024;
+  // ~1.8 KiB of dentries and inodes a linked mailbox and side (slab: +3.6 GiB
+  // for the 1M pair here), and two 4 KiB tmpfs pages for each one with its
+  // own header and index.
+  const needMiB = (n * 2 * 2) / 1024 + (batch * 2 * 2 * 4) / 1024;
   if (m0.available - needMiB < 8192)
     throw new Error(
       `not enough memory: ${m0.available.toFixed(0)} MiB available, the spool needs ~${needMiB.toFixed(0)} MiB and 8 GiB must stay free for others`,
