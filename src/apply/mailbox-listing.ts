@@ -8,7 +8,7 @@
 // listed twice with different entries) is made before any mailbox is
 // scanned, as when the list was held whole.
 
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -33,6 +33,40 @@ export interface ListingOptions {
   runRecords?: number;
   /** Mailboxes per discover page. */
   discoverPage?: number;
+  /** Where the list's temporary directory goes (default os.tmpdir()). */
+  tempRoot?: string;
+}
+
+/** The listing's temporary directories: `guidup-list-<pid>-<random>`. */
+const LIST_DIR_PREFIX = "guidup-list-";
+
+/**
+ * Removes the list directories of plans that are gone (killed: a plan that
+ * ends, even by an error or Ctrl-C, removes its own). A directory is left
+ * when its process still runs, when another user's process has that pid
+ * (EPERM), or when its name carries no pid.
+ */
+async function sweepDeadListings(root: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = new RegExp(`^${LIST_DIR_PREFIX}(\\d+)-`).exec(name)?.[1];
+    if (pid === undefined || Number(pid) === process.pid || processAlive(Number(pid))) continue;
+    await rm(join(root, name), { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== "ESRCH";
+  }
 }
 
 /** A name with its reason: an excluded or an invalid entry. */
@@ -61,7 +95,9 @@ export class MailboxListing {
     clientOptions: AgentClientOptions,
     options: ListingOptions = {},
   ): Promise<MailboxListing> {
-    const dir = await mkdtemp(join(tmpdir(), "guidup-list-"));
+    const root = options.tempRoot ?? tmpdir();
+    await sweepDeadListings(root);
+    const dir = await mkdtemp(join(root, `${LIST_DIR_PREFIX}${process.pid}-`));
     try {
       const spills = {
         entries: new SortedSpill({

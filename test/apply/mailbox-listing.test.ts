@@ -6,6 +6,7 @@
 //
 // Needs dist/ (npx tsc -p tsconfig.json): the agents run dist/src/cli/main.js.
 
+import { spawnSync } from "node:child_process";
 import { copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -171,5 +172,32 @@ describe("MailboxListing", () => {
     await expect(MailboxListing.open({ file: missing }, master, {})).rejects.toThrow(
       `mailbox list ${missing}: ENOENT`,
     );
+  });
+
+  it("a killed plan's list directory is removed by the next plan; a running plan's, and one without a pid, are left", async () => {
+    const root = path.join(pair.dir, "tmp-sweep");
+    await mkdir(root);
+    // A process that has exited: its pid names no process (until reused).
+    const gone = spawnSync(process.execPath, ["-e", ""]).pid as number;
+    const running = process.ppid;
+    for (const d of [
+      `guidup-list-${gone}-Ab12Cd`,
+      `guidup-list-${running}-Ef34Gh`,
+      "guidup-list-Ij56Kl",
+    ]) {
+      await mkdir(path.join(root, d));
+      await writeFile(path.join(root, d, "entries.run-0"), "x\n");
+    }
+    const file = path.join(pair.dir, "sweep-list.txt");
+    await writeFile(file, "user.alice\nuser.bob\n");
+    const listing = await MailboxListing.open({ file }, master, {}, { tempRoot: root });
+    const own = (await readdir(root)).filter((d) => d.startsWith(`guidup-list-${process.pid}-`));
+    expect(own).toHaveLength(1);
+    expect((await readdir(root)).sort()).toEqual(
+      [`guidup-list-${running}-Ef34Gh`, "guidup-list-Ij56Kl", own[0] as string].sort(),
+    );
+    expect((await all(listing.mailboxes())).map((m) => m.name)).toEqual(["user.alice", "user.bob"]);
+    await listing.close();
+    expect(await readdir(root)).not.toContain(own[0]);
   });
 });
