@@ -360,11 +360,15 @@ async function findHeaderDirs(root: string): Promise<string[]> {
         }
       }
     } catch (err) {
-      // Removed while being read: as if it had not been there.
-      if (dir === root || (err as NodeJS.ErrnoException).code !== "ENOENT")
+      const code = (err as NodeJS.ErrnoException).code;
+      // Not the file system's: a bug, reported as one (exit 70), not as a spool problem.
+      if (typeof code !== "string") throw err;
+      if (dir === root || code !== "ENOENT")
         throw new FileAccessError(`cannot read spool directory ${dir}: ${errorMessage(err)}`, {
           dir,
         });
+      // Removed while being read: as if it had not been there.
+      continue;
     } finally {
       handle.closeSync();
     }
