@@ -37,6 +37,12 @@ export const MAX_PAIRS_IN_FLIGHT = 64;
 /** One pair of the fleet: its plan (read and checked) and the hosts to reach. */
 export interface FleetPair {
   planPath: string;
+  /**
+   * How the views name the pair: its name, or with the plan file's name too
+   * when another pair of the command has the same name (two inventories
+   * may both call a pair "main").
+   */
+  label: string;
   /** Opened (header read); entries are read as the engine takes them. */
   plan: PlanStream;
   hosts: { master: HostSpec; replica: HostSpec };

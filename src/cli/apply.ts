@@ -3,6 +3,7 @@
 // options (src/cli/arguments/apply.ts) → the fleet of engines
 // (src/apply/fleet.ts) → a view (src/cli/views/apply.ts).
 
+import { basename, resolve } from "node:path";
 import { dryRun } from "../apply/dry-run.js";
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from "../apply/engine.js";
 import {
@@ -13,6 +14,7 @@ import {
 } from "../apply/fleet.js";
 import { StateStore, stateDirFor } from "../apply/state-store.js";
 import { ExitCode, UsageError } from "../errors.js";
+import type { HostSpec } from "../host-spec.js";
 import { timelineMark } from "../timeline.js";
 import { parseApplyArgs } from "./arguments/apply.js";
 import { installInterrupts } from "./interrupts.js";
@@ -29,7 +31,8 @@ mailboxes, repairs replica-ahead ones first, and retries the rest.
 With several plans (a fleet: guidup plan --inventory writes one per pair),
 pairs run side by side, each as a lone apply would (its own connections,
 lanes, pair lock, state directory, retries); one progress line per pair and
-the fleet's total. Two plans of one pair are refused.
+the fleet's total. Two plans that reach the same Cyrus instance (host and
+imapd.conf) are refused.
   --pairs N              pairs in flight (default ${DEFAULT_PAIRS_IN_FLIGHT}, at most ${MAX_PAIRS_IN_FLIGHT})
   --batch N              start at most N mailboxes in this run, PER PAIR
   --only GLOB            only mailboxes matching GLOB (repeatable; * and ?)
@@ -145,27 +148,59 @@ export async function run(args: string[], io: Io): Promise<number> {
   return fleet.exitCode;
 }
 
-/** Reads every plan first (a bad one is refused before any pair starts); one plan per pair. */
+/**
+ * Reads every plan first (a bad one is refused before any pair starts); one
+ * plan per pair: two plans that reach the same Cyrus instance (host and
+ * imapd.conf) would take the same pair lock, so the second is refused here
+ * rather than fail at its start. Pairs of the same name from different
+ * inventories (other hosts) run side by side, labelled with their plan
+ * file.
+ */
 async function readPairs(
   paths: readonly string[],
   acceptNewHostKeys: boolean,
 ): Promise<FleetPair[]> {
-  const pairs: FleetPair[] = [];
-  const byPair = new Map<string, string>();
-  const byState = new Map<string, string>();
+  const pairs: Omit<FleetPair, "label">[] = [];
+  const byInstance = new Map<string, string>();
+  const byFile = new Map<string, string>();
   for (const planPath of paths) {
     const plan = await openPlanArg(planPath, "apply");
     const { pair, hosts } = plan.header;
-    const other = byPair.get(pair) ?? byState.get(stateDirFor(planPath));
-    if (other !== undefined)
+    // The same file however it is spelled (plans/a.yaml, ./plans/a.yaml).
+    const file = resolve(planPath);
+    const given = byFile.get(file);
+    if (given !== undefined)
       throw new UsageError(
-        other === planPath
+        given === planPath
           ? `${planPath} is given twice: give each plan once`
-          : `${other} and ${planPath} are both plans of pair ${pair}: give one plan per pair (they would take the same pair lock)`,
+          : `${given} and ${planPath} are the same plan: give each plan once`,
       );
-    byPair.set(pair, planPath);
-    byState.set(stateDirFor(planPath), planPath);
+    byFile.set(file, planPath);
+    const instances = [...new Set([instanceOf(hosts.master), instanceOf(hosts.replica)])];
+    for (const instance of instances) {
+      const other = byInstance.get(instance);
+      if (other !== undefined)
+        throw new UsageError(
+          `${other} and ${planPath} (pair ${pair}) both reach ${instance}: give one plan per pair (they would take the same pair lock)`,
+        );
+    }
+    for (const instance of instances) byInstance.set(instance, planPath);
     pairs.push({ planPath, plan, hosts: withHostKeyPolicy(hosts, acceptNewHostKeys) });
   }
-  return pairs;
+  const named = new Map<string, number>();
+  for (const p of pairs) named.set(p.plan.header.pair, (named.get(p.plan.header.pair) ?? 0) + 1);
+  return pairs.map((p) => ({
+    ...p,
+    label:
+      (named.get(p.plan.header.pair) ?? 0) > 1
+        ? `${p.plan.header.pair} (${basename(p.planPath)})`
+        : p.plan.header.pair,
+  }));
+}
+
+/** The Cyrus instance a host spec reaches, as the pair lock sees it: the machine and its imapd.conf. */
+function instanceOf(host: HostSpec): string {
+  return host.transport === "local"
+    ? `${host.config} on this machine`
+    : `${host.config} on ${host.host}:${host.port ?? 22}`;
 }

@@ -181,7 +181,11 @@ describe("apply PLAN... (a fleet)", () => {
     const other = path.join(path.dirname(plans[1]!), "copy-of-b.yaml");
     await writeFile(other, await (await import("node:fs/promises")).readFile(plans[1]!));
     const same = await cli(["apply", plans[1]!, other], 2);
-    expect(same.err).toContain(`${plans[1]} and ${other} are both plans of pair b`);
+    expect(same.err).toContain(`${plans[1]} and ${other} (pair b) both reach `);
+    expect(same.err).toContain("give one plan per pair (they would take the same pair lock)");
+    const respelled = `${path.dirname(plans[2]!)}/./${path.basename(plans[2]!)}`;
+    const spelled = await cli(["apply", plans[2]!, respelled], 2);
+    expect(spelled.err).toContain(`${plans[2]} and ${respelled} are the same plan`);
     for (const p of plans) expect(await stateOf(p, (await planMailboxes(p))[0]!)).toBeUndefined();
 
     // A dry run of the fleet: every pair's hosts answer, what would run per plan.
@@ -202,6 +206,27 @@ describe("apply PLAN... (a fleet)", () => {
     const typo = await cli(["apply", ...plans, "--only", "nosuch.*"], 2);
     expect(typo.err).toContain("matches none of the 18 mailboxes of the 3 plans");
     for (const p of plans) expect(await stateOf(p, (await planMailboxes(p))[0]!)).toBeUndefined();
+  });
+
+  it("two pairs of the same name from two inventories (other hosts) run side by side, each labelled with its plan file", async () => {
+    const made2: TestPair[] = [];
+    for (const seed of [91, 92])
+      made2.push(await smallPair({ seed, versions: [9], messageBytes: [300, 900] }, made));
+    const plans: string[] = [];
+    for (const pair of made2) plans.push(...(await planLocalFleet([pair], ["main"])).plans);
+    expect(path.basename(plans[0]!)).not.toBe(path.basename(plans[1]!));
+    const r = await cli(["apply", ...plans, "--pairs", "2"], 0);
+    for (const p of plans) expect(r.out).toContain(`apply ${p}: done `);
+    // The progress lines tell the two pairs apart by their plan files.
+    for (const p of plans)
+      expect(r.err).toContain(`main (${path.basename(p)}): ended: done 6; 0 left (exit 0)`);
+    const json = JSON.parse((await cli(["status", ...plans, "--json"], 0)).out) as {
+      plans: { pair: string; counts: Record<string, number> }[];
+      fleet: { counts: Record<string, number> };
+    };
+    expect(json.plans.map((p) => p.pair)).toEqual(["main", "main"]);
+    expect(json.fleet.counts.pending).toBe(0);
+    expect(json.fleet.counts.failed).toBe(0);
   });
 
   it("two controllers, no coordinator: a pair another controller is applying is refused by its pair lock, the rest of the fleet runs", async () => {

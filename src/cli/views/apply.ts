@@ -29,12 +29,12 @@ export class ApplyProgress {
     this.#fleet = new FleetTally(Date.now, pairs.length);
     this.#ends = pairs.map(() => undefined);
     if (this.#single) {
-      this.#view = new ProgressView(io, [`apply ${pairs[0]?.plan.header.pair}`]);
+      this.#view = new ProgressView(io, [`apply ${pairs[0]?.label}`]);
       this.#view.follow(0, () => this.#fleet.pairs[0]?.text() ?? "");
     } else {
-      const width = Math.max("fleet".length, ...pairs.map((p) => p.plan.header.pair.length));
+      const width = Math.max("fleet".length, ...pairs.map((p) => p.label.length));
       this.#view = new ProgressView(io, [
-        ...pairs.map((p) => p.plan.header.pair.padEnd(width)),
+        ...pairs.map((p) => p.label.padEnd(width)),
         "fleet".padEnd(width),
       ]);
       pairs.forEach((_, i) => {
@@ -52,7 +52,7 @@ export class ApplyProgress {
   /** Per pair: how its agents' warnings are prefixed in a fleet. */
   pairIo(index: number): Io {
     if (this.#single) return this.#view.io;
-    const name = this.#pairs[index]?.plan.header.pair;
+    const name = this.#pairs[index]?.label;
     return { ...this.#view.io, err: (text) => this.#view.notice(`${name}: ${text}`) };
   }
 
@@ -75,7 +75,7 @@ export class ApplyProgress {
     const tally = this.#fleet.pairs[e.index];
     tally?.event(e.event);
     const ev = e.event;
-    const who = this.#single ? "" : `${this.#pairs[e.index]?.plan.header.pair}: `;
+    const who = this.#single ? "" : `${this.#pairs[e.index]?.label}: `;
     if (ev.type === "mailbox" && ev.phase === "replica-ahead")
       this.#view.notice(
         `!!! ${who}${ev.name}: REPLICA AHEAD OF MASTER: ${ev.state.lastError?.message ?? ""}\n`,
