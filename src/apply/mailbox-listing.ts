@@ -39,12 +39,15 @@ export interface ListingOptions {
 
 /** The listing's temporary directories: `guidup-list-<pid>-<random>`. */
 const LIST_DIR_PREFIX = "guidup-list-";
+const LIST_DIR_PID = new RegExp(`^${LIST_DIR_PREFIX}(\\d+)-`);
 
 /**
  * Removes the list directories of plans that are gone (killed: a plan that
  * ends, even by an error or Ctrl-C, removes its own). A directory is left
  * when its process still runs, when another user's process has that pid
- * (EPERM), or when its name carries no pid.
+ * (EPERM), or when its name carries no pid. (A plan in another pid namespace
+ * sharing this /tmp could lose its list to this sweep: it then fails with
+ * the missing file named; plan only reads the hosts.)
  */
 async function sweepDeadListings(root: string): Promise<void> {
   let names: string[];
@@ -54,7 +57,7 @@ async function sweepDeadListings(root: string): Promise<void> {
     return;
   }
   for (const name of names) {
-    const pid = new RegExp(`^${LIST_DIR_PREFIX}(\\d+)-`).exec(name)?.[1];
+    const pid = LIST_DIR_PID.exec(name)?.[1];
     if (pid === undefined || Number(pid) === process.pid || processAlive(Number(pid))) continue;
     await rm(join(root, name), { recursive: true, force: true }).catch(() => {});
   }
