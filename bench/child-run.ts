@@ -46,3 +46,27 @@ export function machineTicks(): { busy: number; total: number } {
   const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
   return { busy: total - idle, total };
 }
+
+/** What bench/rss-probe.ts printed for the process `pid`: its own peak RSS and CPU. */
+export interface ProbeFigures {
+  pid: number;
+  maxRssBytes: number;
+  cpuMs: number;
+}
+
+/** The rss-probe line of process `pid` in a child's stderr, if it printed one. */
+export function probeFigures(stderr: string, pid: number | undefined): ProbeFigures | undefined {
+  return stderr
+    .split("\n")
+    .filter((l) => l.startsWith("BENCH-PROBE "))
+    .map((l) => JSON.parse(l.slice("BENCH-PROBE ".length)) as ProbeFigures)
+    .find((p) => p.pid === pid);
+}
+
+/** The GUIDUP_TIMELINE=1 lines of a child's stderr ("<ms> <step>"). */
+export function timelineLines(stderr: string): string[] {
+  return stderr
+    .split("\n")
+    .filter((l) => l.startsWith("timeline "))
+    .map((l) => l.slice("timeline ".length));
+}

@@ -38,6 +38,7 @@ import { formatFor, type IndexFormat } from "../src/cyrus/formats/index.js";
 import { parseImapdConf } from "../src/cyrus/imapd-conf.js";
 import { encodeHeader, encodeRecord } from "../src/cyrus/index-writer.js";
 import { mailboxDataDir } from "../src/cyrus/mailbox-path.js";
+import { imapdConf, mailboxName } from "./plan.js";
 
 const UIDVALIDITY = 1259625600;
 
@@ -49,24 +50,6 @@ export interface LinkedSpool {
   /** Sorted names; the first `own` have their own header and index. */
   names: string[];
   own: number;
-}
-
-/** user.<a..z><base36 i> and every second one its .Sent, as bench/plan.ts names them. */
-export function linkedMailboxName(i: number): string {
-  const user = `${String.fromCharCode(97 + ((i >> 1) % 26))}${(i >> 1).toString(36)}`;
-  return i % 2 === 0 ? `user.${user}` : `user.${user}.Sent`;
-}
-
-function imapdConf(root: string): string {
-  return [
-    "# guidup bench/linked-spool.ts",
-    `configdirectory: ${join(root, "config")}`,
-    "defaultpartition: default",
-    `partition-default: ${join(root, "spool")}`,
-    "hashimapspool: yes",
-    "fulldirhash: no",
-    "",
-  ].join("\n");
 }
 
 const MESSAGE = Buffer.from(
@@ -124,7 +107,7 @@ export function generateLinked(
   own: number,
   progress: (done: number) => void = () => {},
 ): LinkedSpool {
-  const names = Array.from({ length: n }, (_, i) => linkedMailboxName(i)).sort();
+  const names = Array.from({ length: n }, (_, i) => mailboxName(i)).sort();
   const index = oneMessageIndex();
   const sides = (["master", "replica"] as const).map((side) => {
     const sideRoot = join(root, side);

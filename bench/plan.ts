@@ -109,7 +109,8 @@ export interface PlanBenchResult {
 
 const NOW = 1259625600;
 
-function imapdConf(root: string): string {
+/** The imapd.conf of one side of a generated pair under `root` (also bench/linked-spool.ts). */
+export function imapdConf(root: string): string {
   return [
     "# guidup bench/plan.ts",
     `configdirectory: ${join(root, "config")}`,

@@ -37,6 +37,7 @@ import { loadavg } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { probeFigures, timelineLines } from "./child-run.js";
 import { generateLinked } from "./linked-spool.js";
 import { goalLine, machineLine } from "./report.js";
 
@@ -151,10 +152,7 @@ function run(
     child.on("close", (code) => {
       clearInterval(watchdog);
       const ms = performance.now() - start;
-      const timeline = err
-        .split("\n")
-        .filter((l) => l.startsWith("timeline "))
-        .map((l) => l.slice(9));
+      const timeline = timelineLines(err);
       if (stopped !== undefined) {
         reject(
           new Stopped(
@@ -163,11 +161,7 @@ function run(
         );
         return;
       }
-      const probe = err
-        .split("\n")
-        .filter((l) => l.startsWith("BENCH-PROBE "))
-        .map((l) => JSON.parse(l.slice(12)) as { pid: number; maxRssBytes: number; cpuMs: number })
-        .find((p) => p.pid === child.pid);
+      const probe = probeFigures(err, child.pid);
       if (!okCodes.includes(code ?? -1) || !probe) {
         reject(new Error(`guidup ${args.join(" ")} exited ${code}:\n${err.slice(-3000)}`));
         return;

@@ -36,6 +36,7 @@ import { mkdtemp, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { probeFigures, timelineLines } from "./child-run.js";
 import { generate, mailboxName } from "./plan.js";
 import { goalLine, machineLine } from "./report.js";
 import { firstApplies } from "./scale-first-apply.js";
@@ -75,11 +76,7 @@ function run(size: string, label: string, args: string[], okCodes = [0]): Promis
     child.on("error", reject);
     child.on("close", (code) => {
       const ms = performance.now() - start;
-      const probe = err
-        .split("\n")
-        .filter((l) => l.startsWith("BENCH-PROBE "))
-        .map((l) => JSON.parse(l.slice(12)) as { pid: number; maxRssBytes: number; cpuMs: number })
-        .find((p) => p.pid === child.pid);
+      const probe = probeFigures(err, child.pid);
       if (!okCodes.includes(code ?? -1) || !probe) {
         reject(new Error(`guidup ${args.join(" ")} exited ${code}:\n${err.slice(-2000)}`));
         return;
@@ -92,10 +89,7 @@ function run(size: string, label: string, args: string[], okCodes = [0]): Promis
         cpuMs: probe.cpuMs,
         code,
         out,
-        timeline: err
-          .split("\n")
-          .filter((l) => l.startsWith("timeline "))
-          .map((l) => l.slice(9)),
+        timeline: timelineLines(err),
       });
     });
   });
