@@ -533,7 +533,8 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+/** Resolves after `ms`, or at once when `signal` aborts (the fleet waits with it too). */
+export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(done, ms);
     function done() {

@@ -20,7 +20,13 @@ import type { AgentClientOptions } from "../transport/agent-client.js";
 import { connectHosts } from "../transport/index.js";
 import type { HostConnection } from "../transport/types.js";
 import { readControl } from "./control-file.js";
-import { type ApplyEvent, type ApplyOptions, type ApplyReport, runApply } from "./engine.js";
+import {
+  type ApplyEvent,
+  type ApplyOptions,
+  type ApplyReport,
+  abortableSleep,
+  runApply,
+} from "./engine.js";
 import { StateStore, stateDirFor } from "./state-store.js";
 
 /**
@@ -231,16 +237,4 @@ async function applyPair(
     options.hurry.removeEventListener("abort", onHurry);
     await close();
   }
-}
-
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
