@@ -1,16 +1,12 @@
 // `guidup hash` as a user runs it (the built CLI, a local agent child
 // process): --workers, and the whole command without a separate scan.
 
-import { execFile } from "node:child_process";
 import { copyFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GeneratedSpool, generateSpool } from "../../src/spoolgen/spool-generator.js";
 import { makeTempDir } from "../helpers/fixtures.js";
-import { DIST_MAIN } from "../helpers/pair-fixtures.js";
-
-const run = promisify(execFile);
+import { runCliProcess } from "../helpers/pair-fixtures.js";
 
 let dir = "";
 let cleanup: () => Promise<void> = async () => {};
@@ -41,15 +37,8 @@ beforeAll(async () => {
 });
 afterAll(() => cleanup());
 
-async function guidup(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, [DIST_MAIN, ...args]);
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, out: e.stdout, err: e.stderr };
-  }
-}
+/** The real CLI, run to its end (a child process). */
+const guidup = (args: string[]) => runCliProcess(args, { timeoutMs: 120_000 });
 
 describe("guidup hash", () => {
   it("refuses a --workers that is not a whole number from 1 to 256, changing nothing", async () => {

@@ -7,23 +7,19 @@
 // one line naming the file (the agent, started while the list is read, is
 // closed again: the suite's process check fails on a survivor).
 
-import { execFile } from "node:child_process";
 import { rm } from "node:fs/promises";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mailboxFiles } from "../../src/agent/mailbox-files.js";
 import { readSha1Cache } from "../../src/agent/sha1-cache.js";
 import { type ImapdConf, readImapdConf } from "../../src/cyrus/imapd-conf.js";
 import { sha1Key, sha1SumsByKey } from "../helpers/fixtures.js";
 import {
-  DIST_MAIN,
   makeFixturePair,
   type PairFixture,
+  runCliProcess,
   writeInventory,
 } from "../helpers/pair-fixtures.js";
-
-const run = promisify(execFile);
 
 let pair: PairFixture;
 let conf: ImapdConf;
@@ -36,15 +32,8 @@ beforeAll(async () => {
 });
 afterAll(() => pair?.cleanup());
 
-async function guidup(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, [DIST_MAIN, ...args]);
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, out: e.stdout, err: e.stderr };
-  }
-}
+/** The real CLI, run to its end (a child process). */
+const guidup = (args: string[]) => runCliProcess(args, { timeoutMs: 120_000 });
 
 async function removeCaches(): Promise<void> {
   for (const name of pair.names) await rm(mailboxFiles(conf, { name }).sha1s, { force: true });
