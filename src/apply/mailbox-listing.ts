@@ -22,9 +22,9 @@ import { RecordFile, readRecords, SortedSpill, type SpillRecord } from "../fsuti
 import { compareNames } from "../plan/build.js";
 import { readLineBatches } from "../plan/line-reader.js";
 import type { MailboxRef } from "../protocol/messages.js";
-import { AgentClient, type AgentClientOptions } from "../transport/agent-client.js";
+import type { AgentClientOptions } from "../transport/agent-client.js";
 import type { HostConnection } from "../transport/types.js";
-import { DISCOVER_PAGE, type MailboxSource } from "./scan-pair.js";
+import { discoverPages, type MailboxSource } from "./scan-pair.js";
 
 export interface ListingOptions {
   /** Read a list even when most lines are not names (--skip-sanity-checks). */
@@ -212,22 +212,13 @@ async function discoverInto(
   clientOptions: AgentClientOptions,
   options: ListingOptions,
 ): Promise<string> {
-  const size = options.discoverPage ?? DISCOVER_PAGE;
-  const agent = await AgentClient.start(master, clientOptions);
-  try {
-    for (let from = 0; ; from += size) {
-      const page = await agent.request("discover", { page: { from, size } });
-      for (const m of page.mailboxes)
-        await spills.entries.add([m.name, m.partition ?? "", "", "0"]);
-      for (const i of page.invalid ?? [])
-        await spills.invalid.add([i.name, `${agent.host}: ${i.reason}`]);
-      // An agent without paging answers everything at once, without `more`.
-      if (page.more !== true) break;
-    }
-    return agent.host;
-  } finally {
-    await agent.close();
+  let host = master.host;
+  for await (const page of discoverPages(master, clientOptions, options.discoverPage)) {
+    host = page.host;
+    for (const m of page.mailboxes) await spills.entries.add([m.name, m.partition ?? "", "", "0"]);
+    for (const i of page.invalid) await spills.invalid.add([i.name, i.reason]);
   }
+  return host;
 }
 
 /**

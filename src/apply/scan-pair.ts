@@ -56,27 +56,52 @@ export async function listMailboxes(
     return parseMailboxList(text, source.file, { acceptSuspicious });
   }
   if ("discover" in source) {
-    const agent = await AgentClient.start(master, clientOptions);
-    try {
-      // In pages: one reply of a million names would be ~50 MB on one
-      // line, near the framing's cap (plan itself never holds the list:
-      // mailbox-listing.ts).
-      const mailboxes: MailboxRef[] = [];
-      const invalid: { name: string; reason: string }[] = [];
-      for (let from = 0; ; from += DISCOVER_PAGE) {
-        const page = await agent.request("discover", { page: { from, size: DISCOVER_PAGE } });
-        mailboxes.push(...page.mailboxes);
-        for (const i of page.invalid ?? [])
-          invalid.push({ name: i.name, reason: `${agent.host}: ${i.reason}` });
-        if (page.more !== true) break;
-      }
-      return { mailboxes, excluded: [], invalid };
-    } finally {
-      await agent.close();
+    // In pages: one reply of a million names would be ~50 MB on one line,
+    // near the framing's cap (plan itself never holds the list:
+    // mailbox-listing.ts).
+    const mailboxes: MailboxRef[] = [];
+    const invalid: { name: string; reason: string }[] = [];
+    for await (const page of discoverPages(master, clientOptions)) {
+      mailboxes.push(...page.mailboxes);
+      invalid.push(...page.invalid);
     }
+    return { mailboxes, excluded: [], invalid };
   }
   const { stdout } = await master.runCommand(source.command);
   return parseMailboxList(stdout, `${master.host}: ${source.command}`, { acceptSuspicious });
+}
+
+/**
+ * The master's discovery, a page at a time, from one agent started for it;
+ * invalid entries' reasons name the host. An agent that predates paging
+ * answers everything in its first page.
+ */
+export async function* discoverPages(
+  master: HostConnection,
+  clientOptions: AgentClientOptions,
+  size = DISCOVER_PAGE,
+): AsyncGenerator<{
+  host: string;
+  mailboxes: MailboxRef[];
+  invalid: { name: string; reason: string }[];
+}> {
+  const agent = await AgentClient.start(master, clientOptions);
+  try {
+    for (let from = 0; ; from += size) {
+      const page = await agent.request("discover", { page: { from, size } });
+      yield {
+        host: agent.host,
+        mailboxes: page.mailboxes,
+        invalid: (page.invalid ?? []).map((i) => ({
+          name: i.name,
+          reason: `${agent.host}: ${i.reason}`,
+        })),
+      };
+      if (page.more !== true) return;
+    }
+  } finally {
+    await agent.close();
+  }
 }
 
 /**
